@@ -1,0 +1,166 @@
+//! The one error type of every embedding provider.
+
+/// `Result` with [`EmbeddingError`].
+pub type Result<T, E = EmbeddingError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading a model or embedding text.
+///
+/// Variants fall in three groups, told apart by [`EmbeddingError::kind`]: the caller sent
+/// something the model cannot embed ([`ErrorKind::InvalidInput`]), the model could not be
+/// loaded ([`ErrorKind::Load`]), or running it failed ([`ErrorKind::Runtime`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddingError {
+    /// The request held no texts.
+    #[error("the request holds no texts: send at least one")]
+    EmptyBatch,
+
+    /// The request asked for a prompt the model does not define.
+    #[error("unknown prompt `{name}`; this model defines: {}", .available.join(", "))]
+    UnknownPrompt {
+        /// The prompt name that was asked for.
+        name: String,
+        /// The prompt names the model defines.
+        available: Vec<String>,
+    },
+
+    /// The request asked for an output dimension the model cannot produce.
+    #[error("unsupported output dimension {requested}; this model supports: {}", join_numbers(.supported))]
+    UnsupportedDimension {
+        /// The dimension that was asked for.
+        requested: usize,
+        /// The dimensions the model supports.
+        supported: Vec<usize>,
+    },
+
+    /// A text has more tokens than the model accepts and the request refused truncation.
+    #[error(
+        "text at index {index} has {tokens} tokens, more than this model's limit of {max_tokens}"
+    )]
+    TextTooLong {
+        /// Position of the text in the request.
+        index: usize,
+        /// Its token count, special tokens and prompt included.
+        tokens: usize,
+        /// The model's limit.
+        max_tokens: usize,
+    },
+
+    /// Any other input the provider refuses, with the reason.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("ONNX Runtime library unavailable: {0}")]
+    RuntimeLibrary(String),
+
+    /// A model file is missing, unreadable or not what it should be.
+    #[error("cannot load model from {path}: {reason}")]
+    ModelLoad {
+        /// The file or folder at fault.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The model or its files could not be fetched from the Hugging Face hub or its cache.
+    #[error("cannot fetch `{model}`: {reason}")]
+    Download {
+        /// The repository id.
+        model: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// Running the model failed, or it produced values that are not finite.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// The group an [`EmbeddingError`] belongs to; decides who must act (the caller or the operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is at fault; sending it again unchanged fails again.
+    InvalidInput,
+    /// The model or the runtime could not be loaded.
+    Load,
+    /// The model failed while running.
+    Runtime,
+}
+
+impl EmbeddingError {
+    /// Which group this error falls in.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::EmptyBatch
+            | Self::UnknownPrompt { .. }
+            | Self::UnsupportedDimension { .. }
+            | Self::TextTooLong { .. }
+            | Self::InvalidInput(_) => ErrorKind::InvalidInput,
+            Self::RuntimeLibrary(_) | Self::ModelLoad { .. } | Self::Download { .. } => {
+                ErrorKind::Load
+            }
+            Self::Inference(_) => ErrorKind::Runtime,
+        }
+    }
+
+    /// True when the caller's request is at fault (a 4xx in HTTP terms).
+    pub fn is_invalid_input(&self) -> bool {
+        self.kind() == ErrorKind::InvalidInput
+    }
+
+    /// Shorthand for [`EmbeddingError::ModelLoad`].
+    pub fn model_load(path: impl std::fmt::Display, reason: impl std::fmt::Display) -> Self {
+        Self::ModelLoad {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn join_numbers(numbers: &[usize]) -> String {
+    numbers
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_offending_values() {
+        let err = EmbeddingError::TextTooLong {
+            index: 3,
+            tokens: 4000,
+            max_tokens: 2048,
+        };
+        assert_eq!(
+            err.to_string(),
+            "text at index 3 has 4000 tokens, more than this model's limit of 2048"
+        );
+        let err = EmbeddingError::UnsupportedDimension {
+            requested: 100,
+            supported: vec![768, 512],
+        };
+        assert_eq!(
+            err.to_string(),
+            "unsupported output dimension 100; this model supports: 768, 512"
+        );
+    }
+
+    #[test]
+    fn kinds_separate_caller_faults_from_operator_faults() {
+        assert!(EmbeddingError::EmptyBatch.is_invalid_input());
+        assert_eq!(
+            EmbeddingError::model_load("m/model.onnx", "missing").kind(),
+            ErrorKind::Load
+        );
+        assert_eq!(
+            EmbeddingError::Inference("x".into()).kind(),
+            ErrorKind::Runtime
+        );
+    }
+}
