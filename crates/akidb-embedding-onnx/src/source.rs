@@ -1,0 +1,300 @@
+//! Finding a model's files: a local folder, the folder `scripts/setup.sh` installed, or the
+//! Hugging Face hub through `hf-hub` and its cache.
+//!
+//! Paths are never canonicalised: in the hub cache, `snapshots/<rev>/onnx/model.onnx` is a
+//! symlink into `blobs/`, and ONNX Runtime looks for `model.onnx_data` beside the path it is
+//! given, which only the snapshot folder has.
+
+use std::path::{Path, PathBuf};
+
+use akidb_embedding_core::{EmbeddingError, Result};
+use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::{Cache, Repo, RepoType};
+
+use crate::{ModelSpec, OnnxVariant};
+
+/// The files of one model, ready to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    /// Folder holding `tokenizer.json` and the configuration files.
+    pub dir: PathBuf,
+    /// The ONNX graph.
+    pub onnx: PathBuf,
+    /// The external weights beside the graph, when the model has them.
+    pub onnx_data: Option<PathBuf>,
+}
+
+/// How to reach the Hugging Face hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubOptions {
+    /// Use only the local cache; never touch the network (also set by `HF_HUB_OFFLINE=1`).
+    pub offline: bool,
+    /// Cache folder (default: `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+    pub cache_dir: Option<PathBuf>,
+    /// Hub address (default: `HF_ENDPOINT`, else the public hub).
+    pub endpoint: Option<String>,
+    /// Branch, tag or commit (default `main`).
+    pub revision: String,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            offline: std::env::var("HF_HUB_OFFLINE")
+                .is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "yes")),
+            cache_dir: None,
+            endpoint: None,
+            revision: "main".to_string(),
+        }
+    }
+}
+
+/// Configuration files read when present, besides `tokenizer.json`.
+pub const OPTIONAL_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config_sentence_transformers.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
+
+/// The name of the external-weights file of an ONNX file (`model.onnx` → `model.onnx_data`).
+pub fn data_file_name(onnx_file: &str) -> String {
+    format!("{onnx_file}_data")
+}
+
+/// Finds the files of a model stored in a local folder: the ONNX file at the root or under
+/// `onnx/` (the hub layout), its `_data` file beside it.
+pub fn local_files(
+    dir: &Path,
+    variant: &OnnxVariant,
+    spec: Option<&ModelSpec>,
+) -> Result<ModelFiles> {
+    if !dir.is_dir() {
+        return Err(EmbeddingError::model_load(dir.display(), "not a folder"));
+    }
+    let tokenizer = dir.join("tokenizer.json");
+    if !tokenizer.is_file() {
+        return Err(EmbeddingError::model_load(
+            tokenizer.display(),
+            "missing tokenizer file",
+        ));
+    }
+    let file = variant.file_name();
+    let candidates = [dir.join(file), dir.join("onnx").join(file)];
+    let Some(onnx) = candidates.iter().find(|p| p.is_file()).cloned() else {
+        return Err(EmbeddingError::model_load(
+            dir.display(),
+            format!(
+                "no {file} (looked for {} and {})",
+                candidates[0].display(),
+                candidates[1].display()
+            ),
+        ));
+    };
+    let data = onnx.with_file_name(data_file_name(file));
+    let onnx_data = check_data_file(&onnx, data, spec.is_some_and(|s| s.external_data))?;
+    Ok(ModelFiles {
+        dir: dir.to_path_buf(),
+        onnx,
+        onnx_data,
+    })
+}
+
+fn check_data_file(onnx: &Path, data: PathBuf, required: bool) -> Result<Option<PathBuf>> {
+    match std::fs::metadata(&data) {
+        Ok(meta) if meta.len() == 0 => Err(EmbeddingError::model_load(
+            data.display(),
+            "the weights file is empty (truncated download?)",
+        )),
+        Ok(_) => Ok(Some(data)),
+        Err(_) if required => Err(EmbeddingError::model_load(
+            data.display(),
+            format!(
+                "missing weights file: {} keeps its weights in {}, which must sit in the same folder",
+                onnx.display(),
+                data.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("its _data file")
+            ),
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Fetches (or, offline, finds in the cache) the files of hub repository `repo`.
+pub fn hub_files(
+    repo: &str,
+    variant: &OnnxVariant,
+    spec: Option<&ModelSpec>,
+    hub: &HubOptions,
+) -> Result<ModelFiles> {
+    let fetcher = HubFetcher::new(repo, hub)?;
+    let tokenizer = fetcher.get(repo, "tokenizer.json")?;
+    for name in OPTIONAL_FILES {
+        fetcher.get_optional(repo, name)?;
+    }
+    let file = variant.file_name();
+    let onnx_paths: Vec<String> = match spec.and_then(|s| s.hub_onnx_dir.as_deref()) {
+        Some(dir) => vec![format!("{dir}/{file}")],
+        None => vec![file.to_string(), format!("onnx/{file}")],
+    };
+    let mut onnx = None;
+    for path in &onnx_paths {
+        if let Some(found) = fetcher.get_optional(repo, path)? {
+            onnx = Some((path.clone(), found));
+            break;
+        }
+    }
+    let Some((onnx_path, onnx)) = onnx else {
+        return Err(EmbeddingError::Download {
+            model: repo.to_string(),
+            reason: format!("the repository has no {}", onnx_paths.join(" or ")),
+        });
+    };
+    let required = spec.is_some_and(|s| s.external_data);
+    let data_path = data_file_name(&onnx_path);
+    let data = if required {
+        Some(fetcher.get(repo, &data_path)?)
+    } else {
+        fetcher.get_optional(repo, &data_path)?
+    };
+    let onnx_data = match data {
+        Some(data) => check_data_file(&onnx, data, required)?,
+        None => None,
+    };
+    let dir = tokenizer
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(ModelFiles {
+        dir,
+        onnx,
+        onnx_data,
+    })
+}
+
+enum HubFetcher {
+    Online(hf_hub::api::sync::ApiRepo),
+    Offline(hf_hub::CacheRepo),
+}
+
+impl HubFetcher {
+    fn new(repo: &str, hub: &HubOptions) -> Result<Self> {
+        let repo_ref = Repo::with_revision(repo.to_string(), RepoType::Model, hub.revision.clone());
+        let cache = match &hub.cache_dir {
+            Some(dir) => Cache::new(dir.clone()),
+            None => Cache::from_env(),
+        };
+        if hub.offline {
+            return Ok(Self::Offline(cache.repo(repo_ref)));
+        }
+        let mut builder = ApiBuilder::from_cache(cache).with_progress(false);
+        if let Some(endpoint) = hub
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("HF_ENDPOINT").ok())
+        {
+            builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
+        }
+        let api = builder.build().map_err(|e| EmbeddingError::Download {
+            model: repo.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::Online(api.repo(repo_ref)))
+    }
+
+    /// A file the model cannot do without.
+    fn get(&self, repo: &str, file: &str) -> Result<PathBuf> {
+        self.get_optional(repo, file)?.ok_or_else(|| EmbeddingError::Download {
+            model: repo.to_string(),
+            reason: match self {
+                Self::Online(_) => format!("the repository has no file {file}"),
+                Self::Offline(_) => format!(
+                    "{file} is not in the local cache and offline mode (HF_HUB_OFFLINE) forbids downloading it"
+                ),
+            },
+        })
+    }
+
+    /// A file that may be absent (Ok(None)); other failures are errors.
+    fn get_optional(&self, repo: &str, file: &str) -> Result<Option<PathBuf>> {
+        match self {
+            Self::Offline(cache) => Ok(cache.get(file)),
+            Self::Online(api) => match api.get(file) {
+                Ok(path) => Ok(Some(path)),
+                Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => {
+                    tracing::debug!(model = repo, file, "not in the repository");
+                    Ok(None)
+                }
+                Err(e) => Err(EmbeddingError::Download {
+                    model: repo.to_string(),
+                    reason: format!("{file}: {e}"),
+                }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str, files: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("akidb-src-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for file in files {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn finds_onnx_at_root_or_under_onnx() {
+        let root = folder("root", &["tokenizer.json", "model.onnx"]);
+        let files = local_files(&root, &OnnxVariant::Fp32, None).unwrap();
+        assert_eq!(files.onnx, root.join("model.onnx"));
+        assert_eq!(files.onnx_data, None);
+        let hub = folder(
+            "hub",
+            &[
+                "tokenizer.json",
+                "onnx/model_q4.onnx",
+                "onnx/model_q4.onnx_data",
+            ],
+        );
+        let files = local_files(&hub, &OnnxVariant::Q4, None).unwrap();
+        assert_eq!(files.onnx, hub.join("onnx/model_q4.onnx"));
+        assert_eq!(files.onnx_data, Some(hub.join("onnx/model_q4.onnx_data")));
+        for dir in [root, hub] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn missing_pieces_are_named() {
+        let dir = folder("missing", &["tokenizer.json", "onnx/model.onnx"]);
+        let gemma = ModelSpec::embedding_gemma_300m();
+        let err = local_files(&dir, &OnnxVariant::Fp32, Some(&gemma))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.onnx_data") && err.contains("missing weights file"),
+            "{err}"
+        );
+        let err = local_files(&dir, &OnnxVariant::Fp16, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no model_fp16.onnx"), "{err}");
+        std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+        let err = local_files(&dir, &OnnxVariant::Fp32, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tokenizer.json"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

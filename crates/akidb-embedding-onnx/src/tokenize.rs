@@ -1,0 +1,170 @@
+//! Tokenisation with the model's own tokenizer, sentence-transformers semantics: the
+//! tokenizer's special tokens, truncation at the model's cap (special tokens included), no
+//! padding (batches are padded to their longest text when tensors are built).
+//!
+//! Truncation and padding settings baked into `tokenizer.json` are overridden: the MiniLM
+//! file, for one, truncates at 128 and pads every text to 128, which would give different
+//! vectors than the reference.
+
+use std::path::Path;
+
+use akidb_embedding_core::{EmbeddingError, Result, Truncation};
+use tokenizers::{Encoding, Tokenizer, TruncationDirection};
+
+/// Token ids of one text, special tokens included, after truncation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenizedText {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Segment ids (all 0 for a single text), for models that take `token_type_ids`.
+    pub type_ids: Vec<u32>,
+}
+
+impl TokenizedText {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are no tokens (never the case for tokenizers that add special tokens).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A tokenizer bound to a model's token limit.
+#[derive(Debug)]
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    max_tokens: usize,
+    special_tokens: usize,
+    pad_id: u32,
+    embedding_rows: Option<usize>,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` and binds it to `max_tokens`.
+    pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self> {
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| {
+            EmbeddingError::model_load(path.display(), format!("invalid tokenizer: {e}"))
+        })?;
+        Self::new(tokenizer, max_tokens).map_err(|e| match e {
+            EmbeddingError::InvalidInput(reason) => {
+                EmbeddingError::model_load(path.display(), reason)
+            }
+            other => other,
+        })
+    }
+
+    /// Binds an already loaded tokenizer to `max_tokens`, overriding its own truncation and
+    /// padding settings.
+    pub fn new(mut tokenizer: Tokenizer, max_tokens: usize) -> Result<Self> {
+        // Read the pad id before dropping the padding settings that carry it.
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| {
+                ["<pad>", "[PAD]", "<|pad|>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+            })
+            .unwrap_or(0);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| EmbeddingError::InvalidInput(format!("cannot reset truncation: {e}")))?;
+        tokenizer.with_padding(None);
+        let special_tokens = tokenizer
+            .get_post_processor()
+            .map(|p| tokenizers::PostProcessor::added_tokens(p, false))
+            .unwrap_or(0);
+        if max_tokens <= special_tokens {
+            return Err(EmbeddingError::InvalidInput(format!(
+                "a token limit of {max_tokens} leaves no room beside the {special_tokens} special tokens"
+            )));
+        }
+        Ok(Self {
+            tokenizer,
+            max_tokens,
+            special_tokens,
+            pad_id,
+            embedding_rows: None,
+        })
+    }
+
+    /// Tokenises `text` (prompt already prepended). Over-long texts are cut at the limit, or
+    /// refused with [`EmbeddingError::TextTooLong`] naming `index` when `truncation` says so.
+    pub fn encode(
+        &self,
+        text: &str,
+        truncation: Truncation,
+        index: usize,
+    ) -> Result<TokenizedText> {
+        let mut content = self.tokenizer.encode_fast(text, false).map_err(|e| {
+            EmbeddingError::InvalidInput(format!("cannot tokenise text {index}: {e}"))
+        })?;
+        let total = content.len() + self.special_tokens;
+        if total > self.max_tokens {
+            if truncation == Truncation::Error {
+                return Err(EmbeddingError::TextTooLong {
+                    index,
+                    tokens: total,
+                    max_tokens: self.max_tokens,
+                });
+            }
+            content.truncate(
+                self.max_tokens - self.special_tokens,
+                0,
+                TruncationDirection::Right,
+            );
+        }
+        let encoding: Encoding = self
+            .tokenizer
+            .post_process(content, None, true)
+            .map_err(|e| {
+                EmbeddingError::InvalidInput(format!("cannot tokenise text {index}: {e}"))
+            })?;
+        if let Some(rows) = self.embedding_rows
+            && let Some(&id) = encoding.get_ids().iter().find(|&&id| id as usize >= rows)
+        {
+            return Err(EmbeddingError::InvalidInput(format!(
+                "text {index} contains the token `{}` (id {id}), which this model cannot embed",
+                self.tokenizer.id_to_token(id).unwrap_or_default()
+            )));
+        }
+        Ok(TokenizedText {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Tells the tokenizer how many rows the model's embedding table has (`vocab_size` in
+    /// `config.json`). Fails when the tokenizer's own vocabulary is larger (tokenizer and model
+    /// do not match). Added tokens beyond the table (Gemma's `<image_soft_token>`) are allowed
+    /// but refused in texts, by [`TextTokenizer::encode`], before they reach the model.
+    pub fn check_embedding_rows(&mut self, rows: usize) -> Result<()> {
+        let max_id = self.tokenizer.get_vocab(false).values().copied().max();
+        if let Some(max_id) = max_id.filter(|&id| id as usize >= rows) {
+            return Err(EmbeddingError::InvalidInput(format!(
+                "the tokenizer's vocabulary reaches token id {max_id}, but the model's embedding table has \
+                 only {rows} rows (config.json vocab_size): tokenizer and model do not match"
+            )));
+        }
+        self.embedding_rows = Some(rows);
+        Ok(())
+    }
+
+    /// The id batches are padded with.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// The token limit, special tokens included.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Number of distinct token ids the tokenizer can produce (added tokens included).
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+}

@@ -1,0 +1,122 @@
+//! Fixtures for the workspace's tests: the team's `../shared` folder (reference vectors, the
+//! tiny EmbeddingGemma double) and the models `scripts/setup.sh` installs.
+//!
+//! A missing fixture makes a test skip with a printed reason on a developer's machine, and
+//! fail under `CI=true`, where every fixture must be present.
+
+#![allow(clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// True when running under CI (`CI=true`), where missing fixtures are failures.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Returns `path` if it exists. Otherwise prints why the calling test is skipped and returns
+/// `None`, or panics under CI.
+pub fn require(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
+    }
+    let reason = format!("{what} not found at {}", path.display());
+    if in_ci() {
+        panic!("{reason} (required under CI=true; run scripts/setup.sh and provide ../shared)");
+    }
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+/// The team's shared folder (`../shared` beside the workspace).
+pub fn shared_dir() -> PathBuf {
+    workspace_root().join("../shared")
+}
+
+/// The tiny EmbeddingGemma test double, if present.
+pub fn tiny_gemma_dir() -> Option<PathBuf> {
+    require(
+        shared_dir().join("models/tiny-embeddinggemma"),
+        "tiny EmbeddingGemma test double",
+    )
+}
+
+/// all-MiniLM-L6-v2 as installed by `scripts/setup.sh`, if present.
+pub fn minilm_dir() -> Option<PathBuf> {
+    require(
+        workspace_root().join(".akidb/models/all-MiniLM-L6-v2"),
+        "all-MiniLM-L6-v2 (run scripts/setup.sh)",
+    )
+}
+
+/// One text of `sentences.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Sentence {
+    /// Its id in the reference files.
+    pub id: String,
+    /// The text.
+    pub text: String,
+    /// The prompt it is embedded with.
+    pub prompt_name: Option<String>,
+}
+
+/// One reference vector and its token count.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReferenceItem {
+    /// Token count after prompt and truncation, special tokens included.
+    pub tokens: usize,
+    /// The reference vector.
+    pub embedding: Vec<f32>,
+}
+
+/// A reference file: `{"model", "cap", "pooling", "items": {id: {"tokens", "embedding"}}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reference {
+    /// Model name.
+    pub model: String,
+    /// Token cap.
+    pub cap: usize,
+    /// Pooling description.
+    pub pooling: String,
+    /// Items by sentence id.
+    pub items: BTreeMap<String, ReferenceItem>,
+}
+
+/// The reference texts, if `../shared` is present.
+pub fn sentences() -> Option<Vec<Sentence>> {
+    let path = require(
+        shared_dir().join("reference/sentences.json"),
+        "reference sentences",
+    )?;
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// A reference file of `../shared/reference/`, if present.
+pub fn reference(file: &str) -> Option<Reference> {
+    let path = require(
+        shared_dir().join("reference").join(file),
+        "reference vectors",
+    )?;
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// Cosine similarity.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
