@@ -1,0 +1,80 @@
+//! API-key authentication: `Authorization: Bearer <key>`, compared in constant time.
+//!
+//! The key is never logged; a refused request is answered 401 with `WWW-Authenticate: Bearer`.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::config::ApiKey;
+use crate::error::ApiError;
+
+/// Middleware that lets a request through only when it carries the configured key.
+pub async fn require_api_key(
+    State(key): State<ApiKey>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    match presented {
+        None => Err(ApiError::Unauthorized(
+            "send the API key as `Authorization: Bearer <key>`".to_string(),
+        )),
+        Some(token) if !constant_time_eq(token.as_bytes(), key.as_bytes()) => Err(
+            ApiError::Unauthorized("the API key is not valid".to_string()),
+        ),
+        Some(_) => Ok(next.run(request).await),
+    }
+}
+
+/// The token of a `Bearer` authorization header (scheme matched case-insensitively).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// Compares two byte strings in time that depends only on `presented`'s length, so response
+/// timing reveals nothing of the key's content.
+fn constant_time_eq(presented: &[u8], key: &[u8]) -> bool {
+    if key.is_empty() {
+        return false;
+    }
+    let mut difference = u8::from(presented.len() != key.len());
+    for (index, byte) in presented.iter().enumerate() {
+        difference |= byte ^ key[index % key.len()];
+    }
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_whole_keys_only() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret!", b"secret"));
+        assert!(!constant_time_eq(b"secre", b"secret"));
+        assert!(!constant_time_eq(b"secrex", b"secret"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        // A repetition of the key must not pass through the modulo.
+        assert!(!constant_time_eq(b"secretsecret", b"secret"));
+    }
+
+    #[test]
+    fn parses_bearer_headers() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+}

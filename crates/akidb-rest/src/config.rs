@@ -1,0 +1,251 @@
+//! Service configuration: every setting is a command-line flag and an `AKIDB_*` environment
+//! variable, with the defaults below.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::batcher::BatcherConfig;
+
+/// The model served when `AKIDB_EMBEDDING_MODEL` is not set.
+pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
+/// The address bound when `AKIDB_BIND` is not set.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// Texts per model run when `AKIDB_MAX_BATCH_SIZE` is not set.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 32;
+/// Characters per model run when `AKIDB_MAX_BATCH_CHARS` is not set (32 texts of 2,048).
+pub const DEFAULT_MAX_BATCH_CHARS: usize = 65_536;
+/// Request body limit when `AKIDB_MAX_BODY_BYTES` is not set (2 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Texts per request when `AKIDB_MAX_INPUTS` is not set.
+pub const DEFAULT_MAX_INPUTS: usize = 256;
+/// Characters per text when `AKIDB_MAX_INPUT_CHARS` is not set.
+pub const DEFAULT_MAX_INPUT_CHARS: usize = 32_768;
+/// Request deadline when `AKIDB_REQUEST_TIMEOUT_MS` is not set.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Dynamic-batching wait when `AKIDB_BATCH_WAIT_MS` is not set.
+pub const DEFAULT_BATCH_WAIT_MS: u64 = 5;
+/// Waiting requests per model when `AKIDB_QUEUE_CAPACITY` is not set.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
+/// Which provider turns texts into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// ONNX Runtime models (`akidb-embedding-onnx`).
+    Onnx,
+    /// The deterministic mock (`akidb-embedding-mock`); only ever used when asked for.
+    Mock,
+}
+
+/// The secret clients must present as `Authorization: Bearer …`.
+///
+/// Its `Debug` output is redacted, so logging a [`Config`] never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key's bytes, for the constant-time comparison in [`crate::auth`].
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl FromStr for ApiKey {
+    type Err = String;
+
+    fn from_str(key: &str) -> Result<Self, Self::Err> {
+        if key.trim().is_empty() {
+            return Err("the API key must not be empty".to_string());
+        }
+        Ok(Self(key.to_string()))
+    }
+}
+
+/// Everything the service can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "akidb-rest",
+    version,
+    about = "The AkiDB embedding HTTP service."
+)]
+pub struct Config {
+    /// Provider that embeds texts: `onnx`, or `mock` for tests (never chosen silently).
+    #[arg(long, env = "AKIDB_EMBEDDING_PROVIDER", value_enum, default_value_t = ProviderKind::Onnx)]
+    pub provider: ProviderKind,
+
+    /// Models to serve, comma-separated: built-in ids or local folders. Requests address each
+    /// by the id it reports in `/api/v1/models`.
+    #[arg(
+        long = "model",
+        env = "AKIDB_EMBEDDING_MODEL",
+        value_delimiter = ',',
+        default_value = DEFAULT_MODEL
+    )]
+    pub models: Vec<String>,
+
+    /// Address to listen on.
+    #[arg(long, env = "AKIDB_BIND", default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+
+    /// ONNX Runtime intra-op threads per model (default: the provider's own choice).
+    #[arg(long, env = "AKIDB_THREADS", value_parser = positive)]
+    pub threads: Option<usize>,
+
+    /// Most texts in one model run (dynamic batches and the provider's own sub-batches).
+    #[arg(long, env = "AKIDB_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = positive)]
+    pub max_batch_size: usize,
+
+    /// Most characters in one merged model run; a single larger request still runs, alone.
+    #[arg(long, env = "AKIDB_MAX_BATCH_CHARS", default_value_t = DEFAULT_MAX_BATCH_CHARS, value_parser = positive)]
+    pub max_batch_chars: usize,
+
+    /// Largest request body accepted, in bytes (larger: 413).
+    #[arg(long, env = "AKIDB_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = positive)]
+    pub max_body_bytes: usize,
+
+    /// Most texts in one request (more: 413).
+    #[arg(long, env = "AKIDB_MAX_INPUTS", default_value_t = DEFAULT_MAX_INPUTS, value_parser = positive)]
+    pub max_inputs: usize,
+
+    /// Most characters in one text (more: 413), checked before tokenisation.
+    #[arg(long, env = "AKIDB_MAX_INPUT_CHARS", default_value_t = DEFAULT_MAX_INPUT_CHARS, value_parser = positive)]
+    pub max_input_chars: usize,
+
+    /// Deadline for an embedding request, queueing included, in milliseconds (past it: 504).
+    #[arg(long, env = "AKIDB_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+
+    /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
+    #[arg(long, env = "AKIDB_API_KEY", hide_env_values = true)]
+    pub api_key: Option<ApiKey>,
+
+    /// Longest a request waits for others to share its model run, in milliseconds.
+    #[arg(long, env = "AKIDB_BATCH_WAIT_MS", default_value_t = DEFAULT_BATCH_WAIT_MS)]
+    pub batch_wait_ms: u64,
+
+    /// Most requests waiting per model; when full, new requests get 503 with `Retry-After`.
+    #[arg(long, env = "AKIDB_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY, value_parser = positive)]
+    pub queue_capacity: usize,
+
+    /// Merge concurrent requests into shared model runs; `false` runs each request alone
+    /// (a baseline for benchmarks).
+    #[arg(
+        long,
+        env = "AKIDB_DYNAMIC_BATCHING",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub dynamic_batching: bool,
+}
+
+impl Default for Config {
+    /// The documented defaults, without reading the environment.
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Onnx,
+            models: vec![DEFAULT_MODEL.to_string()],
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            threads: None,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_batch_chars: DEFAULT_MAX_BATCH_CHARS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_inputs: DEFAULT_MAX_INPUTS,
+            max_input_chars: DEFAULT_MAX_INPUT_CHARS,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            api_key: None,
+            batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            dynamic_batching: true,
+        }
+    }
+}
+
+impl Config {
+    /// The model list with blanks trimmed and empty entries (`a,,b`, a trailing comma) dropped.
+    pub fn model_names(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .map(|model| model.trim())
+            .filter(|model| !model.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The dynamic batcher's settings.
+    pub fn batcher(&self) -> BatcherConfig {
+        BatcherConfig {
+            max_batch_size: self.max_batch_size,
+            max_batch_chars: self.max_batch_chars,
+            max_wait: Duration::from_millis(self.batch_wait_ms),
+            queue_capacity: self.queue_capacity,
+            dynamic: self.dynamic_batching,
+        }
+    }
+}
+
+fn positive(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(number) => Ok(number),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn flags_parse_and_defaults_match_the_documented_ones() {
+        let config = parse(&[
+            "--provider",
+            "mock",
+            "--model",
+            "a, b,,",
+            "--dynamic-batching",
+            "off",
+            "--api-key",
+            "s3cret",
+        ])
+        .unwrap();
+        assert_eq!(config.provider, ProviderKind::Mock);
+        assert_eq!(config.model_names(), vec!["a", "b"]);
+        assert!(!config.dynamic_batching);
+        assert_eq!(config.api_key.as_ref().unwrap().as_bytes(), b"s3cret");
+        assert!(!format!("{config:?}").contains("s3cret"));
+
+        let defaults = Config::default();
+        assert_eq!(defaults.bind.to_string(), DEFAULT_BIND);
+        assert_eq!(defaults.model_names(), vec![DEFAULT_MODEL]);
+        assert_eq!(defaults.max_batch_size, config.max_batch_size);
+        assert_eq!(defaults.queue_capacity, config.queue_capacity);
+    }
+
+    #[test]
+    fn zero_limits_and_empty_keys_are_refused() {
+        assert!(parse(&["--max-batch-size", "0"]).is_err());
+        assert!(parse(&["--queue-capacity", "0"]).is_err());
+        assert!(parse(&["--request-timeout-ms", "0"]).is_err());
+        assert!(parse(&["--api-key", " "]).is_err());
+        assert!(parse(&["--provider", "magic"]).is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! `akidb-rest`: the AkiDB embedding HTTP service.
+//!
+//! Serves one or more [`EmbeddingProvider`](akidb_embedding_core::EmbeddingProvider)s over
+//! HTTP, with an OpenAI-compatible route, dynamic batching, API-key authentication and
+//! Prometheus metrics. The pieces, in the order a request meets them:
+//!
+//! - [`config`]: flags and `AKIDB_*` environment variables, with their defaults;
+//! - [`server`]: binds the socket, loads the models in the background, shuts down gracefully;
+//! - [`routes`]: the HTTP routes and their request/response shapes;
+//! - [`auth`]: the `Authorization: Bearer` check;
+//! - [`error`]: the one error type and its status codes;
+//! - [`state`]: what handlers share (limits, metrics, the loaded models);
+//! - [`batcher`]: merges concurrent requests into shared provider runs (no HTTP inside);
+//! - [`providers`]: builds the providers the configuration names;
+//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//!
+//! ```no_run
+//! use akidb_rest::{Config, serve};
+//!
+//! # async fn run() -> Result<(), akidb_rest::ServeError> {
+//! let config = Config {
+//!     provider: akidb_rest::config::ProviderKind::Mock,
+//!     bind: "127.0.0.1:0".parse().unwrap(),
+//!     ..Config::default()
+//! };
+//! serve(config).await // until SIGINT or SIGTERM
+//! # }
+//! ```
+
+pub mod auth;
+pub mod batcher;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod providers;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use routes::router;
+pub use server::{ServeError, Server, serve};
+pub use state::AppState;

@@ -1,0 +1,90 @@
+//! Building the providers the configuration names.
+//!
+//! A model that cannot be loaded is an error for the whole service: the mock is used only
+//! when `AKIDB_EMBEDDING_PROVIDER=mock` asks for it, never as a fallback.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
+use akidb_embedding_mock::MockEmbeddingProvider;
+
+use crate::config::{Config, ProviderKind};
+
+/// Length of the mock's vectors.
+pub const MOCK_DIMENSION: usize = 384;
+
+/// What [`load`] needs to know, taken from the [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadPlan {
+    /// Which provider.
+    pub kind: ProviderKind,
+    /// Built-in ids or local folders, in order.
+    pub models: Vec<String>,
+    /// ONNX Runtime intra-op threads (`None`: the provider's default).
+    pub threads: Option<usize>,
+    /// Texts per ONNX Runtime run.
+    pub max_batch_size: usize,
+}
+
+impl From<&Config> for LoadPlan {
+    fn from(config: &Config) -> Self {
+        Self {
+            kind: config.provider,
+            models: config.model_names(),
+            threads: config.threads,
+            max_batch_size: config.max_batch_size,
+        }
+    }
+}
+
+/// Loads every model of the plan, in order; the first failure ends the load.
+pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError> {
+    if plan.models.is_empty() {
+        return Err(EmbeddingError::InvalidInput(
+            "no model configured: set AKIDB_EMBEDDING_MODEL".to_string(),
+        ));
+    }
+    let mut providers = Vec::with_capacity(plan.models.len());
+    for model in &plan.models {
+        let started = Instant::now();
+        let provider = match plan.kind {
+            ProviderKind::Mock => mock(model),
+            ProviderKind::Onnx => {
+                let (source, threads, max_batch_size) =
+                    (model.clone(), plan.threads, plan.max_batch_size);
+                tokio::task::spawn_blocking(move || onnx(&source, threads, max_batch_size))
+                    .await
+                    .map_err(|err| {
+                        EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
+                    })??
+            }
+        };
+        tracing::info!(
+            model = %provider.model_info().id,
+            source = %model,
+            dimension = provider.model_info().dimension,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        providers.push(provider);
+    }
+    Ok(providers)
+}
+
+/// The deterministic mock, answering to `model` as its id.
+fn mock(model: &str) -> Arc<dyn EmbeddingProvider> {
+    Arc::new(MockEmbeddingProvider::new(MOCK_DIMENSION).with_id(model))
+}
+
+/// Loads one ONNX model (blocking: call it off the async threads).
+fn onnx(
+    model: &str,
+    _threads: Option<usize>,
+    _max_batch_size: usize,
+) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
+    Err(EmbeddingError::model_load(
+        model,
+        "this build of akidb-rest has no ONNX Runtime provider",
+    ))
+}

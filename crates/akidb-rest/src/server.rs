@@ -1,0 +1,171 @@
+//! Running the service: bind first, load the models in the background, serve until a signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::providers::{self, LoadPlan};
+use crate::routes::router;
+use crate::state::AppState;
+
+/// Why the service stopped other than by a shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A model could not be loaded or failed its health check; the service does not run
+    /// without it.
+    #[error("cannot load the models: {0}")]
+    Load(EmbeddingError),
+    /// Serving connections failed.
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound listener and the state its router will serve; models come later, in [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the listening socket of `config.bind` (port 0 picks a free port).
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            state: AppState::new(config),
+        })
+    }
+
+    /// The address the service listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The state the router serves (for tests and embedding applications).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves requests at once (`/health` answers 503) while `loader` builds the providers;
+    /// once they are loaded and pass their health check, requests reach them. Stops
+    /// gracefully (no new connections, in-flight requests finish) when `shutdown` completes,
+    /// and with [`ServeError::Load`] when loading fails.
+    pub async fn run<L, S>(self, loader: L, shutdown: S) -> Result<(), ServeError>
+    where
+        L: Future<Output = Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError>>
+            + Send
+            + 'static,
+        S: Future<Output = ()> + Send + 'static,
+    {
+        let Self { listener, state } = self;
+        tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
+        let load_failed = Arc::new(Notify::new());
+        let loading = tokio::spawn({
+            let state = state.clone();
+            let load_failed = Arc::clone(&load_failed);
+            async move {
+                let result = load_and_install(&state, loader).await;
+                if result.is_err() {
+                    load_failed.notify_one();
+                }
+                result
+            }
+        });
+        let stop = async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+                () = load_failed.notified() => {}
+            }
+        };
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(stop)
+            .await?;
+        if !loading.is_finished() {
+            loading.abort();
+            return Ok(());
+        }
+        match loading.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ServeError::Load(error)),
+            Err(join_error) => Err(ServeError::Load(EmbeddingError::model_load(
+                "(loader)", join_error,
+            ))),
+        }
+    }
+}
+
+/// Awaits the providers, checks each can embed, and hands them to the state.
+async fn load_and_install<L>(state: &AppState, loader: L) -> Result<(), EmbeddingError>
+where
+    L: Future<Output = Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError>>,
+{
+    let started = Instant::now();
+    let providers = loader.await?;
+    for provider in &providers {
+        let id = &provider.model_info().id;
+        provider.health_check().await.map_err(|error| {
+            EmbeddingError::model_load(id, format!("health check failed: {error}"))
+        })?;
+    }
+    state.install(providers)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        models = ?state.models().map(|models| models.ids().join(", ")).unwrap_or_default(),
+        "ready"
+    );
+    Ok(())
+}
+
+/// Runs the service `config` describes until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    let server = Server::bind(&config).await?;
+    let plan = LoadPlan::from(&config);
+    server.run(providers::load(plan), shutdown_signal()).await
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,243 @@
+//! What the HTTP handlers share: limits, metrics, and the served models once they are loaded.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use akidb_embedding_core::{EmbeddingError, EmbeddingProvider, ModelInfo};
+
+use crate::batcher::{BatchObserver, Batcher, BatcherConfig};
+use crate::config::{ApiKey, Config};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Per-request limits, checked before a request is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most texts per request.
+    pub max_inputs: usize,
+    /// Most characters per text.
+    pub max_input_chars: usize,
+}
+
+impl Limits {
+    /// Refuses (413) a request with too many texts or a text that is too long, naming it.
+    pub fn check(&self, texts: &[String]) -> Result<(), ApiError> {
+        if texts.len() > self.max_inputs {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request holds {} texts, more than the limit of {}",
+                texts.len(),
+                self.max_inputs
+            )));
+        }
+        for (index, text) in texts.iter().enumerate() {
+            // Count only as far as the limit: a huge text costs no more than a long one.
+            if text.chars().nth(self.max_input_chars).is_some() {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the text at index {index} has {} characters, more than the limit of {}",
+                    text.chars().count(),
+                    self.max_input_chars
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of the HTTP handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    limits: Limits,
+    request_timeout: Duration,
+    api_key: Option<ApiKey>,
+    batcher: BatcherConfig,
+    metrics: Arc<Metrics>,
+    models: OnceLock<Models>,
+}
+
+/// The served models, in configuration order, each behind its batcher.
+#[derive(Debug)]
+pub struct Models {
+    batchers: Vec<Batcher>,
+}
+
+impl Models {
+    /// The batcher of the model `requested` names; with no name, the only model served.
+    pub fn resolve(&self, requested: Option<&str>) -> Result<&Batcher, ApiError> {
+        match (requested, self.batchers.as_slice()) {
+            (None, [only]) => Ok(only),
+            (None, _) => Err(ApiError::InvalidRequest(format!(
+                "`model` is required: this service serves {}",
+                self.ids().join(", ")
+            ))),
+            (Some(id), batchers) => batchers
+                .iter()
+                .find(|batcher| batcher.model_info().id == id)
+                .ok_or_else(|| {
+                    ApiError::ModelNotFound(format!(
+                        "model `{id}` is not served here; available: {}",
+                        self.ids().join(", ")
+                    ))
+                }),
+        }
+    }
+
+    /// Every served model's batcher.
+    pub fn batchers(&self) -> &[Batcher] {
+        &self.batchers
+    }
+
+    /// Descriptions of the served models.
+    pub fn infos(&self) -> impl Iterator<Item = &ModelInfo> {
+        self.batchers.iter().map(Batcher::model_info)
+    }
+
+    /// Ids of the served models.
+    pub fn ids(&self) -> Vec<&str> {
+        self.infos().map(|info| info.id.as_str()).collect()
+    }
+}
+
+impl AppState {
+    /// State for a service configured by `config`, with no model loaded yet.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limits: Limits {
+                    max_body_bytes: config.max_body_bytes,
+                    max_inputs: config.max_inputs,
+                    max_input_chars: config.max_input_chars,
+                },
+                request_timeout: config.request_timeout(),
+                api_key: config.api_key.clone(),
+                batcher: config.batcher(),
+                metrics: Arc::new(Metrics::default()),
+                models: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Starts a batcher for each provider and makes the models available to requests.
+    /// Must run inside a tokio runtime; fails on an empty list, on two models with one id,
+    /// and when models were installed already.
+    pub fn install(
+        &self,
+        providers: Vec<Arc<dyn EmbeddingProvider>>,
+    ) -> Result<(), EmbeddingError> {
+        if providers.is_empty() {
+            return Err(EmbeddingError::InvalidInput(
+                "no model to serve".to_string(),
+            ));
+        }
+        for (position, provider) in providers.iter().enumerate() {
+            let id = &provider.model_info().id;
+            if providers[..position]
+                .iter()
+                .any(|earlier| &earlier.model_info().id == id)
+            {
+                return Err(EmbeddingError::InvalidInput(format!(
+                    "two configured models report the id `{id}`; requests could not tell them apart"
+                )));
+            }
+        }
+        let observer: Arc<dyn BatchObserver> = self.shared.metrics.clone();
+        let batchers = providers
+            .into_iter()
+            .map(|provider| {
+                Batcher::spawn(provider, self.shared.batcher.clone(), Arc::clone(&observer))
+            })
+            .collect();
+        self.shared
+            .models
+            .set(Models { batchers })
+            .map_err(|_| EmbeddingError::InvalidInput("models are already installed".to_string()))
+    }
+
+    /// The served models, or 503 while they are loading.
+    pub fn models(&self) -> Result<&Models, ApiError> {
+        self.shared.models.get().ok_or_else(|| {
+            ApiError::NotReady("the models are still loading; retry shortly".to_string())
+        })
+    }
+
+    /// Whether every model is loaded and warmed up.
+    pub fn is_ready(&self) -> bool {
+        self.shared.models.get().is_some()
+    }
+
+    /// Per-request limits.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+
+    /// Deadline of an embedding request, queueing included.
+    pub fn request_timeout(&self) -> Duration {
+        self.shared.request_timeout
+    }
+
+    /// The key clients must present, if any.
+    pub fn api_key(&self) -> Option<&ApiKey> {
+        self.shared.api_key.as_ref()
+    }
+
+    /// The service's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_name_the_offending_text() {
+        let limits = Limits {
+            max_body_bytes: 1024,
+            max_inputs: 2,
+            max_input_chars: 3,
+        };
+        assert!(limits.check(&["abc".into(), "äöü".into()]).is_ok());
+        let err = limits.check(&["a".into(), "abcd".into()]).unwrap_err();
+        assert!(
+            err.to_string().contains("index 1 has 4 characters"),
+            "{err}"
+        );
+        let err = limits
+            .check(&["a".into(), "b".into(), "c".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("3 texts"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn models_resolve_by_id_and_refuse_duplicates() {
+        use akidb_embedding_mock::MockEmbeddingProvider;
+        let state = AppState::new(&Config::default());
+        assert!(state.models().is_err());
+        let twins: Vec<Arc<dyn EmbeddingProvider>> = vec![
+            Arc::new(MockEmbeddingProvider::new(4).with_id("a")),
+            Arc::new(MockEmbeddingProvider::new(4).with_id("a")),
+        ];
+        assert!(state.install(twins).is_err());
+        let pair: Vec<Arc<dyn EmbeddingProvider>> = vec![
+            Arc::new(MockEmbeddingProvider::new(4).with_id("a")),
+            Arc::new(MockEmbeddingProvider::new(8).with_id("b")),
+        ];
+        state.install(pair).unwrap();
+        let models = state.models().unwrap();
+        assert_eq!(models.resolve(Some("b")).unwrap().model_info().dimension, 8);
+        assert!(matches!(
+            models.resolve(Some("c")),
+            Err(ApiError::ModelNotFound(_))
+        ));
+        assert!(matches!(
+            models.resolve(None),
+            Err(ApiError::InvalidRequest(_))
+        ));
+    }
+}
