@@ -1,6 +1,8 @@
 //! Both models reproduce every vector of `../shared/reference/` (cosine ≥ 0.9999, token counts
 //! exact), one text at a time and in one mixed batch, with and without prompts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
 use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
 use akidb_test_support::{

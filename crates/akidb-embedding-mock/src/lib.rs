@@ -151,7 +151,7 @@ impl MockEmbeddingProvider {
         match &self.failure {
             FailureMode::Never => false,
             FailureMode::Always => true,
-            FailureMode::EveryNth(n) => *n > 0 && call % n == 0,
+            FailureMode::EveryNth(n) => *n > 0 && call.is_multiple_of(*n),
             FailureMode::WhenTextContains(marker) => {
                 request.texts.iter().any(|t| t.contains(marker.as_str()))
             }

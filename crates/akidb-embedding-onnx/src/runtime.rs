@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use akidb_embedding_core::{EmbeddingError, Result};
 use ort::environment::Environment;
@@ -21,18 +21,24 @@ pub const LIBRARY_NAME: &str = "libonnxruntime.so";
 /// The environment variable that names the library explicitly.
 pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 
-static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
 
-/// The process-wide ONNX Runtime environment, created on first use.
+/// The process-wide ONNX Runtime environment, created on first successful use.
 ///
-/// ONNX Runtime allows one environment per process, so the library chosen by the first call
-/// serves every later one; `explicit_library` (from [`crate::LoadOptions::with_runtime_library`])
-/// takes precedence over the search, on that first call only.
+/// ONNX Runtime allows one environment per process, so the library chosen by the first
+/// successful call serves every later one; `explicit_library` (from
+/// [`crate::LoadOptions::with_runtime_library`]) takes precedence over the search until then.
+/// A failed attempt is not remembered: fixing the installation and loading again works.
 pub fn environment(explicit_library: Option<&Path>) -> Result<Environment> {
-    ENVIRONMENT
-        .get_or_init(|| create_environment(explicit_library))
-        .clone()
-        .map_err(EmbeddingError::RuntimeLibrary)
+    let mut current = ENVIRONMENT.lock().map_err(|_| {
+        EmbeddingError::RuntimeLibrary("a previous initialisation panicked".to_string())
+    })?;
+    if let Some(env) = current.as_ref() {
+        return Ok(env.clone());
+    }
+    let env = create_environment(explicit_library).map_err(EmbeddingError::RuntimeLibrary)?;
+    *current = Some(env.clone());
+    Ok(env)
 }
 
 fn create_environment(explicit_library: Option<&Path>) -> std::result::Result<Environment, String> {

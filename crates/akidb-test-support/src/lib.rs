@@ -4,12 +4,37 @@
 //! A missing fixture makes a test skip with a printed reason on a developer's machine, and
 //! fail under `CI=true`, where every fixture must be present.
 
-#![allow(clippy::print_stderr)]
+#![allow(clippy::print_stderr, clippy::expect_used, clippy::unwrap_used)]
+
+pub mod hub_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+/// A fresh, empty temporary folder named after `name` (removed first if it exists).
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("akidb-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Copies the files of `from` (not sub-folders) into a fresh temp folder, minus `skip`.
+pub fn copy_model(from: &Path, name: &str, skip: &[&str]) -> PathBuf {
+    let dir = temp_dir(name);
+    for entry in std::fs::read_dir(from)
+        .expect("read model folder")
+        .flatten()
+    {
+        let file = entry.file_name();
+        if entry.path().is_file() && !skip.iter().any(|s| file.to_str() == Some(*s)) {
+            std::fs::copy(entry.path(), dir.join(&file)).expect("copy model file");
+        }
+    }
+    dir
+}
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

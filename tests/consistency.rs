@@ -1,0 +1,187 @@
+//! The same text gives the same vector alone, inside a batch of mixed lengths, split across
+//! runs, and under concurrent callers; options (normalize, Matryoshka dimensions, prompts)
+//! do what they say.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use akidb_embedding_core::{EmbedRequest, EmbeddingProvider, vector};
+use akidb_embedding_onnx::{LoadOptions, ModelSpec, OnnxEmbeddingProvider};
+use akidb_test_support::{copy_model, cosine, minilm_dir, tiny_gemma_dir};
+
+fn mixed_texts() -> Vec<String> {
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(40);
+    vec![
+        "Hello there!".to_string(),
+        long.clone(),
+        String::new(),
+        "向量数据库很快。".to_string(),
+        "Where is the nearest train station?".to_string(),
+        format!("{long} and then some more words at the end"),
+        "👋🌍 emoji only 🎉".to_string(),
+        "let v: Vec<f32> = model.embed(&texts)?;".to_string(),
+    ]
+}
+
+fn assert_alone_equals_batched(provider: &OnnxEmbeddingProvider) {
+    let texts = mixed_texts();
+    let batched = provider
+        .embed_blocking(EmbedRequest::new(texts.clone()))
+        .unwrap();
+    assert_eq!(batched.count, texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let alone = provider
+            .embed_blocking(EmbedRequest::new([text.as_str()]))
+            .unwrap();
+        let similarity = cosine(&alone.embeddings[0], &batched.embeddings[i]);
+        assert!(
+            similarity >= 0.9999,
+            "text {i}: alone vs batched cosine {similarity}"
+        );
+        assert_eq!(alone.token_counts[0], batched.token_counts[i]);
+        let norm = batched.embeddings[i]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f32>()
+            .sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "text {i} norm {norm}");
+    }
+}
+
+fn load(dir: &Path, options: impl FnOnce(LoadOptions) -> LoadOptions) -> OnnxEmbeddingProvider {
+    OnnxEmbeddingProvider::load(options(
+        LoadOptions::new(dir.to_str().unwrap()).with_intra_threads(2),
+    ))
+    .unwrap()
+}
+
+#[test]
+fn minilm_alone_equals_batched_and_split_runs() {
+    let Some(dir) = minilm_dir() else { return };
+    assert_alone_equals_batched(&load(&dir, |o| o));
+    // Runs of at most 3 texts and a small token budget give the same vectors.
+    let whole = load(&dir, |o| o)
+        .embed_blocking(EmbedRequest::new(mixed_texts()))
+        .unwrap();
+    let split = load(&dir, |o| {
+        o.with_max_batch_size(3).with_max_batch_tokens(300)
+    })
+    .embed_blocking(EmbedRequest::new(mixed_texts()))
+    .unwrap();
+    for (a, b) in whole.embeddings.iter().zip(&split.embeddings) {
+        assert!(cosine(a, b) >= 0.9999);
+    }
+}
+
+#[test]
+fn gemma_alone_equals_batched() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    assert_alone_equals_batched(&load(&dir, |o| o));
+}
+
+#[test]
+fn normalize_false_returns_raw_mean_pooled_vectors() {
+    let Some(dir) = minilm_dir() else { return };
+    let provider = load(&dir, |o| o);
+    let raw = provider
+        .embed_blocking(EmbedRequest::new(["Hello there!"]).with_normalize(false))
+        .unwrap();
+    let unit = provider
+        .embed_blocking(EmbedRequest::new(["Hello there!"]))
+        .unwrap();
+    let norm = raw.embeddings[0].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() > 0.01,
+        "raw MiniLM vectors are not unit length (norm {norm})"
+    );
+    let mut renormalised = raw.embeddings[0].clone();
+    vector::l2_normalize(&mut renormalised);
+    assert!(cosine(&renormalised, &unit.embeddings[0]) > 0.999_999);
+}
+
+#[test]
+fn matryoshka_truncates_then_renormalises() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    let spec = ModelSpec::embedding_gemma_300m().with_matryoshka_dimensions(vec![16, 8]);
+    let provider = load(&dir, |o| o.with_spec(spec));
+    assert_eq!(provider.model_info().dimensions, vec![32, 16, 8]);
+    let full = provider
+        .embed_blocking(EmbedRequest::new(["Vector search"]))
+        .unwrap();
+    let small = provider
+        .embed_blocking(EmbedRequest::new(["Vector search"]).with_dimensions(16))
+        .unwrap();
+    assert_eq!(small.dimension, 16);
+    let mut expected = full.embeddings[0][..16].to_vec();
+    vector::l2_normalize(&mut expected);
+    for (a, b) in small.embeddings[0].iter().zip(&expected) {
+        assert!((a - b).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn prompts_come_from_the_folder_or_the_builtin_table() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    // The double ships config_sentence_transformers.json; the onnx-community repo does not, so
+    // a folder without it falls back to the built-in EmbeddingGemma table (matched by model_type).
+    let without = copy_model(
+        &dir,
+        "gemma-no-st-config",
+        &["config_sentence_transformers.json"],
+    );
+    let with_file = load(&dir, |o| o);
+    let from_table = load(&without, |o| o);
+    assert_eq!(with_file.model_info().prompts.len(), 14);
+    assert_eq!(
+        with_file.model_info().prompts,
+        from_table.model_info().prompts
+    );
+    for prompt in ["query", "document", "STS"] {
+        let a = with_file
+            .embed_blocking(EmbedRequest::new(["Hi"]).with_prompt(prompt))
+            .unwrap();
+        let b = from_table
+            .embed_blocking(EmbedRequest::new(["Hi"]).with_prompt(prompt))
+            .unwrap();
+        assert_eq!(a.token_counts, b.token_counts);
+        assert!(cosine(&a.embeddings[0], &b.embeddings[0]) > 0.999_999);
+    }
+    // A folder file that defines other prompts overrides the table.
+    std::fs::write(
+        without.join("config_sentence_transformers.json"),
+        r#"{"prompts": {"only": "only: "}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        load(&without, |o| o).model_info().prompts,
+        vec!["only".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_get_the_same_vectors() {
+    let Some(dir) = minilm_dir() else { return };
+    let provider: Arc<dyn EmbeddingProvider> = Arc::new(load(&dir, |o| o));
+    let texts = mixed_texts();
+    let expected = provider
+        .embed(EmbedRequest::new(texts.clone()))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for round in 0..16 {
+        let provider = Arc::clone(&provider);
+        let text = texts[round % texts.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            (
+                round % 8,
+                provider.embed(EmbedRequest::new([text])).await.unwrap(),
+            )
+        }));
+    }
+    for task in tasks {
+        let (index, response) = task.await.unwrap();
+        assert!(cosine(&response.embeddings[0], &expected.embeddings[index]) >= 0.9999);
+    }
+}

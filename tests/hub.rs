@@ -1,0 +1,120 @@
+//! Loading from the Hugging Face hub, against a local server with the hub's file layout
+//! (`HF_ENDPOINT`-style endpoint), never the internet: EmbeddingGemma's layout (configs at the
+//! root, `onnx/model.onnx` + `onnx/model.onnx_data`), the offline cache, a missing data file.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider};
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_test_support::hub_server::HubServer;
+use akidb_test_support::{cosine, reference, temp_dir, tiny_gemma_dir};
+
+const REPO: &str = "onnx-community/embeddinggemma-300m-ONNX";
+
+/// The double laid out like the onnx-community repository (which has no
+/// config_sentence_transformers.json: prompts come from the built-in table).
+fn hub_layout(dir: &Path, with_data: bool) -> BTreeMap<String, PathBuf> {
+    let mut files: BTreeMap<String, PathBuf> = [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), dir.join(f)))
+    .collect();
+    files.insert("onnx/model.onnx".into(), dir.join("model.onnx"));
+    if with_data {
+        files.insert("onnx/model.onnx_data".into(), dir.join("model.onnx_data"));
+    }
+    files
+}
+
+fn options(endpoint: &str, cache: &Path) -> LoadOptions {
+    LoadOptions::new(REPO)
+        .with_endpoint(endpoint)
+        .with_cache_dir(cache)
+        .with_models_dir(cache.join("no-installed-models"))
+        .with_offline(false)
+}
+
+#[test]
+fn downloads_split_weights_then_loads_offline_from_the_cache() {
+    let (Some(dir), Some(reference)) = (tiny_gemma_dir(), reference("tiny-embeddinggemma.st.json"))
+    else {
+        return;
+    };
+    let server = HubServer::start(REPO, hub_layout(&dir, true));
+    let cache = temp_dir("hub-cache");
+
+    let provider = OnnxEmbeddingProvider::load(options(&server.endpoint, &cache)).unwrap();
+    let requested = server.requests();
+    assert!(
+        requested
+            .iter()
+            .any(|p| p.ends_with("/onnx/model.onnx_data")),
+        "{requested:?}"
+    );
+    assert_eq!(provider.model_info().id, REPO);
+    assert_eq!(
+        provider.model_info().prompts.len(),
+        14,
+        "built-in prompt table"
+    );
+    let query = provider
+        .embed_blocking(
+            EmbedRequest::new(["Where is the nearest train station?"]).with_prompt("query"),
+        )
+        .unwrap();
+    assert!(cosine(&query.embeddings[0], &reference.items["q07"].embedding) >= 0.9999);
+    assert_eq!(query.token_counts[0], reference.items["q07"].tokens);
+
+    // Offline: the cache alone suffices, the server is not asked again.
+    let before = server.requests().len();
+    let offline =
+        OnnxEmbeddingProvider::load(options("http://127.0.0.1:9", &cache).with_offline(true))
+            .unwrap();
+    let again = offline
+        .embed_blocking(
+            EmbedRequest::new(["Where is the nearest train station?"]).with_prompt("query"),
+        )
+        .unwrap();
+    assert_eq!(again.embeddings, query.embeddings);
+    assert_eq!(server.requests().len(), before);
+    // The cache holds symlinks into blobs/; the graph was loaded through the snapshot path.
+    let snapshot_graph =
+        std::fs::read_dir(cache.join("models--onnx-community--embeddinggemma-300m-ONNX/snapshots"))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path()
+            .join("onnx/model.onnx_data");
+    assert!(snapshot_graph.exists());
+}
+
+#[test]
+fn missing_data_file_on_the_hub_is_a_clear_error() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    let server = HubServer::start(REPO, hub_layout(&dir, false));
+    let cache = temp_dir("hub-cache-no-data");
+    let err = OnnxEmbeddingProvider::load(options(&server.endpoint, &cache)).unwrap_err();
+    assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
+    assert!(err.to_string().contains("onnx/model.onnx_data"), "{err}");
+}
+
+#[test]
+fn offline_with_an_empty_cache_says_what_is_missing() {
+    let cache = temp_dir("hub-cache-empty");
+    let err = OnnxEmbeddingProvider::load(options("http://127.0.0.1:9", &cache).with_offline(true))
+        .unwrap_err();
+    assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("tokenizer.json") && message.contains("offline"),
+        "{message}"
+    );
+}
