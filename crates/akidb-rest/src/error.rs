@@ -87,6 +87,9 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::ModelNotFound(_) => "model_not_found",
+            Self::NoRoute { status, .. } if *status == StatusCode::METHOD_NOT_ALLOWED => {
+                "method_not_allowed"
+            }
             Self::NoRoute { .. } => "not_found",
             Self::Unauthorized(_) => "unauthorized",
             Self::NotReady(_) => "not_ready",

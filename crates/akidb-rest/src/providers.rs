@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
 use akidb_embedding_mock::MockEmbeddingProvider;
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
 
 use crate::config::{Config, ProviderKind};
 
@@ -77,14 +78,15 @@ fn mock(model: &str) -> Arc<dyn EmbeddingProvider> {
     Arc::new(MockEmbeddingProvider::new(MOCK_DIMENSION).with_id(model))
 }
 
-/// Loads one ONNX model (blocking: call it off the async threads).
+/// Loads one ONNX model and warms it up (blocking: call it off the async threads).
 fn onnx(
     model: &str,
-    _threads: Option<usize>,
-    _max_batch_size: usize,
+    threads: Option<usize>,
+    max_batch_size: usize,
 ) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
-    Err(EmbeddingError::model_load(
-        model,
-        "this build of akidb-rest has no ONNX Runtime provider",
-    ))
+    let mut options = LoadOptions::new(model).with_max_batch_size(max_batch_size);
+    if let Some(threads) = threads {
+        options = options.with_intra_threads(threads);
+    }
+    Ok(Arc::new(OnnxEmbeddingProvider::load(options)?))
 }

@@ -1,0 +1,326 @@
+//! Test harness: a real server on a free loopback port, over the mock or a real ONNX model.
+//!
+//! The same test bodies run with every [`Fixture`]: the mock (vectors compared bit for bit)
+//! and, when their files are present, all-MiniLM-L6-v2 and the tiny EmbeddingGemma double
+//! (vectors compared by cosine). A missing model folder skips the test with a printed reason,
+//! and fails it under `CI=true` (see `akidb_test_support::require`).
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider, ModelInfo};
+use akidb_embedding_mock::MockEmbeddingProvider;
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_rest::{Config, ServeError, Server};
+use serde_json::Value;
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+
+/// The providers the generic tests run over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixture {
+    /// The deterministic mock (384 dimensions, 512 tokens, `query`/`document` prompts).
+    Mock,
+    /// all-MiniLM-L6-v2 from `.akidb/models/` (installed by `scripts/setup.sh`).
+    MiniLm,
+    /// The tiny EmbeddingGemma double from `../shared/models/`.
+    TinyGemma,
+}
+
+/// A provider ready for a test, with the mock's handle when it is the mock.
+#[derive(Clone)]
+pub struct Loaded {
+    pub provider: Arc<dyn EmbeddingProvider>,
+    pub mock: Option<Arc<MockEmbeddingProvider>>,
+    pub fixture: Fixture,
+}
+
+static MINILM: OnceCell<OnnxEmbeddingProvider> = OnceCell::const_new();
+static TINY_GEMMA: OnceCell<OnnxEmbeddingProvider> = OnceCell::const_new();
+
+impl Fixture {
+    /// Builds the provider (ONNX models load once per test binary), or `None` when the
+    /// model's files are missing on a developer's machine.
+    pub async fn load(self) -> Option<Loaded> {
+        self.load_mock_with(|mock| mock).await
+    }
+
+    /// Like [`Fixture::load`], letting the caller tune the mock (latency, failures).
+    pub async fn load_mock_with(
+        self,
+        tune: impl FnOnce(MockEmbeddingProvider) -> MockEmbeddingProvider,
+    ) -> Option<Loaded> {
+        let provider: Arc<dyn EmbeddingProvider> = match self {
+            Fixture::Mock => {
+                let mock = Arc::new(tune(MockEmbeddingProvider::new(384).with_id("mock")));
+                return Some(Loaded {
+                    provider: mock.clone(),
+                    mock: Some(mock),
+                    fixture: self,
+                });
+            }
+            Fixture::MiniLm => {
+                let dir = akidb_test_support::minilm_dir()?;
+                Arc::new(onnx(&MINILM, dir).await)
+            }
+            Fixture::TinyGemma => {
+                let dir = akidb_test_support::tiny_gemma_dir()?;
+                Arc::new(onnx(&TINY_GEMMA, dir).await)
+            }
+        };
+        Some(Loaded {
+            provider,
+            mock: None,
+            fixture: self,
+        })
+    }
+
+    /// Whether vectors served over HTTP must equal the provider's bit for bit (the mock) or
+    /// only to cosine ≥ 0.9999 (real models, whose padding differs between batches).
+    pub fn exact(self) -> bool {
+        self == Fixture::Mock
+    }
+}
+
+async fn onnx(
+    cell: &'static OnceCell<OnnxEmbeddingProvider>,
+    dir: std::path::PathBuf,
+) -> OnnxEmbeddingProvider {
+    cell.get_or_init(|| async move {
+        tokio::task::spawn_blocking(move || {
+            // One thread per model: tests run in parallel on small machines.
+            OnnxEmbeddingProvider::load(
+                LoadOptions::new(dir.to_string_lossy()).with_intra_threads(1),
+            )
+            .expect("load the ONNX test model")
+        })
+        .await
+        .expect("loading task")
+    })
+    .await
+    .clone()
+}
+
+impl Loaded {
+    pub fn info(&self) -> &ModelInfo {
+        self.provider.model_info()
+    }
+
+    /// The provider's own vectors for `request`, asked directly (no HTTP, no batcher).
+    pub async fn direct(&self, request: EmbedRequest) -> Vec<Vec<f32>> {
+        self.provider.embed(request).await.unwrap().embeddings
+    }
+
+    /// Asserts that `got` are the provider's vectors `want`, as tightly as the fixture allows.
+    pub fn assert_same_vectors(&self, got: &[Vec<f32>], want: &[Vec<f32>]) {
+        assert_eq!(got.len(), want.len(), "vector count");
+        for (index, (got, want)) in got.iter().zip(want).enumerate() {
+            assert_eq!(got.len(), want.len(), "length of vector {index}");
+            if self.fixture.exact() {
+                assert_eq!(got, want, "vector {index}");
+            } else {
+                let cosine = akidb_test_support::cosine(got, want);
+                assert!(cosine >= 0.9999, "vector {index}: cosine {cosine}");
+            }
+        }
+    }
+}
+
+/// A configuration for tests: a free loopback port, the documented defaults otherwise.
+pub fn config() -> Config {
+    Config {
+        bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
+}
+
+/// A running server and an HTTP client for it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TestServer {
+    /// Starts a server over `providers` and waits until `/health` says it is ready.
+    pub async fn start(config: Config, providers: Vec<Arc<dyn EmbeddingProvider>>) -> Self {
+        let server = Self::start_loading(config, async move { Ok(providers) }).await;
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts a server whose models come from `loader`; returns at once.
+    pub async fn start_loading<L>(config: Config, loader: L) -> Self
+    where
+        L: Future<Output = Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError>>
+            + Send
+            + 'static,
+    {
+        let server = Server::bind(&config).await.expect("bind");
+        let addr = server.local_addr().expect("local address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(loader, async move {
+            let _ = stop.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Polls `/health` until it answers 200 (panics after 60 s).
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = self.client.get(self.url("/health")).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "server not ready after 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// POSTs `body` as JSON; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        json_of(response).await
+    }
+
+    /// POSTs raw bytes with the given content type.
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        json_of(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("send")
+    }
+
+    /// Triggers the graceful shutdown and returns how the server ended.
+    pub async fn stop(mut self) -> Result<(), ServeError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await.expect("server task")
+    }
+
+    /// Waits for the server to end on its own (e.g. after a failed load).
+    pub async fn ended(self) -> Result<(), ServeError> {
+        let Self { task, shutdown, .. } = self;
+        let result = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("server did not stop")
+            .expect("server task");
+        drop(shutdown);
+        result
+    }
+}
+
+pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, value)
+}
+
+/// Asserts `body` is exactly `{"error": {"type": kind, "message": "..."}}`; returns the message.
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, kind: &str) -> String {
+    assert_eq!(status, expected_status, "status of {body}");
+    let object = body.as_object().expect("error body is an object");
+    assert_eq!(object.len(), 1, "only `error` in {body}");
+    let error = body["error"].as_object().expect("`error` is an object");
+    assert_eq!(error.len(), 2, "only `type` and `message` in {body}");
+    assert_eq!(body["error"]["type"], kind, "type of {body}");
+    let message = body["error"]["message"]
+        .as_str()
+        .expect("message is a string");
+    assert!(!message.is_empty());
+    message.to_string()
+}
+
+/// The vectors of a `/api/v1/embed` answer.
+pub fn vectors(body: &Value) -> Vec<Vec<f32>> {
+    body["embeddings"]
+        .as_array()
+        .expect("embeddings")
+        .iter()
+        .map(|vector| {
+            vector
+                .as_array()
+                .expect("vector")
+                .iter()
+                .map(|v| v.as_f64().expect("number") as f32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Decodes an OpenAI base64 embedding (little-endian f32 bytes).
+pub fn decode_base64(encoded: &str) -> Vec<f32> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    assert_eq!(bytes.len() % 4, 0);
+    bytes
+        .chunks_exact(4)
+        .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+        .collect()
+}
+
+/// Defines one `#[tokio::test]` per fixture for each named generic test body
+/// (`async fn name(fixture: Fixture)`), in modules `mock`, `minilm` and `tiny_gemma`.
+#[macro_export]
+macro_rules! for_each_fixture {
+    ($($test:ident),* $(,)?) => {
+        mod mock {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test($crate::common::Fixture::Mock).await }
+            )*
+        }
+        mod minilm {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test($crate::common::Fixture::MiniLm).await }
+            )*
+        }
+        mod tiny_gemma {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::$test($crate::common::Fixture::TinyGemma).await }
+            )*
+        }
+    };
+}

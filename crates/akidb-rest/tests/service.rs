@@ -1,0 +1,277 @@
+//! Service behaviour that needs a controllable provider (latency, failures, slow loading):
+//! run with the mock over a real socket.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
+use akidb_embedding_mock::{FailureMode, MockEmbeddingProvider};
+use akidb_rest::{Config, ServeError};
+use serde_json::json;
+
+use common::{TestServer, assert_error, config, vectors};
+
+fn mock(id: &str, dimension: usize) -> Arc<MockEmbeddingProvider> {
+    Arc::new(MockEmbeddingProvider::new(dimension).with_id(id))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_503_while_loading_and_200_once_loaded() {
+    let provider: Arc<dyn EmbeddingProvider> = mock("slow", 8);
+    let server = TestServer::start_loading(config(), async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        Ok(vec![provider])
+    })
+    .await;
+
+    let response = server.get("/health").await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = common::json_of(response).await;
+    assert_error(status, &body, 503, "not_ready");
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"]}))
+        .await;
+    assert_error(status, &body, 503, "not_ready");
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("akidb_models_ready 0"), "{metrics}");
+
+    server.wait_ready().await;
+    let (status, _) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"]}))
+        .await;
+    assert_eq!(status, 200);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_fails_to_load_stops_the_service_with_the_reason() {
+    let server = TestServer::start_loading(config(), async {
+        Err(EmbeddingError::model_load(
+            "/models/missing",
+            "no model.onnx",
+        ))
+    })
+    .await;
+    match server.ended().await {
+        Err(ServeError::Load(error)) => {
+            assert!(error.to_string().contains("/models/missing"), "{error}")
+        }
+        other => panic!("expected a load error, got {other:?}"),
+    }
+
+    // A provider that fails its health check is a load failure too.
+    let broken: Arc<dyn EmbeddingProvider> =
+        Arc::new(MockEmbeddingProvider::new(8).with_failures(FailureMode::Always));
+    let server = TestServer::start_loading(config(), async move { Ok(vec![broken]) }).await;
+    assert!(matches!(server.ended().await, Err(ServeError::Load(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_request_in_a_merged_batch_fails_alone() {
+    let failing = Arc::new(
+        MockEmbeddingProvider::new(16)
+            .with_latency(Duration::from_millis(50))
+            .with_failures(FailureMode::WhenTextContains("boom".into())),
+    );
+    let provider: Arc<dyn EmbeddingProvider> = failing.clone();
+    let config = Config {
+        batch_wait_ms: 30,
+        ..config()
+    };
+    let server = Arc::new(TestServer::start(config, vec![provider]).await);
+    let texts = ["fine one", "this one goes boom", "fine two", "fine three"];
+    let tasks: Vec<_> = texts
+        .iter()
+        .map(|text| {
+            let server = Arc::clone(&server);
+            let body = json!({"inputs": [text]});
+            tokio::spawn(async move { server.post("/api/v1/embed", &body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    for (text, (status, body)) in texts.iter().zip(&answers) {
+        if text.contains("boom") {
+            let message = assert_error(*status, body, 500, "internal_error");
+            assert!(message.contains("injected failure"), "{message}");
+        } else {
+            assert_eq!(*status, 200, "{text}: {body}");
+            assert_eq!(vectors(body).len(), 1);
+        }
+    }
+    let runs = failing.batch_sizes();
+    assert!(
+        runs.iter().any(|&size| size > 1),
+        "a merged run happened: {runs:?}"
+    );
+    assert!(
+        runs.iter().filter(|&&size| size == 1).count() >= 2,
+        "the members of the failed run re-ran alone: {runs:?}"
+    );
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"500\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("akidb_batch_failures_total{model=\"mock\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_times_out_with_504() {
+    let slow: Arc<dyn EmbeddingProvider> =
+        Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(500)));
+    let config = Config {
+        request_timeout_ms: 50,
+        ..config()
+    };
+    let server = TestServer::start(config, vec![slow]).await;
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"]}))
+        .await;
+    let message = assert_error(status, &body, 504, "timeout");
+    assert!(message.contains("50 ms"), "{message}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_503_with_retry_after() {
+    let slow = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(400)));
+    let provider: Arc<dyn EmbeddingProvider> = slow.clone();
+    let config = Config {
+        queue_capacity: 1,
+        batch_wait_ms: 0,
+        ..config()
+    };
+    let server = Arc::new(TestServer::start(config, vec![provider]).await);
+    let send = |text: &'static str| {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            server
+                .post("/api/v1/embed", &json!({"inputs": [text]}))
+                .await
+        })
+    };
+    let running = send("first");
+    tokio::time::sleep(Duration::from_millis(100)).await; // `first` is running now
+    let waiting = send("second");
+    tokio::time::sleep(Duration::from_millis(100)).await; // `second` fills the queue
+
+    let response = server
+        .client
+        .post(server.url("/api/v1/embed"))
+        .json(&json!({"inputs": ["third"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = common::json_of(response).await;
+    let message = assert_error(status, &body, 503, "overloaded");
+    assert!(message.contains("full"), "{message}");
+
+    assert_eq!(running.await.unwrap().0, 200);
+    assert_eq!(waiting.await.unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_models_are_addressed_by_id() {
+    let small: Arc<dyn EmbeddingProvider> = mock("small", 8);
+    let large: Arc<dyn EmbeddingProvider> = mock("large", 64);
+    let server = TestServer::start(config(), vec![small, large]).await;
+    for (model, dimension) in [("small", 8), ("large", 64)] {
+        let (status, body) = server
+            .post("/api/v1/embed", &json!({"model": model, "inputs": ["a"]}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["dimension"], dimension);
+        let (status, body) = server
+            .post("/v1/embeddings", &json!({"model": model, "input": "a"}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["model"], model);
+    }
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"]}))
+        .await;
+    let message = assert_error(status, &body, 422, "invalid_request");
+    assert!(
+        message.contains("small") && message.contains("large"),
+        "{message}"
+    );
+    let (_, models) = common::json_of(server.get("/api/v1/models").await).await;
+    let ids: Vec<&str> = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["small", "large"]);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dynamic_batching_every_request_runs_alone() {
+    let counted = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(20)));
+    let provider: Arc<dyn EmbeddingProvider> = counted.clone();
+    let config = Config {
+        dynamic_batching: false,
+        ..config()
+    };
+    let server = Arc::new(TestServer::start(config, vec![provider]).await);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move {
+                server
+                    .post(
+                        "/api/v1/embed",
+                        &json!({"inputs": [format!("text {i}"), "shared"]}),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().0, 200);
+    }
+    assert_eq!(counted.batch_sizes(), vec![2; 8]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
+    let slow: Arc<dyn EmbeddingProvider> =
+        Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(300)));
+    let server = TestServer::start(config(), vec![slow]).await;
+    let addr = server.addr;
+    let client = server.client.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(format!("http://{addr}/api/v1/embed"))
+            .json(&json!({"inputs": ["finishing"]}))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.stop().await.unwrap();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request answered");
+    assert_eq!(response.status(), 200);
+    assert!(
+        reqwest::Client::new()
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .is_err(),
+        "no longer accepting connections"
+    );
+}
