@@ -185,3 +185,20 @@ async fn concurrent_callers_get_the_same_vectors() {
         assert!(cosine(&response.embeddings[0], &expected.embeddings[index]) >= 0.9999);
     }
 }
+
+#[test]
+fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
+    let Some(dir) = minilm_dir() else { return };
+    let cache = akidb_test_support::temp_dir("optimized-cache").join("minilm.optimized.onnx");
+    let first = load(&dir, |o| o.with_optimized_model_cache(&cache));
+    assert!(cache.is_file(), "the optimised graph was saved");
+    let second = load(&dir, |o| o.with_optimized_model_cache(&cache));
+    let texts = mixed_texts();
+    let a = first
+        .embed_blocking(EmbedRequest::new(texts.clone()))
+        .unwrap();
+    let b = second.embed_blocking(EmbedRequest::new(texts)).unwrap();
+    for (x, y) in a.embeddings.iter().zip(&b.embeddings) {
+        assert!(cosine(x, y) >= 0.999_999);
+    }
+}
