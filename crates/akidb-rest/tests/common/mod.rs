@@ -188,10 +188,9 @@ impl TestServer {
     pub async fn wait_ready(&self) {
         let started = Instant::now();
         loop {
-            if let Ok(response) = self.client.get(self.url("/health")).send().await {
-                if response.status() == 200 {
-                    return;
-                }
+            let response = self.client.get(self.url("/health")).send().await;
+            if response.is_ok_and(|response| response.status() == 200) {
+                return;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),

@@ -1,0 +1,96 @@
+//! The official `openai` Python package against the OpenAI-compatible route: float, base64
+//! and the client's default mode must all give the provider's own vectors.
+//!
+//! Needs `python3` with `openai` installed (`pip install openai`); skips with the reason when
+//! either is missing, except under `CI=true`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod common;
+
+use std::process::Command;
+
+use akidb_embedding_core::EmbedRequest;
+use akidb_rest::Config;
+use serde_json::Value;
+
+use common::{Fixture, TestServer, config};
+
+crate::for_each_fixture!(the_official_openai_client_gets_the_providers_vectors);
+
+const KEY: &str = "sk-akidb-test";
+
+/// Whether `python3 -c "import openai"` works; prints why not, or panics under CI.
+fn openai_package_available() -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", "import openai"])
+        .output();
+    let reason = match probe {
+        Ok(output) if output.status.success() => return true,
+        Ok(output) => format!(
+            "the `openai` Python package is not installed (pip install openai): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => format!("python3 cannot be run: {error}"),
+    };
+    assert!(
+        !akidb_test_support::in_ci(),
+        "{reason} (required under CI=true)"
+    );
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+async fn the_official_openai_client_gets_the_providers_vectors(fixture: Fixture) {
+    if !openai_package_available() {
+        return;
+    }
+    let Some(loaded) = fixture.load().await else {
+        return;
+    };
+    let config = Config {
+        api_key: Some(KEY.parse().unwrap()),
+        ..config()
+    };
+    let server = TestServer::start(config, vec![loaded.provider.clone()]).await;
+    let texts = ["What is AkiDB?", "Vektordatenbank für Einbettungen", ""];
+    let model = loaded.info().id.clone();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let args = [
+        script.to_string(),
+        server.url("/v1"),
+        KEY.to_string(),
+        model.clone(),
+        serde_json::to_string(&texts).unwrap(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args(args)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("OPENAI_BASE_URL")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run python3");
+    assert!(
+        output.status.success(),
+        "openai_client.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+
+    let direct = loaded
+        .provider
+        .embed(EmbedRequest::new(texts))
+        .await
+        .unwrap();
+    assert_eq!(report["model"], model.as_str());
+    assert_eq!(report["usage"]["prompt_tokens"], direct.total_tokens);
+    assert_eq!(report["indexes"], serde_json::json!([0, 1, 2]));
+    for mode in ["float", "base64", "default"] {
+        let vectors: Vec<Vec<f32>> = serde_json::from_value(report[mode].clone()).unwrap();
+        loaded.assert_same_vectors(&vectors, &direct.embeddings);
+    }
+    server.stop().await.unwrap();
+}
