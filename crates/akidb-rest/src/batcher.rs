@@ -487,6 +487,15 @@ mod tests {
         out
     }
 
+    /// Yields to the batcher task until `condition` holds (panics after 10 s).
+    async fn settle(condition: impl Fn() -> bool) {
+        let started = std::time::Instant::now();
+        while !condition() {
+            assert!(started.elapsed() < Duration::from_secs(10), "never settled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn requests() -> Vec<EmbedRequest> {
         vec![
             EmbedRequest::new(["alpha", "beta"]),
@@ -640,13 +649,12 @@ mod tests {
             tokio::spawn(async move { batcher.embed(EmbedRequest::new(["first"])).await })
         };
         // Let the first request leave the queue and start its run.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle(|| mock.calls() == 1).await;
         let waiting = {
             let batcher = Arc::clone(&batcher);
             tokio::spawn(async move { batcher.embed(EmbedRequest::new(["second"])).await })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(batcher.queue_depth(), 1);
+        settle(|| batcher.queue_depth() == 1).await;
         let refused = batcher.embed(EmbedRequest::new(["third"])).await;
         assert!(matches!(
             refused,
@@ -654,8 +662,7 @@ mod tests {
         ));
         waiting.abort();
         assert!(running.await.unwrap().is_ok());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(batcher.queue_depth(), 0);
+        settle(|| batcher.queue_depth() == 0).await;
         assert_eq!(
             mock.batch_sizes(),
             vec![1],

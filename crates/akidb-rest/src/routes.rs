@@ -261,7 +261,7 @@ async fn embed(
 async fn openai_embeddings(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<OpenAiBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<OpenAiOutput>, ApiError> {
     let mut request = EmbedRequest::new(body.input.0);
     request.dimensions = body.dimensions;
     request.prompt_name = body.prompt_name;
@@ -288,8 +288,7 @@ async fn openai_embeddings(
             prompt_tokens: response.total_tokens,
             total_tokens: response.total_tokens,
         },
-    })
-    .into_response())
+    }))
 }
 
 /// Base64 of the vector's little-endian `f32` bytes.

@@ -22,8 +22,10 @@ fn mock(id: &str, dimension: usize) -> Arc<MockEmbeddingProvider> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_503_while_loading_and_200_once_loaded() {
     let provider: Arc<dyn EmbeddingProvider> = mock("slow", 8);
+    let (finish_loading, loaded) = tokio::sync::oneshot::channel::<()>();
     let server = TestServer::start_loading(config(), async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The "model" loads when the test says so.
+        let _ = loaded.await;
         Ok(vec![provider])
     })
     .await;
@@ -39,6 +41,7 @@ async fn health_is_503_while_loading_and_200_once_loaded() {
     let metrics = server.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("akidb_models_ready 0"), "{metrics}");
 
+    finish_loading.send(()).unwrap();
     server.wait_ready().await;
     let (status, _) = server
         .post("/api/v1/embed", &json!({"inputs": ["a"]}))
@@ -78,8 +81,9 @@ async fn a_failing_request_in_a_merged_batch_fails_alone() {
             .with_failures(FailureMode::WhenTextContains("boom".into())),
     );
     let provider: Arc<dyn EmbeddingProvider> = failing.clone();
+    // A generous wait, so the four requests share a run even on a busy machine.
     let config = Config {
-        batch_wait_ms: 30,
+        batch_wait_ms: 200,
         ..config()
     };
     let server = Arc::new(TestServer::start(config, vec![provider]).await);
@@ -161,9 +165,9 @@ async fn a_full_queue_answers_503_with_retry_after() {
         })
     };
     let running = send("first");
-    tokio::time::sleep(Duration::from_millis(100)).await; // `first` is running now
+    wait_until(|| async { slow.calls() == 1 }).await; // `first` is running
     let waiting = send("second");
-    tokio::time::sleep(Duration::from_millis(100)).await; // `second` fills the queue
+    wait_until(|| queue_depth_is(&server, 1)).await; // `second` fills the queue
 
     let response = server
         .client
@@ -247,9 +251,9 @@ async fn without_dynamic_batching_every_request_runs_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
-    let slow: Arc<dyn EmbeddingProvider> =
-        Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(300)));
-    let server = TestServer::start(config(), vec![slow]).await;
+    let slow = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(300)));
+    let provider: Arc<dyn EmbeddingProvider> = slow.clone();
+    let server = TestServer::start(config(), vec![provider]).await;
     let addr = server.addr;
     let client = server.client.clone();
     let in_flight = tokio::spawn(async move {
@@ -259,7 +263,7 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
             .send()
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(|| async { slow.calls() == 1 }).await; // the request is being embedded
     server.stop().await.unwrap();
     let response = in_flight
         .await
@@ -274,4 +278,22 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
             .is_err(),
         "no longer accepting connections"
     );
+}
+
+/// Polls `condition` every 5 ms; panics after 10 s.
+async fn wait_until<F: std::future::Future<Output = bool>>(mut condition: impl FnMut() -> F) {
+    let started = std::time::Instant::now();
+    while !condition().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether `/metrics` reports `depth` requests waiting for the mock.
+async fn queue_depth_is(server: &TestServer, depth: usize) -> bool {
+    let text = server.get("/metrics").await.text().await.unwrap();
+    text.contains(&format!("akidb_queue_depth{{model=\"mock\"}} {depth}"))
 }
