@@ -183,3 +183,11 @@ fn unknown_model_id_or_folder_is_a_clear_error() {
     assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
     assert!(err.to_string().contains("offline"), "{err}");
 }
+
+#[test]
+fn cuda_requested_without_cuda_fails_instead_of_falling_back_to_cpu() {
+    let Some(dir) = minilm_dir() else { return };
+    let err = OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_cuda(true)).unwrap_err();
+    assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
+    assert!(err.to_string().contains("CUDA"), "{err}");
+}
