@@ -12,7 +12,8 @@
 //!    once, then gives each request its own slice, finished with its own `dimensions` and
 //!    `normalize` by [`vector::finish`], so requests with different options still share a run;
 //! 4. when a merged run fails, each member request runs again alone: one bad request never
-//!    decides the fate of the others.
+//!    decides the fate of the others. A provider that panics fails only its run (the call
+//!    runs in its own task), never the batcher.
 //!
 //! The queue is bounded: past `queue_capacity` waiting requests, [`Batcher::embed`] fails at
 //! once with [`BatchError::QueueFull`]. Requests whose caller went away (a timeout, a closed
@@ -158,6 +159,11 @@ impl Batcher {
     /// The model this batcher serves.
     pub fn model_info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// Whether the batcher's task still takes requests (false once it has stopped).
+    pub fn is_running(&self) -> bool {
+        !self.sender.is_closed()
     }
 
     /// Requests waiting for a provider run now.
@@ -388,6 +394,31 @@ impl Worker {
         }
     }
 
+    /// Calls the provider in a task of its own, so that a panic in it fails this run only
+    /// (as an [`EmbeddingError::Inference`]) instead of ending the batcher.
+    async fn call_provider(&self, request: EmbedRequest) -> Result<EmbedResponse> {
+        let provider = Arc::clone(&self.provider);
+        match tokio::spawn(async move { provider.embed(request).await }).await {
+            Ok(outcome) => outcome,
+            Err(failure) => {
+                let reason = if failure.is_panic() {
+                    let payload = failure.into_panic();
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|text| (*text).to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".to_string())
+                } else {
+                    failure.to_string()
+                };
+                tracing::error!(model = %self.model, %reason, "the provider panicked");
+                Err(EmbeddingError::Inference(
+                    "the provider panicked (see the service log)".to_string(),
+                ))
+            }
+        }
+    }
+
     /// One provider call for all texts of `jobs`; gives back each job's own response, or the
     /// error of the call as a whole.
     async fn run_together(&self, jobs: &[Job]) -> Result<Vec<Result<EmbedResponse>>> {
@@ -407,7 +438,7 @@ impl Worker {
             truncation: first.request.truncation,
         };
         let started = Instant::now();
-        let outcome = self.provider.embed(request).await.and_then(|response| {
+        let outcome = self.call_provider(request).await.and_then(|response| {
             if response.embeddings.len() == total && response.token_counts.len() == total {
                 Ok(response)
             } else {
@@ -605,6 +636,42 @@ mod tests {
             .collect();
         assert!(all(tasks).await.iter().all(Result::is_ok));
         assert_eq!(mock.batch_sizes(), vec![1; 5]);
+    }
+
+    /// A provider with a bug: panics on texts containing `panic`.
+    struct Panicking(MockEmbeddingProvider);
+
+    #[async_trait::async_trait]
+    impl EmbeddingProvider for Panicking {
+        async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
+            assert!(
+                !request.texts.iter().any(|text| text.contains("panic")),
+                "a provider bug"
+            );
+            self.0.embed(request).await
+        }
+
+        fn model_info(&self) -> &ModelInfo {
+            self.0.model_info()
+        }
+
+        async fn health_check(&self) -> Result<()> {
+            self.0.health_check().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_provider_fails_its_run_but_not_the_batcher() {
+        let provider: Arc<dyn EmbeddingProvider> =
+            Arc::new(Panicking(MockEmbeddingProvider::new(8)));
+        let batcher = Batcher::spawn(provider, config(true), Arc::new(()));
+        let failed = batcher.embed(EmbedRequest::new(["panic"])).await;
+        assert!(
+            matches!(failed, Err(BatchError::Embedding(EmbeddingError::Inference(ref message))) if message.contains("panicked")),
+            "{failed:?}"
+        );
+        assert!(batcher.is_running());
+        assert!(batcher.embed(EmbedRequest::new(["calm"])).await.is_ok());
     }
 
     #[tokio::test]

@@ -24,8 +24,17 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_INPUTS: usize = 256;
 /// Characters per text when `AKIDB_MAX_INPUT_CHARS` is not set.
 pub const DEFAULT_MAX_INPUT_CHARS: usize = 32_768;
+/// Characters per request (all texts together) when `AKIDB_MAX_TOTAL_CHARS` is not set
+/// (256 texts of 2,048).
+pub const DEFAULT_MAX_TOTAL_CHARS: usize = 524_288;
 /// Request deadline when `AKIDB_REQUEST_TIMEOUT_MS` is not set.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Client timeout when `AKIDB_CLIENT_TIMEOUT_MS` is not set.
+pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 10_000;
+/// Open connections when `AKIDB_MAX_CONNECTIONS` is not set.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Shutdown bound when `AKIDB_SHUTDOWN_TIMEOUT_MS` is not set.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
 /// Dynamic-batching wait when `AKIDB_BATCH_WAIT_MS` is not set.
 pub const DEFAULT_BATCH_WAIT_MS: u64 = 5;
 /// Waiting requests per model when `AKIDB_QUEUE_CAPACITY` is not set.
@@ -120,9 +129,31 @@ pub struct Config {
     #[arg(long, env = "AKIDB_MAX_INPUT_CHARS", default_value_t = DEFAULT_MAX_INPUT_CHARS, value_parser = positive)]
     pub max_input_chars: usize,
 
+    /// Most characters in one request, all texts together (more: 413), checked before
+    /// tokenisation.
+    #[arg(long, env = "AKIDB_MAX_TOTAL_CHARS", default_value_t = DEFAULT_MAX_TOTAL_CHARS, value_parser = positive)]
+    pub max_total_chars: usize,
+
     /// Deadline for an embedding request, queueing included, in milliseconds (past it: 504).
     #[arg(long, env = "AKIDB_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+
+    /// Longest the service waits on a client, in milliseconds: for a request's headers (an
+    /// idle connection's next request included; past it the connection is closed), for its
+    /// body (past it: 408), and for the client to take response bytes (past it the
+    /// connection is closed).
+    #[arg(long, env = "AKIDB_CLIENT_TIMEOUT_MS", default_value_t = DEFAULT_CLIENT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_timeout_ms: u64,
+
+    /// Most connections open at once; further clients wait in the listen backlog until one
+    /// closes.
+    #[arg(long, env = "AKIDB_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = positive)]
+    pub max_connections: usize,
+
+    /// Longest a graceful shutdown waits for in-flight requests, in milliseconds; then the
+    /// connections still open are closed and the process exits.
+    #[arg(long, env = "AKIDB_SHUTDOWN_TIMEOUT_MS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS)]
+    pub shutdown_timeout_ms: u64,
 
     /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
     #[arg(long, env = "AKIDB_API_KEY", hide_env_values = true)]
@@ -161,7 +192,11 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_inputs: DEFAULT_MAX_INPUTS,
             max_input_chars: DEFAULT_MAX_INPUT_CHARS,
+            max_total_chars: DEFAULT_MAX_TOTAL_CHARS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            client_timeout_ms: DEFAULT_CLIENT_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
             api_key: None,
             batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -184,6 +219,16 @@ impl Config {
     /// The request deadline.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// How long the service waits on a slow or idle client.
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
     }
 
     /// The dynamic batcher's settings.
@@ -238,6 +283,10 @@ mod tests {
         assert_eq!(defaults.model_names(), vec![DEFAULT_MODEL]);
         assert_eq!(defaults.max_batch_size, config.max_batch_size);
         assert_eq!(defaults.queue_capacity, config.queue_capacity);
+        assert_eq!(defaults.max_total_chars, config.max_total_chars);
+        assert_eq!(defaults.client_timeout_ms, config.client_timeout_ms);
+        assert_eq!(defaults.max_connections, config.max_connections);
+        assert_eq!(defaults.shutdown_timeout_ms, config.shutdown_timeout_ms);
     }
 
     #[test]
@@ -245,6 +294,9 @@ mod tests {
         assert!(parse(&["--max-batch-size", "0"]).is_err());
         assert!(parse(&["--queue-capacity", "0"]).is_err());
         assert!(parse(&["--request-timeout-ms", "0"]).is_err());
+        assert!(parse(&["--client-timeout-ms", "0"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-total-chars", "0"]).is_err());
         assert!(parse(&["--api-key", " "]).is_err());
         assert!(parse(&["--provider", "magic"]).is_err());
     }

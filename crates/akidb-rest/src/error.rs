@@ -1,16 +1,14 @@
 //! The service's one error type and the one place that maps errors to HTTP status codes.
 //!
 //! Every error leaves the service as `{"error": {"type": "...", "message": "..."}}`, axum's
-//! own rejections included (see [`ApiJson`]).
+//! own rejections included (see [`crate::request::ApiJson`]).
 
 use akidb_embedding_core::{EmbeddingError, ErrorKind};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::batcher::BatchError;
 
@@ -48,6 +46,9 @@ pub enum ApiError {
     /// The API key is missing or wrong (401).
     #[error("{0}")]
     Unauthorized(String),
+    /// The client did not send its body within the client timeout (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The models are still loading (503, with `Retry-After`).
     #[error("{0}")]
     NotReady(String),
@@ -73,6 +74,7 @@ impl ApiError {
             Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
             Self::NoRoute { status, .. } => *status,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::NotReady(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,6 +94,7 @@ impl ApiError {
             }
             Self::NoRoute { .. } => "not_found",
             Self::Unauthorized(_) => "unauthorized",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::NotReady(_) => "not_ready",
             Self::Overloaded(_) => "overloaded",
             Self::Timeout(_) => "timeout",
@@ -171,23 +174,6 @@ impl IntoResponse for ApiError {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
-    }
-}
-
-/// `axum::Json` whose rejections answer in the service's error shape.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> FromRequest<S> for ApiJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
-        Ok(Self(value))
     }
 }
 

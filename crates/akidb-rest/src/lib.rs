@@ -6,7 +6,11 @@
 //!
 //! - [`config`]: flags and `AKIDB_*` environment variables, with their defaults;
 //! - [`server`]: binds the socket, loads the models in the background, shuts down gracefully;
-//! - [`routes`]: the HTTP routes and their request/response shapes;
+//! - [`connections`]: accepts and serves connections within their bounds (how many, how long
+//!   a client may stall);
+//! - [`routes`]: the HTTP routes and their response shapes;
+//! - [`request`]: the request bodies, read with a deadline, parsed and checked against the
+//!   limits (the functions the fuzz targets call);
 //! - [`auth`]: the `Authorization: Bearer` check;
 //! - [`error`]: the one error type and its status codes;
 //! - [`state`]: what handlers share (limits, metrics, the loaded models);
@@ -30,9 +34,11 @@
 pub mod auth;
 pub mod batcher;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod metrics;
 pub mod providers;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod state;

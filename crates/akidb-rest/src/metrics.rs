@@ -7,10 +7,13 @@
 //! - `akidb_batch_failures_total{model}`: provider runs that failed;
 //! - `akidb_tokens_embedded_total{model}`: tokens in successful runs;
 //! - `akidb_queue_depth{model}`: requests waiting for a run (gauge);
-//! - `akidb_models_ready`: 1 once every model is loaded and warmed up.
+//! - `akidb_models_ready`: 1 once every model is loaded and warmed up;
+//! - `akidb_connections_open`: client connections open now (gauge);
+//! - `akidb_connections_total`: client connections accepted.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +28,8 @@ const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Recorded>,
+    connections_accepted: AtomicU64,
+    connections_closed: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +103,29 @@ impl Metrics {
     fn recorded(&self) -> MutexGuard<'_, Recorded> {
         // Counters stay meaningful after a panic elsewhere: keep counting.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a newly accepted client connection.
+    pub fn connection_opened(&self) {
+        self.connections_accepted.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Records the end of a client connection [`Metrics::connection_opened`] counted.
+    pub fn connection_closed(&self) {
+        self.connections_closed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Client connections open now.
+    pub fn connections_open(&self) -> u64 {
+        let closed = self.connections_closed.load(Ordering::Acquire);
+        self.connections_accepted
+            .load(Ordering::Acquire)
+            .saturating_sub(closed)
+    }
+
+    /// Client connections accepted since start.
+    pub fn connections_total(&self) -> u64 {
+        self.connections_accepted.load(Ordering::Acquire)
     }
 
     /// Records one answered HTTP request.
@@ -188,6 +216,20 @@ impl Metrics {
             "1 once every model is loaded and warmed up.",
         );
         let _ = writeln!(out, "akidb_models_ready {}", u8::from(ready));
+        header(
+            &mut out,
+            "akidb_connections_open",
+            "gauge",
+            "Client connections open now.",
+        );
+        let _ = writeln!(out, "akidb_connections_open {}", self.connections_open());
+        header(
+            &mut out,
+            "akidb_connections_total",
+            "counter",
+            "Client connections accepted.",
+        );
+        let _ = writeln!(out, "akidb_connections_total {}", self.connections_total());
         out
     }
 }
@@ -265,6 +307,9 @@ mod tests {
             elapsed: Duration::from_millis(5),
             succeeded: true,
         });
+        metrics.connection_opened();
+        metrics.connection_opened();
+        metrics.connection_closed();
         let text = metrics.render(true, [("m\"x", 4)]);
         assert!(
             text.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"200\"} 2")
@@ -283,5 +328,7 @@ mod tests {
         assert!(text.contains("akidb_tokens_embedded_total{model=\"m\\\"x\"} 12"));
         assert!(text.contains("akidb_queue_depth{model=\"m\\\"x\"} 4"));
         assert!(text.contains("akidb_models_ready 1"));
+        assert!(text.contains("akidb_connections_open 1\n"));
+        assert!(text.contains("akidb_connections_total 2\n"));
     }
 }

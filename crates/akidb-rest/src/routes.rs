@@ -9,10 +9,9 @@
 //! | `GET /api/v1/models` | the served models: id, dimension, max_tokens, dimensions, prompts |
 //! | `GET /metrics` | Prometheus text exposition |
 
-use std::fmt;
 use std::time::Instant;
 
-use akidb_embedding_core::{EmbedRequest, EmbedResponse, ModelInfo, Truncation};
+use akidb_embedding_core::{EmbedResponse, ModelInfo};
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -21,11 +20,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
-use serde::de::{self, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::Serialize;
 
 use crate::auth;
-use crate::error::{ApiError, ApiJson};
+use crate::error::ApiError;
+use crate::request::{ApiJson, Parsed};
+pub use crate::request::{EmbedBody, EncodingFormat, OpenAiBody, OpenAiInput};
 use crate::state::AppState;
 
 /// Builds the service's router over `state`.
@@ -51,29 +51,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Body of `POST /api/v1/embed`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedBody {
-    /// The model's id; may be left out when the service serves one model.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The texts.
-    pub inputs: Vec<String>,
-    /// L2-normalise the vectors (default `true`).
-    #[serde(default = "yes")]
-    pub normalize: bool,
-    /// A task prompt the model defines (`query`, `document`, …).
-    #[serde(default)]
-    pub prompt_name: Option<String>,
-    /// Output dimension (Matryoshka truncation); default: the model's full dimension.
-    #[serde(default)]
-    pub dimensions: Option<usize>,
-    /// Truncate over-long texts (default `true`); `false` refuses them with 422.
-    #[serde(default = "yes")]
-    pub truncate: bool,
-}
-
 /// Answer of `POST /api/v1/embed`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmbedOutput {
@@ -83,93 +60,6 @@ pub struct EmbedOutput {
     pub dimension: usize,
     /// Number of vectors.
     pub count: usize,
-}
-
-/// Body of `POST /v1/embeddings` (OpenAI's embeddings API).
-///
-/// Fields OpenAI clients may add (such as `user`) are accepted and ignored.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct OpenAiBody {
-    /// The model's id; may be left out when the service serves one model.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// One text or an array of texts (token arrays are not supported).
-    pub input: OpenAiInput,
-    /// Output dimension (Matryoshka truncation).
-    #[serde(default)]
-    pub dimensions: Option<usize>,
-    /// `float` (default) or `base64` (little-endian `f32` bytes).
-    #[serde(default)]
-    pub encoding_format: Option<EncodingFormat>,
-    /// Extension: a task prompt the model defines (`query`, `document`, …).
-    #[serde(default)]
-    pub prompt_name: Option<String>,
-}
-
-/// The `input` of an OpenAI request: a string or an array of strings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenAiInput(pub Vec<String>);
-
-impl<'de> Deserialize<'de> for OpenAiInput {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct InputVisitor;
-
-        impl<'de> Visitor<'de> for InputVisitor {
-            type Value = OpenAiInput;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
-                Ok(OpenAiInput(vec![text.to_string()]))
-            }
-
-            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
-                Ok(OpenAiInput(vec![text]))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut texts = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(item) = seq.next_element::<serde_json::Value>()? {
-                    match item {
-                        serde_json::Value::String(text) => texts.push(text),
-                        other => {
-                            return Err(de::Error::custom(format!(
-                                "input[{}] is {}, not a string: send texts (token arrays are not supported)",
-                                texts.len(),
-                                json_kind(&other)
-                            )));
-                        }
-                    }
-                }
-                Ok(OpenAiInput(texts))
-            }
-        }
-
-        deserializer.deserialize_any(InputVisitor)
-    }
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// How `POST /v1/embeddings` encodes vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EncodingFormat {
-    /// JSON arrays of numbers.
-    Float,
-    /// Base64 of the vector's little-endian `f32` bytes, as OpenAI sends it.
-    Base64,
 }
 
 #[derive(Debug, Serialize)]
@@ -211,20 +101,15 @@ struct HealthOutput<'a> {
     models: Vec<&'a str>,
 }
 
-fn yes() -> bool {
-    true
-}
-
-/// Shared path of both embedding routes: pick the model, check limits, queue, wait.
+/// Shared path of both embedding routes once the body is parsed and within the limits: pick
+/// the model, queue, wait.
 async fn run_embedding(
     state: &AppState,
-    model: Option<&str>,
-    request: EmbedRequest,
+    parsed: Parsed,
 ) -> Result<(String, EmbedResponse), ApiError> {
-    let batcher = state.models()?.resolve(model)?;
-    state.limits().check(&request.texts)?;
+    let batcher = state.models()?.resolve(parsed.model.as_deref())?;
     let timeout = state.request_timeout();
-    let response = tokio::time::timeout(timeout, batcher.embed(request))
+    let response = tokio::time::timeout(timeout, batcher.embed(parsed.request))
         .await
         .map_err(|_| {
             ApiError::Timeout(format!(
@@ -239,18 +124,8 @@ async fn embed(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EmbedBody>,
 ) -> Result<Json<EmbedOutput>, ApiError> {
-    let request = EmbedRequest {
-        texts: body.inputs,
-        normalize: body.normalize,
-        prompt_name: body.prompt_name,
-        dimensions: body.dimensions,
-        truncation: if body.truncate {
-            Truncation::Truncate
-        } else {
-            Truncation::Error
-        },
-    };
-    let (_, response) = run_embedding(&state, body.model.as_deref(), request).await?;
+    let parsed = body.into_parsed(&state.limits())?;
+    let (_, response) = run_embedding(&state, parsed).await?;
     Ok(Json(EmbedOutput {
         count: response.count,
         dimension: response.dimension,
@@ -262,11 +137,9 @@ async fn openai_embeddings(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<OpenAiBody>,
 ) -> Result<Json<OpenAiOutput>, ApiError> {
-    let mut request = EmbedRequest::new(body.input.0);
-    request.dimensions = body.dimensions;
-    request.prompt_name = body.prompt_name;
-    let format = body.encoding_format.unwrap_or(EncodingFormat::Float);
-    let (model, response) = run_embedding(&state, body.model.as_deref(), request).await?;
+    let parsed = body.into_parsed(&state.limits())?;
+    let format = parsed.encoding;
+    let (model, response) = run_embedding(&state, parsed).await?;
     let data = response
         .embeddings
         .into_iter()
@@ -301,7 +174,7 @@ pub fn encode_base64(vector: &[f32]) -> String {
 }
 
 async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let models = state.models()?;
+    let models = state.healthy_models()?;
     Ok(Json(HealthOutput {
         status: "ok",
         models: models.ids(),

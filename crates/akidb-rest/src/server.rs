@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::connections::{self, ConnectionLimits};
 use crate::providers::{self, LoadPlan};
 use crate::routes::router;
 use crate::state::AppState;
@@ -38,6 +39,7 @@ pub enum ServeError {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    limits: ConnectionLimits,
 }
 
 impl Server {
@@ -52,6 +54,7 @@ impl Server {
         Ok(Self {
             listener,
             state: AppState::new(config),
+            limits: ConnectionLimits::from(config),
         })
     }
 
@@ -67,8 +70,9 @@ impl Server {
 
     /// Serves requests at once (`/health` answers 503) while `loader` builds the providers;
     /// once they are loaded and pass their health check, requests reach them. Stops
-    /// gracefully (no new connections, in-flight requests finish) when `shutdown` completes,
-    /// and with [`ServeError::Load`] when loading fails.
+    /// gracefully (no new connections, in-flight requests finish, within the configured
+    /// shutdown timeout) when `shutdown` completes, and with [`ServeError::Load`] when loading
+    /// fails.
     pub async fn run<L, S>(self, loader: L, shutdown: S) -> Result<(), ServeError>
     where
         L: Future<Output = Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError>>
@@ -76,7 +80,11 @@ impl Server {
             + 'static,
         S: Future<Output = ()> + Send + 'static,
     {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            state,
+            limits,
+        } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
         let load_failed = Arc::new(Notify::new());
         let loading = tokio::spawn({
@@ -96,9 +104,7 @@ impl Server {
                 () = load_failed.notified() => {}
             }
         };
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(stop)
-            .await?;
+        connections::serve(listener, router(state.clone()), state, limits, stop).await;
         if !loading.is_finished() {
             loading.abort();
             return Ok(());

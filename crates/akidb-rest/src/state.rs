@@ -19,10 +19,23 @@ pub struct Limits {
     pub max_inputs: usize,
     /// Most characters per text.
     pub max_input_chars: usize,
+    /// Most characters per request, all texts together.
+    pub max_total_chars: usize,
 }
 
 impl Limits {
-    /// Refuses (413) a request with too many texts or a text that is too long, naming it.
+    /// The limits `config` sets.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_body_bytes: config.max_body_bytes,
+            max_inputs: config.max_inputs,
+            max_input_chars: config.max_input_chars,
+            max_total_chars: config.max_total_chars,
+        }
+    }
+
+    /// Refuses (413) a request with too many texts, a text that is too long (naming it), or
+    /// more characters in all than the request limit.
     pub fn check(&self, texts: &[String]) -> Result<(), ApiError> {
         if texts.len() > self.max_inputs {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -31,13 +44,23 @@ impl Limits {
                 self.max_inputs
             )));
         }
+        let mut total: usize = 0;
         for (index, text) in texts.iter().enumerate() {
             // Count only as far as the limit: a huge text costs no more than a long one.
-            if text.chars().nth(self.max_input_chars).is_some() {
+            let chars = text.chars().take(self.max_input_chars + 1).count();
+            if chars > self.max_input_chars {
                 return Err(ApiError::PayloadTooLarge(format!(
                     "the text at index {index} has {} characters, more than the limit of {}",
                     text.chars().count(),
                     self.max_input_chars
+                )));
+            }
+            total = total.saturating_add(chars);
+            if total > self.max_total_chars {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the texts up to index {index} hold {total} characters, more than the limit \
+                     of {} per request",
+                    self.max_total_chars
                 )));
             }
         }
@@ -54,6 +77,7 @@ pub struct AppState {
 struct Shared {
     limits: Limits,
     request_timeout: Duration,
+    client_timeout: Duration,
     api_key: Option<ApiKey>,
     batcher: BatcherConfig,
     metrics: Arc<Metrics>,
@@ -80,7 +104,8 @@ impl Models {
                 .find(|batcher| batcher.model_info().id == id)
                 .ok_or_else(|| {
                     ApiError::ModelNotFound(format!(
-                        "model `{id}` is not served here; available: {}",
+                        "model `{}` is not served here; available: {}",
+                        shown(id),
                         self.ids().join(", ")
                     ))
                 }),
@@ -103,17 +128,27 @@ impl Models {
     }
 }
 
+/// Longest client-given name an error message repeats.
+const SHOWN_CHARS: usize = 64;
+
+/// A client-given name as an error message shows it: cut at [`SHOWN_CHARS`] characters, so
+/// an answer never echoes a huge field back.
+fn shown(name: &str) -> String {
+    if name.chars().nth(SHOWN_CHARS).is_some() {
+        format!("{}…", name.chars().take(SHOWN_CHARS).collect::<String>())
+    } else {
+        name.to_string()
+    }
+}
+
 impl AppState {
     /// State for a service configured by `config`, with no model loaded yet.
     pub fn new(config: &Config) -> Self {
         Self {
             shared: Arc::new(Shared {
-                limits: Limits {
-                    max_body_bytes: config.max_body_bytes,
-                    max_inputs: config.max_inputs,
-                    max_input_chars: config.max_input_chars,
-                },
+                limits: Limits::from_config(config),
                 request_timeout: config.request_timeout(),
+                client_timeout: config.client_timeout(),
                 api_key: config.api_key.clone(),
                 batcher: config.batcher(),
                 metrics: Arc::new(Metrics::default()),
@@ -158,6 +193,19 @@ impl AppState {
             .map_err(|_| EmbeddingError::InvalidInput("models are already installed".to_string()))
     }
 
+    /// The served models if every one can take requests: 503 while they are loading, and
+    /// when a model's batcher has stopped.
+    pub fn healthy_models(&self) -> Result<&Models, ApiError> {
+        let models = self.models()?;
+        if let Some(stopped) = models.batchers.iter().find(|batcher| !batcher.is_running()) {
+            return Err(ApiError::NotReady(format!(
+                "the batcher of model `{}` has stopped",
+                stopped.model_info().id
+            )));
+        }
+        Ok(models)
+    }
+
     /// The served models, or 503 while they are loading.
     pub fn models(&self) -> Result<&Models, ApiError> {
         self.shared.models.get().ok_or_else(|| {
@@ -180,6 +228,11 @@ impl AppState {
         self.shared.request_timeout
     }
 
+    /// Longest the service waits for a request's body.
+    pub fn client_timeout(&self) -> Duration {
+        self.shared.client_timeout
+    }
+
     /// The key clients must present, if any.
     pub fn api_key(&self) -> Option<&ApiKey> {
         self.shared.api_key.as_ref()
@@ -199,19 +252,24 @@ mod tests {
     fn limits_name_the_offending_text() {
         let limits = Limits {
             max_body_bytes: 1024,
-            max_inputs: 2,
+            max_inputs: 3,
             max_input_chars: 3,
+            max_total_chars: 7,
         };
         assert!(limits.check(&["abc".into(), "äöü".into()]).is_ok());
+        let err = limits
+            .check(&["abc".into(), "äöü".into(), "xy".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("up to index 2 hold 8"), "{err}");
         let err = limits.check(&["a".into(), "abcd".into()]).unwrap_err();
         assert!(
             err.to_string().contains("index 1 has 4 characters"),
             "{err}"
         );
         let err = limits
-            .check(&["a".into(), "b".into(), "c".into()])
+            .check(&["a".into(), "b".into(), "c".into(), "d".into()])
             .unwrap_err();
-        assert!(err.to_string().contains("3 texts"), "{err}");
+        assert!(err.to_string().contains("4 texts"), "{err}");
     }
 
     #[tokio::test]
@@ -239,5 +297,9 @@ mod tests {
             models.resolve(None),
             Err(ApiError::InvalidRequest(_))
         ));
+        let long = "../".repeat(1000);
+        let err = models.resolve(Some(&long)).unwrap_err();
+        assert!(matches!(err, ApiError::ModelNotFound(_)));
+        assert!(err.to_string().len() < 200, "{err}");
     }
 }

@@ -12,6 +12,9 @@
     clippy::print_stderr
 )]
 
+pub mod process;
+pub mod raw;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider, ModelInfo};
 use akidb_embedding_mock::MockEmbeddingProvider;
 use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
-use akidb_rest::{Config, ServeError, Server};
+use akidb_rest::{AppState, Config, ServeError, Server};
 use serde_json::Value;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
@@ -147,6 +150,8 @@ pub fn config() -> Config {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// The server's state (its metrics count open connections).
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -168,6 +173,7 @@ impl TestServer {
     {
         let server = Server::bind(&config).await.expect("bind");
         let addr = server.local_addr().expect("local address");
+        let state = server.state().clone();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(loader, async move {
             let _ = stop.await;
@@ -175,6 +181,7 @@ impl TestServer {
         Self {
             addr,
             client: reqwest::Client::new(),
+            state,
             shutdown: Some(shutdown),
             task,
         }
@@ -184,11 +191,13 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Polls `/health` until it answers 200 (panics after 60 s).
+    /// Polls `/health` until it answers 200 (panics after 60 s). Each poll uses a connection
+    /// of its own, closed after it, so no idle connection is left behind.
     pub async fn wait_ready(&self) {
         let started = Instant::now();
+        let client = fresh_client();
         loop {
-            let response = self.client.get(self.url("/health")).send().await;
+            let response = client.get(self.url("/health")).send().await;
             if response.is_ok_and(|response| response.status() == 200) {
                 return;
             }
@@ -246,6 +255,74 @@ impl TestServer {
             .expect("server task");
         drop(shutdown);
         result
+    }
+}
+
+/// A client that opens a new connection for every request: safe to use after the server
+/// may have closed idle connections (short client timeouts).
+pub fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// all-MiniLM-L6-v2 where it is installed (always under `CI=true`), else the mock: attacks
+/// are checked against a real model whenever one is at hand.
+pub async fn real_model_or_mock() -> Loaded {
+    match Fixture::MiniLm.load().await {
+        Some(loaded) => loaded,
+        None => Fixture::Mock.load().await.expect("the mock always loads"),
+    }
+}
+
+/// Texts whose vectors the service must still get right after an attack.
+pub const PROBE_TEXTS: [&str; 2] = [
+    "The service still embeds after the attack.",
+    "Der Dienst bettet danach noch korrekt ein.",
+];
+
+/// A known request and its vectors asked of the provider directly: after each attack the
+/// service must answer it, correctly, over a new connection.
+pub struct Probe {
+    loaded: Loaded,
+    want: Vec<Vec<f32>>,
+    client: reqwest::Client,
+}
+
+impl Probe {
+    pub async fn new(loaded: &Loaded) -> Self {
+        let want = loaded.direct(EmbedRequest::new(PROBE_TEXTS)).await;
+        Self {
+            loaded: loaded.clone(),
+            want,
+            client: fresh_client(),
+        }
+    }
+
+    /// Asserts the service answers the probe with the provider's vectors; `after` names the
+    /// attack in the failure message.
+    pub async fn check(&self, server: &TestServer, after: &str) {
+        let response = self
+            .client
+            .post(server.url("/api/v1/embed"))
+            .json(&serde_json::json!({ "inputs": PROBE_TEXTS }))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("probe after {after}: {error}"));
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, 200, "probe after {after}: {body}");
+        self.loaded.assert_same_vectors(&vectors(&body), &self.want);
+    }
+}
+
+/// Polls `condition` every 5 ms; panics with `what` after `limit`.
+pub async fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

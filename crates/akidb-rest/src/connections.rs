@@ -1,0 +1,311 @@
+//! Accepting and serving client connections, with the bounds axum's own `serve` leaves open:
+//!
+//! - at most `max_connections` open at once; further clients wait in the listen backlog;
+//! - a client must send each request's headers within the client timeout (an idle
+//!   keep-alive connection waiting for its next request included), else the connection is
+//!   closed: trickled headers and idle sockets cannot hold a connection for ever;
+//! - a client must take response bytes within the client timeout ([`TimedStream`]), else the
+//!   connection is closed: a client that stops reading cannot pin a response in memory;
+//! - on shutdown, no new connections are accepted, in-flight requests finish, idle
+//!   connections close, and after `shutdown_timeout` whatever is still open is dropped.
+//!
+//! The body's own deadline (408) is enforced where it is read, in [`crate::request::ApiJson`].
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Sleep;
+
+use crate::state::AppState;
+
+/// The connection bounds, from the [`crate::Config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers and for the client to take response bytes.
+    pub client_timeout: Duration,
+    /// Longest a graceful shutdown waits for open connections.
+    pub shutdown_timeout: Duration,
+}
+
+impl From<&crate::Config> for ConnectionLimits {
+    fn from(config: &crate::Config) -> Self {
+        Self {
+            max_connections: config.max_connections,
+            client_timeout: config.client_timeout(),
+            shutdown_timeout: config.shutdown_timeout(),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then shuts down gracefully within
+/// `limits.shutdown_timeout`. `state` counts the connections in its metrics.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    state: AppState,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (closing, closing_seen) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Reap finished connection tasks so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_closed) => break,
+            },
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(error) => {
+                    if !is_connection_error(&error) {
+                        // Out of file descriptors, for one: wait instead of spinning.
+                        tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            state.clone(),
+            limits.client_timeout,
+            closing_seen.clone(),
+            permit,
+        ));
+    }
+    drop(listener);
+    let open = connections.len();
+    tracing::info!(
+        open,
+        timeout_ms = limits.shutdown_timeout.as_millis() as u64,
+        "no longer accepting connections; waiting for open ones"
+    );
+    let _ = closing.send(true);
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown timeout reached; closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Errors of one incoming connection (the peer gave up), not of the listener.
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection until the client or the server closes it.
+async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    state: AppState,
+    client_timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _counted = CountedConnection::new(state);
+    // Small requests and answers: send them at once rather than waiting to fill a segment.
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(TimedStream::new(stream, client_timeout));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_timeout);
+    let connection = builder.serve_connection(io, TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                return;
+            }
+            changed = closing.changed(), if !shutting_down => {
+                // A closed channel means the server is gone: shut down too.
+                if changed.is_err() || *closing.borrow() {
+                    connection.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                }
+            }
+        }
+    }
+}
+
+/// Counts a connection in the metrics while it is open.
+struct CountedConnection(AppState);
+
+impl CountedConnection {
+    fn new(state: AppState) -> Self {
+        state.metrics().connection_opened();
+        Self(state)
+    }
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.0.metrics().connection_closed();
+    }
+}
+
+/// A TCP stream whose writes fail with [`io::ErrorKind::TimedOut`] when the peer takes no
+/// bytes for `write_timeout`: a client that stops reading its answer loses the connection
+/// instead of holding it, and the answer's memory, for ever.
+#[derive(Debug)]
+pub struct TimedStream {
+    inner: TcpStream,
+    write_timeout: Duration,
+    /// Running while a write is blocked; reset by every write that makes progress.
+    stalled_since: Option<Pin<Box<Sleep>>>,
+}
+
+impl TimedStream {
+    /// Wraps `inner`, bounding each stalled write by `write_timeout`.
+    pub fn new(inner: TcpStream, write_timeout: Duration) -> Self {
+        Self {
+            inner,
+            write_timeout,
+            stalled_since: None,
+        }
+    }
+
+    /// Passes a write's outcome on; when it is blocked, fails it once the peer has taken no
+    /// bytes for the write timeout.
+    fn bound<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if outcome.is_ready() {
+            self.stalled_since = None;
+            return outcome;
+        }
+        let timeout = self.write_timeout;
+        let stall = self
+            .stalled_since
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(stall.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client took no response bytes for {} ms",
+                timeout.as_millis()
+            ),
+        )))
+    }
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.bound(cx, outcome)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.bound(cx, outcome)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.inner).poll_flush(cx);
+        this.bound(cx, outcome)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let outcome = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.bound(cx, outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_write_the_peer_never_takes_fails_after_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (server_side, _) = listener.accept().await.unwrap();
+        // The peer holds the socket open and never reads.
+        let _peer = client.await.unwrap();
+        let mut stream = TimedStream::new(server_side, Duration::from_millis(200));
+        let chunk = vec![0u8; 1 << 20];
+        let started = std::time::Instant::now();
+        let error = loop {
+            if let Err(error) = stream.write_all(&chunk).await {
+                break error;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "never timed out"
+            );
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+    }
+}

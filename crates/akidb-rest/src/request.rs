@@ -1,0 +1,369 @@
+//! Request bodies at the edge: the two JSON shapes, read with a deadline, parsed and checked
+//! against the service's limits before anything is queued.
+//!
+//! The handlers and the fuzz targets (`fuzz/`) go through the same functions:
+//! [`parse_embed`] and [`parse_openai`] take the raw body bytes and give a [`Parsed`] request
+//! or the [`ApiError`] the client gets. What depends on the model (prompt names, dimensions,
+//! token limits) is checked later, by the batcher.
+//!
+//! ```
+//! use akidb_rest::request::parse_openai;
+//! use akidb_rest::state::Limits;
+//! use akidb_rest::Config;
+//!
+//! let limits = Limits::from_config(&Config::default());
+//! let parsed = parse_openai(br#"{"input": "hello", "model": "m"}"#, &limits).unwrap();
+//! assert_eq!(parsed.request.texts, ["hello"]);
+//! assert_eq!(parsed.model.as_deref(), Some("m"));
+//! let refused = parse_openai(br#"{"input": 42}"#, &limits).unwrap_err();
+//! assert_eq!(refused.status(), 422);
+//! ```
+
+use std::fmt;
+
+use akidb_embedding_core::{EmbedRequest, Truncation};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::ApiError;
+use crate::state::{AppState, Limits};
+
+/// Body of `POST /api/v1/embed`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedBody {
+    /// The model's id; may be left out when the service serves one model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The texts.
+    pub inputs: Vec<String>,
+    /// L2-normalise the vectors (default `true`).
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// A task prompt the model defines (`query`, `document`, …).
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    /// Output dimension (Matryoshka truncation); default: the model's full dimension.
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+    /// Truncate over-long texts (default `true`); `false` refuses them with 422.
+    #[serde(default = "yes")]
+    pub truncate: bool,
+}
+
+/// Body of `POST /v1/embeddings` (OpenAI's embeddings API).
+///
+/// Fields OpenAI clients may add (such as `user`) are accepted and ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct OpenAiBody {
+    /// The model's id; may be left out when the service serves one model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// One text or an array of texts (token arrays are not supported).
+    pub input: OpenAiInput,
+    /// Output dimension (Matryoshka truncation).
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+    /// `float` (default) or `base64` (little-endian `f32` bytes).
+    #[serde(default)]
+    pub encoding_format: Option<EncodingFormat>,
+    /// Extension: a task prompt the model defines (`query`, `document`, …).
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+}
+
+/// The `input` of an OpenAI request: a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OpenAiInput(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OpenAiInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InputVisitor;
+
+        impl<'de> Visitor<'de> for InputVisitor {
+            type Value = OpenAiInput;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(OpenAiInput(vec![text.to_string()]))
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(OpenAiInput(vec![text]))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // No capacity from the size hint: a client must not size our allocations.
+                let mut texts = Vec::new();
+                while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                    match item {
+                        serde_json::Value::String(text) => texts.push(text),
+                        other => {
+                            return Err(de::Error::custom(format!(
+                                "input[{}] is {}, not a string: send texts (token arrays are not supported)",
+                                texts.len(),
+                                json_kind(&other)
+                            )));
+                        }
+                    }
+                }
+                Ok(OpenAiInput(texts))
+            }
+        }
+
+        deserializer.deserialize_any(InputVisitor)
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// How `POST /v1/embeddings` encodes vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    /// JSON arrays of numbers.
+    Float,
+    /// Base64 of the vector's little-endian `f32` bytes, as OpenAI sends it.
+    Base64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A request both routes hand on: the model asked for, the texts and options, and how the
+/// vectors are to be encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The model's id as the client sent it (looked up among the served models only).
+    pub model: Option<String>,
+    /// What the batcher embeds.
+    pub request: EmbedRequest,
+    /// How the answer encodes vectors (always `Float` on `/api/v1/embed`).
+    pub encoding: EncodingFormat,
+}
+
+impl EmbedBody {
+    /// The request this body asks for, refused (413) when it is over `limits`.
+    pub fn into_parsed(self, limits: &Limits) -> Result<Parsed, ApiError> {
+        limits.check(&self.inputs)?;
+        Ok(Parsed {
+            model: self.model,
+            request: EmbedRequest {
+                texts: self.inputs,
+                normalize: self.normalize,
+                prompt_name: self.prompt_name,
+                dimensions: self.dimensions,
+                truncation: if self.truncate {
+                    Truncation::Truncate
+                } else {
+                    Truncation::Error
+                },
+            },
+            encoding: EncodingFormat::Float,
+        })
+    }
+}
+
+impl OpenAiBody {
+    /// The request this body asks for, refused (413) when it is over `limits`.
+    pub fn into_parsed(self, limits: &Limits) -> Result<Parsed, ApiError> {
+        limits.check(&self.input.0)?;
+        let mut request = EmbedRequest::new(self.input.0);
+        request.dimensions = self.dimensions;
+        request.prompt_name = self.prompt_name;
+        Ok(Parsed {
+            model: self.model,
+            request,
+            encoding: self.encoding_format.unwrap_or(EncodingFormat::Float),
+        })
+    }
+}
+
+/// Parses a JSON body into `T` as the handlers do: syntax errors are 400 `invalid_json`,
+/// wrong types, missing or unknown fields 422 `invalid_request` (the message names the path,
+/// such as `inputs[0]`).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let Json(value) = Json::<T>::from_bytes(bytes)?;
+    Ok(value)
+}
+
+/// Everything `POST /api/v1/embed` does with its body before the batcher: parse, then check
+/// the limits.
+pub fn parse_embed(bytes: &[u8], limits: &Limits) -> Result<Parsed, ApiError> {
+    parse_json::<EmbedBody>(bytes)?.into_parsed(limits)
+}
+
+/// Everything `POST /v1/embeddings` does with its body before the batcher: parse, then check
+/// the limits.
+pub fn parse_openai(bytes: &[u8], limits: &Limits) -> Result<Parsed, ApiError> {
+    parse_json::<OpenAiBody>(bytes)?.into_parsed(limits)
+}
+
+/// Whether the request declares a JSON body: `application/json` or `application/<x>+json`,
+/// parameters (`; charset=utf-8`) allowed, as `axum::Json` accepts.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
+
+/// Extractor of a JSON body `T`: checks the content type (415), reads the body within the
+/// service's client timeout (408) and its size limit (413), then [`parse_json`]s it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".to_string(),
+            ));
+        }
+        // Refuse a declared length over the limit from the headers alone, before a byte of
+        // the body is read (axum's limit only counts the bytes as they arrive).
+        let limit = state.limits().max_body_bytes;
+        if let Some(declared) = declared_length(request.headers())
+            && declared > limit
+        {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the request body has {declared} bytes, more than the limit of {limit}"
+            )));
+        }
+        let timeout = state.client_timeout();
+        let bytes = tokio::time::timeout(timeout, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| {
+                ApiError::RequestTimeout(format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ))
+            })?
+            .map_err(body_error)?;
+        Ok(Self(parse_json(&bytes)?))
+    }
+}
+
+/// The `content-length` the client declared, if it is a number (the HTTP parser has already
+/// refused malformed or conflicting ones).
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!(
+            "the request body is too large: {}",
+            rejection.body_text()
+        ))
+    } else {
+        ApiError::InvalidJson(format!(
+            "cannot read the request body: {}",
+            rejection.body_text()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn limits() -> Limits {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_inputs: 4,
+            max_input_chars: 16,
+            max_total_chars: 40,
+        }
+    }
+
+    #[test]
+    fn both_shapes_parse_into_the_same_request() {
+        let native = parse_embed(br#"{"inputs": ["a", "b"], "dimensions": 8}"#, &limits()).unwrap();
+        let openai = parse_openai(br#"{"input": ["a", "b"], "dimensions": 8}"#, &limits()).unwrap();
+        assert_eq!(native.request, openai.request);
+        assert_eq!(
+            native.request,
+            EmbedRequest::new(["a", "b"]).with_dimensions(8)
+        );
+        let truncate = parse_embed(br#"{"inputs": ["a"], "truncate": false}"#, &limits()).unwrap();
+        assert_eq!(truncate.request.truncation, Truncation::Error);
+    }
+
+    #[test]
+    fn errors_have_the_documented_status() {
+        let status = |result: Result<Parsed, ApiError>| result.unwrap_err().status().as_u16();
+        assert_eq!(status(parse_embed(b"{\"inputs\": [", &limits())), 400);
+        assert_eq!(status(parse_embed(b"\xff", &limits())), 400);
+        assert_eq!(status(parse_embed(br#"{"inputs": [1]}"#, &limits())), 422);
+        assert_eq!(
+            status(parse_embed(br#"{"inputs": ["a"], "x": 1}"#, &limits())),
+            422
+        );
+        assert_eq!(status(parse_openai(br#"{"input": [[1]]}"#, &limits())), 422);
+        assert_eq!(
+            status(parse_embed(
+                br#"{"inputs": ["a","b","c","d","e"]}"#,
+                &limits()
+            )),
+            413
+        );
+        let over = format!(r#"{{"input": ["{}"]}}"#, "x".repeat(17));
+        assert_eq!(status(parse_openai(over.as_bytes(), &limits())), 413);
+        let total = format!(r#"{{"input": ["{0}", "{0}", "{0}"]}}"#, "x".repeat(16));
+        assert_eq!(status(parse_openai(total.as_bytes(), &limits())), 413);
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let check = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
+            is_json(&headers)
+        };
+        assert!(check("application/json"));
+        assert!(check("Application/JSON; charset=utf-8"));
+        assert!(check("application/vnd.api+json"));
+        assert!(!check("text/plain"));
+        assert!(!check("application/jsonx"));
+        assert!(!check("application/x-www-form-urlencoded"));
+        assert!(!check("json"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,183 @@
+//! Security checks: model names are ids among the loaded models, never paths; the API key
+//! guards everything but `/health`, is compared whole, and never reaches the log.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use akidb_rest::Config;
+use serde_json::json;
+
+use common::process::Service;
+use common::{TestServer, assert_error, config, fresh_client, real_model_or_mock};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_names_are_looked_up_among_loaded_models_never_as_paths() {
+    let loaded = real_model_or_mock().await;
+    let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
+    let minilm = akidb_test_support::minilm_dir()
+        .map(|dir| dir.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let absolute = akidb_test_support::workspace_root()
+        .join(".akidb/models/all-MiniLM-L6-v2")
+        .to_string_lossy()
+        .into_owned();
+    let names = [
+        "../../etc/passwd",
+        "/etc/passwd",
+        "..%2f..%2fetc%2fpasswd",
+        "..\\..\\windows\\win.ini",
+        "./",
+        ".",
+        "~/.ssh/id_rsa",
+        "file:///etc/passwd",
+        "sentence-transformers/../../../etc/passwd",
+        "etc/passwd\u{0}.onnx",
+        ".akidb/models/all-MiniLM-L6-v2",
+        &absolute,
+        &minilm,
+        "sentence-transformers/all-MiniLM-L6-v2/../all-MiniLM-L6-v2",
+        "onnx-community/embeddinggemma-300m-ONNX",
+        "google/embeddinggemma-300m",
+    ];
+    for name in names {
+        if name.is_empty() || name == loaded.info().id {
+            continue;
+        }
+        for (path, body) in [
+            ("/api/v1/embed", json!({"model": name, "inputs": ["x"]})),
+            ("/v1/embeddings", json!({"model": name, "input": "x"})),
+        ] {
+            let (status, answer) = server.post(path, &body).await;
+            let message = assert_error(status, &answer, 404, "model_not_found");
+            assert!(
+                !message.contains("root:") && !message.contains("[fonts]"),
+                "{name}: {message}"
+            );
+        }
+    }
+    // A huge name is not echoed back whole.
+    let long = "../".repeat(100_000);
+    let (status, answer) = server
+        .post("/api/v1/embed", &json!({"model": long, "inputs": ["x"]}))
+        .await;
+    let message = assert_error(status, &answer, 404, "model_not_found");
+    assert!(message.len() < 1024, "{} bytes", message.len());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_guards_models_and_metrics_but_not_health() {
+    let loaded = real_model_or_mock().await;
+    let key = "k3y-0123456789abcdef";
+    let config = Config {
+        api_key: Some(key.parse().unwrap()),
+        ..config()
+    };
+    let server = TestServer::start(config, vec![loaded.provider.clone()]).await;
+    let client = fresh_client();
+
+    let health = client.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "/health needs no key");
+
+    let refused = [
+        None,
+        Some(format!("Bearer {}", &key[..key.len() - 1])),
+        Some(format!("Bearer {key}x")),
+        Some(format!("Bearer {}", key.to_uppercase())),
+        Some(format!("Bearer {key}{key}")),
+        Some(format!("Basic {key}")),
+        Some(key.to_string()),
+        Some("Bearer ".to_string()),
+        Some(format!("Bearer\t{key}")),
+    ];
+    for path in ["/api/v1/models", "/metrics"] {
+        for header in &refused {
+            let mut request = client.get(server.url(path));
+            if let Some(header) = header {
+                request = request.header("authorization", header);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{path} with {header:?}");
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        }
+        // The key in the query string or another header does not count.
+        for request in [
+            client.get(server.url(&format!("{path}?api_key={key}"))),
+            client.get(server.url(path)).header("x-api-key", key),
+        ] {
+            assert_eq!(request.send().await.unwrap().status(), 401, "{path}");
+        }
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let response = client
+                .get(server.url(path))
+                .header("authorization", format!("{scheme} {key}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{path} with scheme {scheme}");
+        }
+    }
+    // A refused request costs nothing: its body is not even read.
+    let (status, body) = common::json_of(
+        client
+            .post(server.url("/api/v1/embed"))
+            .json(&json!({"inputs": ["x".repeat(10_000)]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(status, &body, 401, "unauthorized");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(key), "the key is never echoed: {message}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_reaches_the_log_even_at_trace_level() {
+    let key = "never-log-me-7f3a9c";
+    let mut service = Service::start(&[
+        ("AKIDB_EMBEDDING_PROVIDER", "mock"),
+        ("AKIDB_API_KEY", key),
+        ("RUST_LOG", "trace"),
+    ]);
+    service.wait_ready().await;
+    let client = fresh_client();
+    for header in [
+        format!("Bearer {key}"),
+        format!("Bearer {key}-wrong"),
+        key.to_string(),
+    ] {
+        for path in ["/metrics", "/api/v1/models"] {
+            let _ = client
+                .get(service.url(path))
+                .header("authorization", &header)
+                .send()
+                .await
+                .unwrap();
+        }
+        let _ = client
+            .post(service.url("/api/v1/embed"))
+            .header("authorization", &header)
+            .json(&json!({"inputs": ["a"]}))
+            .send()
+            .await
+            .unwrap();
+    }
+    service.terminate();
+    assert!(
+        service
+            .wait_exit(std::time::Duration::from_secs(20))
+            .await
+            .is_some()
+    );
+    // The reader thread may lag the exit by a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = service.log();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace log on: {log}"
+    );
+    assert!(!log.contains(key), "the key appears in the log:\n{log}");
+}
