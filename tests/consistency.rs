@@ -189,7 +189,8 @@ async fn concurrent_callers_get_the_same_vectors() {
 #[test]
 fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
     let Some(dir) = minilm_dir() else { return };
-    let cache = akidb_test_support::temp_dir("optimized-cache").join("minilm.optimized.onnx");
+    let folder = akidb_test_support::temp_dir("optimized-cache");
+    let cache = folder.join("minilm.optimized.onnx");
     let first = load(&dir, |o| o.with_optimized_model_cache(&cache));
     assert!(cache.is_file(), "the optimised graph was saved");
     let second = load(&dir, |o| o.with_optimized_model_cache(&cache));

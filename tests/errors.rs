@@ -174,10 +174,11 @@ fn tokenizer_larger_than_embedding_table_is_refused_at_load() {
 fn unknown_model_id_or_folder_is_a_clear_error() {
     let err = OnnxEmbeddingProvider::load(LoadOptions::new("./no/such/folder")).unwrap_err();
     assert!(err.to_string().contains("no such folder"), "{err}");
+    let cache = akidb_test_support::temp_dir("empty-cache");
     let err = OnnxEmbeddingProvider::load(
         LoadOptions::new("someone/unknown-model")
             .with_offline(true)
-            .with_cache_dir(akidb_test_support::temp_dir("empty-cache")),
+            .with_cache_dir(cache.path()),
     )
     .unwrap_err();
     assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
@@ -187,7 +188,8 @@ fn unknown_model_id_or_folder_is_a_clear_error() {
 #[test]
 fn cuda_requested_without_cuda_fails_instead_of_falling_back_to_cpu() {
     let Some(dir) = minilm_dir() else { return };
-    let err = OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_cuda(true)).unwrap_err();
+    let err = OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_cuda(true))
+        .unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("CUDA"), "{err}");
 }

@@ -30,7 +30,8 @@ fn missing_then_corrupt_then_real_runtime_library() {
         "{message}"
     );
 
-    let corrupt = temp_dir("corrupt-ort").join("libonnxruntime.so");
+    let folder = temp_dir("corrupt-ort");
+    let corrupt = folder.join("libonnxruntime.so");
     std::fs::write(&corrupt, b"this is not a shared library").unwrap();
     let err = OnnxEmbeddingProvider::load(LoadOptions::new(&model).with_runtime_library(&corrupt))
         .unwrap_err();

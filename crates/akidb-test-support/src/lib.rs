@@ -13,16 +13,46 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A fresh, empty temporary folder named after `name` (removed first if it exists).
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A temporary folder, removed with its contents when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty temporary folder named after `name`, removed when the guard is dropped.
+pub fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("akidb-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    TempDir(dir)
 }
 
 /// Copies the files of `from` (not sub-folders) into a fresh temp folder, minus `skip`.
-pub fn copy_model(from: &Path, name: &str, skip: &[&str]) -> PathBuf {
+pub fn copy_model(from: &Path, name: &str, skip: &[&str]) -> TempDir {
     let dir = temp_dir(name);
     for entry in std::fs::read_dir(from)
         .expect("read model folder")
