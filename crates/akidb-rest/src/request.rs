@@ -198,10 +198,18 @@ impl OpenAiBody {
     }
 }
 
-/// Parses a JSON body into `T` as the handlers do: syntax errors are 400 `invalid_json`,
-/// wrong types, missing or unknown fields 422 `invalid_request` (the message names the path,
-/// such as `inputs[0]`).
+/// Parses a JSON body into `T` as the handlers do: a body that is not UTF-8 (anywhere, even
+/// in a field that is ignored) and syntax errors are 400 `invalid_json`; wrong types, missing
+/// or unknown fields 422 `invalid_request` (the message names the path, such as `inputs[0]`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // JSON exchanged between systems is UTF-8 (RFC 8259). serde_json checks the strings it
+    // keeps, but skips ignored ones unchecked: check the whole body once.
+    if let Err(error) = std::str::from_utf8(bytes) {
+        return Err(ApiError::InvalidJson(format!(
+            "the request body is not UTF-8 (invalid byte at offset {})",
+            error.valid_up_to()
+        )));
+    }
     let Json(value) = Json::<T>::from_bytes(bytes)?;
     Ok(value)
 }
@@ -331,6 +339,15 @@ mod tests {
         let status = |result: Result<Parsed, ApiError>| result.unwrap_err().status().as_u16();
         assert_eq!(status(parse_embed(b"{\"inputs\": [", &limits())), 400);
         assert_eq!(status(parse_embed(b"\xff", &limits())), 400);
+        // Found by the request_parse fuzz target: invalid UTF-8 in a field the OpenAI shape
+        // ignores was accepted.
+        assert_eq!(
+            status(parse_openai(
+                b"{\"input\": \"a\", \"user\": \"\xff\"}",
+                &limits()
+            )),
+            400
+        );
         assert_eq!(status(parse_embed(br#"{"inputs": [1]}"#, &limits())), 422);
         assert_eq!(
             status(parse_embed(br#"{"inputs": ["a"], "x": 1}"#, &limits())),
