@@ -1,10 +1,20 @@
-//! Splitting a request into model runs: texts sorted by length so each run pads little, at
-//! most `max_batch_size` texts and `max_batch_tokens` padded tokens per run (which also bounds
-//! the memory ONNX Runtime's arena keeps after its largest run).
+//! Splitting a request into model runs.
+//!
+//! A run is padded to its longest text, so the cost of a run is about
+//! `texts × longest + RUN_OVERHEAD_TOKENS` (the fixed cost of one ONNX Runtime call, in
+//! token-equivalents). Texts are sorted by length and cut into contiguous groups that minimise
+//! the total cost (an exact dynamic programme over the sorted order), within at most
+//! `max_batch_size` texts and `max_batch_tokens` padded tokens per run (which also bounds the
+//! memory ONNX Runtime's arena keeps after its largest run). One long text therefore never
+//! pads a run of short ones: it runs alone when that is cheaper.
+
+/// The fixed cost of one model run, in padded-token equivalents (measured on 2 cores with
+/// MiniLM: ≈ 2 ms per call against ≈ 0.15 ms per padded token in a batch).
+pub const RUN_OVERHEAD_TOKENS: usize = 16;
 
 /// Groups text positions into runs. `lengths[i]` is the token count of text `i`. Every position
 /// appears in exactly one run; a run holds at least one text even if that text alone exceeds
-/// the token budget.
+/// the token budget. Runs are returned longest first.
 pub fn plan_runs(
     lengths: &[usize],
     max_batch_size: usize,
@@ -14,24 +24,40 @@ pub fn plan_runs(
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     // Longest first: the first text of a run fixes its padded length.
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    let mut runs: Vec<Vec<usize>> = Vec::new();
-    let mut current: Vec<usize> = Vec::new();
-    let mut padded_length = 0;
-    for index in order {
-        let fits = current.len() < max_batch_size
-            && (current.len() + 1) * padded_length.max(lengths[index]) <= max_batch_tokens;
-        if !current.is_empty() && !fits {
-            runs.push(std::mem::take(&mut current));
+    let n = order.len();
+    // best[i]: least cost of running order[i..]; cut[i]: where the first run of that plan ends.
+    let mut best = vec![0usize; n + 1];
+    let mut cut = vec![n; n + 1];
+    for start in (0..n).rev() {
+        let padded_length = lengths[order[start]];
+        best[start] = usize::MAX;
+        for end in start + 1..=n.min(start + max_batch_size) {
+            let texts = end - start;
+            if texts > 1 && texts * padded_length > max_batch_tokens {
+                break;
+            }
+            let cost = (texts * padded_length + RUN_OVERHEAD_TOKENS).saturating_add(best[end]);
+            if cost < best[start] {
+                best[start] = cost;
+                cut[start] = end;
+            }
         }
-        if current.is_empty() {
-            padded_length = lengths[index];
-        }
-        current.push(index);
     }
-    if !current.is_empty() {
-        runs.push(current);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = cut[start].max(start + 1);
+        runs.push(order[start..end].to_vec());
+        start = end;
     }
     runs
+}
+
+/// Padded tokens a plan computes: each run costs its texts × its longest text.
+pub fn padded_tokens(lengths: &[usize], runs: &[Vec<usize>]) -> usize {
+    runs.iter()
+        .map(|run| run.len() * run.iter().map(|&i| lengths[i]).max().unwrap_or(0))
+        .sum()
 }
 
 #[cfg(test)]
@@ -50,8 +76,8 @@ mod tests {
             let longest = run.iter().map(|&i| lengths[i]).max().unwrap();
             assert!(run.len() == 1 || run.len() * longest <= 1024, "{run:?}");
         }
-        // Longest first: the over-budget text runs alone, then texts of similar length share.
-        assert_eq!(runs, vec![vec![5], vec![1, 3, 7], vec![6, 2, 4], vec![0]]);
+        // The over-budget text runs alone, first.
+        assert_eq!(runs[0], vec![5]);
     }
 
     #[test]
@@ -60,5 +86,27 @@ mod tests {
         let runs = plan_runs(&lengths, 3, 10_000);
         assert_eq!(runs, vec![vec![5, 3, 1], vec![4, 2, 0]]);
         assert!(plan_runs(&[], 32, 100).is_empty());
+    }
+
+    #[test]
+    fn one_long_text_does_not_pad_a_run_of_short_ones() {
+        let mut lengths = vec![256];
+        lengths.extend([12; 31]);
+        let runs = plan_runs(&lengths, 32, 16_384);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0], vec![0]);
+        let real: usize = lengths.iter().sum();
+        assert_eq!(padded_tokens(&lengths, &runs), real);
+    }
+
+    #[test]
+    fn equal_short_texts_share_one_run() {
+        let lengths = [8; 32];
+        assert_eq!(plan_runs(&lengths, 32, 16_384).len(), 1);
+        // …and a mixed 20–60 word batch pads at most a little over its real tokens.
+        let mixed: Vec<usize> = (0..32).map(|i| 25 + (i * 37) % 50).collect();
+        let runs = plan_runs(&mixed, 32, 16_384);
+        let real: usize = mixed.iter().sum();
+        assert!(padded_tokens(&mixed, &runs) <= real * 5 / 4, "{runs:?}");
     }
 }
