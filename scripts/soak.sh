@@ -10,7 +10,7 @@
 #   bash scripts/soak.sh                      # 5 minutes
 #   SOAK_SECONDS=60 bash scripts/soak.sh
 #
-# Settings: SOAK_SECONDS (measured, default 300), SOAK_WARMUP_SECONDS (default 20),
+# Settings: SOAK_SECONDS (measured, default 300), SOAK_WARMUP_SECONDS (default 30),
 # SOAK_CLIENTS (default 32), SOAK_MODEL (folder or id, default the MiniLM that
 # scripts/setup.sh installs), SOAK_THREADS (AKIDB_THREADS; default: ONNX Runtime's choice),
 # SOAK_OUT (folder for server.log and summary.json, default target/soak).
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds="${SOAK_SECONDS:-300}"
-warmup="${SOAK_WARMUP_SECONDS:-20}"
+warmup="${SOAK_WARMUP_SECONDS:-30}"
 clients="${SOAK_CLIENTS:-32}"
 model="${SOAK_MODEL:-.akidb/models/all-MiniLM-L6-v2}"
 out="${SOAK_OUT:-target/soak}"

@@ -1,6 +1,7 @@
 //! Soak client for a running `akidb-rest` (driven by `scripts/soak.sh`): many concurrent
-//! clients for a bounded time, a mix of good requests (1–32 texts, short to past the token
-//! cap, both routes, all options) and bad ones (empty inputs, broken JSON, unknown model,
+//! clients for a bounded time, a mix of good requests (1–32 texts, mostly small, short to
+//! past the token cap, both routes, all options; the first clients open with the largest) and bad
+//! ones (empty inputs, broken JSON, unknown model,
 //! an over-long text with `"truncate": false`, wrong content type, too many texts), each with
 //! the status it must get.
 //!
@@ -41,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 300)]
     seconds: u64,
     /// Warm-up duration (same load, not measured; RSS is first sampled after it).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     warmup_seconds: u64,
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
@@ -210,37 +211,59 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
             true,
         ),
         _ => {
-            let count = 1 + rng.below(32) as usize;
+            // Sizes as an embedding service sees them: mostly small requests of short texts,
+            // a tail of full batches and of texts past the 256-token cap.
+            let count = match rng.below(10) {
+                0..=4 => 1 + rng.below(4),
+                5..=7 => 5 + rng.below(12),
+                _ => 17 + rng.below(16),
+            } as usize;
             let texts: Vec<String> = (0..count)
                 .map(|_| {
                     let words = match rng.below(10) {
-                        0..=4 => 1 + rng.below(12) as usize,
-                        5..=7 => 20 + rng.below(60) as usize,
-                        _ => 150 + rng.below(150) as usize,
-                    };
+                        0..=5 => 1 + rng.below(12),
+                        6..=8 => 20 + rng.below(60),
+                        _ => 150 + rng.below(150),
+                    } as usize;
                     text(rng, words)
                 })
                 .collect();
-            if rng.below(2) == 0 {
-                let normalize = rng.below(4) != 0;
-                json_request(
-                    Kind::Good,
-                    "/api/v1/embed",
-                    json!({"model": model, "inputs": texts, "normalize": normalize}),
-                    count,
-                    normalize,
-                )
-            } else {
-                let format = if rng.below(3) == 0 { "base64" } else { "float" };
-                json_request(
-                    Kind::Good,
-                    "/v1/embeddings",
-                    json!({"model": model, "input": texts, "encoding_format": format}),
-                    count,
-                    true,
-                )
-            }
+            good_request(rng, model, texts)
         }
+    }
+}
+
+/// The largest request the mix sends: 32 texts past the token cap (sent first in the
+/// warm-up, so ONNX Runtime's arena reaches its peak before RSS is first sampled).
+fn largest_request(rng: &mut Rng, model: &str) -> Request {
+    let texts = (0..32).map(|_| text(rng, 300)).collect();
+    good_request(rng, model, texts)
+}
+
+fn good_request(rng: &mut Rng, model: &str, texts: Vec<String>) -> Request {
+    let count = texts.len();
+    let (path, body, normalize) = if rng.below(2) == 0 {
+        let normalize = rng.below(4) != 0;
+        (
+            "/api/v1/embed",
+            json!({"model": model, "inputs": texts, "normalize": normalize}),
+            normalize,
+        )
+    } else {
+        let format = if rng.below(3) == 0 { "base64" } else { "float" };
+        (
+            "/v1/embeddings",
+            json!({"model": model, "input": texts, "encoding_format": format}),
+            true,
+        )
+    };
+    Request {
+        kind: Kind::Good,
+        path,
+        content_type: "application/json",
+        body: body.to_string().into_bytes(),
+        texts: count,
+        normalize,
     }
 }
 
@@ -326,6 +349,7 @@ struct Tally {
     unexpected: Vec<String>,
     latencies_ms: Vec<f64>,
     requests: u64,
+    texts_embedded: u64,
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -400,8 +424,15 @@ async fn main() {
             );
             tokio::spawn(async move {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x1000_0001));
+                // Four clients open with the largest request (more would only queue).
+                let mut first = client < 4;
                 while !stop.load(Ordering::Acquire) {
-                    let request = make_request(&mut rng, &model);
+                    let request = if first {
+                        first = false;
+                        largest_request(&mut rng, &model)
+                    } else {
+                        make_request(&mut rng, &model)
+                    };
                     let sent = Instant::now();
                     let outcome = http
                         .post(format!("{base}{}", request.path))
@@ -477,6 +508,7 @@ async fn main() {
                             if request.kind == Kind::Good {
                                 tally.latencies_ms.push(elapsed_ms);
                             }
+                            tally.texts_embedded += request.texts as u64;
                         }
                         Err(problem) => {
                             entry.1 += 1;
@@ -541,6 +573,7 @@ async fn main() {
         "measured_s": (measured * 10.0).round() / 10.0,
         "requests": tally.requests,
         "requests_per_s": ((tally.requests as f64 / measured) * 10.0).round() / 10.0,
+        "texts_embedded_per_s": ((tally.texts_embedded as f64 / measured) * 10.0).round() / 10.0,
         "by_kind": tally.by_kind.iter().map(|(kind, (count, bad))| (kind.clone(), json!({"requests": count, "unexpected": bad}))).collect::<serde_json::Map<_, _>>(),
         "unexpected": tally.unexpected.len(),
         "unexpected_examples": unexpected_kinds,

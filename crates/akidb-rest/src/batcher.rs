@@ -12,7 +12,9 @@
 //!    once, then gives each request its own slice, finished with its own `dimensions` and
 //!    `normalize` by [`vector::finish`], so requests with different options still share a run;
 //! 4. when a merged run fails, each member request runs again alone: one bad request never
-//!    decides the fate of the others. A provider that panics fails only its run (the call
+//!    decides the fate of the others. When the provider names the text at fault (an
+//!    over-long text with `Truncation::Error`), only its request gets the error and the
+//!    others run again together, so such requests cannot multiply the work of the rest. A provider that panics fails only its run (the call
 //!    runs in its own task), never the batcher.
 //!
 //! The queue is bounded: past `queue_capacity` waiting requests, [`Batcher::embed`] fails at
@@ -233,6 +235,19 @@ impl Job {
     }
 }
 
+/// The job holding text `index` of a merged run, and that text's index within the job.
+fn locate_text(jobs: &[Job], index: usize) -> Option<(usize, usize)> {
+    let mut first = 0;
+    for (position, job) in jobs.iter().enumerate() {
+        let count = job.request.texts.len();
+        if index < first + count {
+            return Some((position, index - first));
+        }
+        first += count;
+    }
+    None
+}
+
 /// The batcher task: owns the queue and calls the provider.
 struct Worker {
     model: String,
@@ -366,14 +381,30 @@ impl Worker {
         batch
     }
 
-    /// Runs `jobs` as one provider call and answers each; on failure of a merged run, runs
+    /// Runs `jobs` as one provider call and answers each; on failure of a merged run, fails
+    /// the job the error names, if it names one, and runs the rest together again; else runs
     /// each job alone.
-    async fn execute(&self, jobs: Vec<Job>) {
+    async fn execute(&self, mut jobs: Vec<Job>) {
         match self.run_together(&jobs).await {
             Ok(results) => {
                 for (job, result) in jobs.into_iter().zip(results) {
                     job.answer(result);
                 }
+            }
+            Err(EmbeddingError::TextTooLong {
+                index,
+                tokens,
+                max_tokens,
+            }) if jobs.len() > 1
+                && let Some((position, local)) = locate_text(&jobs, index) =>
+            {
+                let culprit = jobs.remove(position);
+                culprit.answer(Err(EmbeddingError::TextTooLong {
+                    index: local,
+                    tokens,
+                    max_tokens,
+                }));
+                Box::pin(self.execute(jobs)).await;
             }
             Err(error) if jobs.len() > 1 => {
                 tracing::warn!(
@@ -636,6 +667,44 @@ mod tests {
             .collect();
         assert!(all(tasks).await.iter().all(Result::is_ok));
         assert_eq!(mock.batch_sizes(), vec![1; 5]);
+    }
+
+    #[tokio::test]
+    async fn an_over_long_strict_text_fails_its_request_only_and_the_rest_run_together() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8).with_max_tokens(6));
+        let wait = BatcherConfig {
+            max_wait: Duration::from_millis(200),
+            ..config(true)
+        };
+        let batcher = spawn(&mock, wait);
+        let texts: [&[&str]; 3] = [
+            &["one two"],
+            &["ok", "a b c d e f g h i j"],
+            &["three four"],
+        ];
+        let tasks = texts
+            .iter()
+            .map(|texts| {
+                let batcher = Arc::clone(&batcher);
+                let request =
+                    EmbedRequest::new(texts.iter().copied()).with_truncation(Truncation::Error);
+                tokio::spawn(async move { batcher.embed(request).await })
+            })
+            .collect();
+        let results = all(tasks).await;
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(
+            matches!(
+                results[1],
+                Err(BatchError::Embedding(EmbeddingError::TextTooLong {
+                    index: 1,
+                    ..
+                }))
+            ),
+            "the index is the request's own: {:?}",
+            results[1]
+        );
+        assert_eq!(mock.batch_sizes(), vec![4, 2], "the other two ran together");
     }
 
     /// A provider with a bug: panics on texts containing `panic`.
