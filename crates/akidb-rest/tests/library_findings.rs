@@ -1,6 +1,5 @@
-//! Defects of the library (`akidb-embedding-*`) found while hardening the service, kept as
-//! ignored tests: each fails today, run them with `--ignored`, and they pass once the library
-//! is fixed (then drop the `#[ignore]`). See docs/reliability.md.
+//! Properties of the library (`akidb-embedding-*`) the service depends on, found broken while
+//! hardening the service (see docs/reliability.md), kept here as guards.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,12 +12,11 @@ fn padded(lengths: &[usize], runs: &[Vec<usize>]) -> usize {
         .sum()
 }
 
-/// `plan_runs` packs texts longest first until the batch size or the token budget is full,
-/// so one long text pads every short text of its run to its own length: the soak's mix of
-/// texts (60 % short, 30 % medium, 10 % at the 256-token cap) costs 4.3 times its real tokens
-/// in merged 32-text batches, which caps the service's throughput on CPU.
+/// Found by the soak: `plan_runs` packed texts longest first until the batch was full, so
+/// one long text padded every short text of its run to its own length (the soak's mix cost
+/// 4.3 times its real tokens in merged 32-text batches, capping throughput). Fixed in the
+/// library (runs cut by least padded cost); this guards the service's throughput.
 #[test]
-#[ignore = "known defect: a run's padding is not bounded; one long text pads 31 short ones"]
 fn one_long_text_does_not_pad_a_whole_run() {
     let mut lengths = vec![256];
     lengths.extend([12; 31]);
