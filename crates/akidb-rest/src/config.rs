@@ -35,8 +35,10 @@ pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Shutdown bound when `AKIDB_SHUTDOWN_TIMEOUT_MS` is not set.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
-/// Dynamic-batching wait when `AKIDB_BATCH_WAIT_MS` is not set.
-pub const DEFAULT_BATCH_WAIT_MS: u64 = 5;
+/// Dynamic-batching wait when `AKIDB_BATCH_WAIT_MS` is not set: none. Requests that arrive
+/// while the model is busy merge into its next run anyway, so waiting only adds latency to an
+/// idle server (measured: 5 ms of wait cut one client's requests/s from 344 to 107).
+pub const DEFAULT_BATCH_WAIT_MS: u64 = 0;
 /// Waiting requests per model when `AKIDB_QUEUE_CAPACITY` is not set.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
