@@ -13,8 +13,21 @@
 # Environment: MODEL (.akidb/models/all-MiniLM-L6-v2), THREADS (2, ONNX Runtime intra-op
 # threads of the service), CLIENTS ("1 4 16 64"), BATCHING ("true false"), DURATION (15 s per
 # level), WARMUP (3 s), PORT (18089), TEXT ("Hello, world!"), AKIDB_API_KEY (sent if set),
-# OUT (target/bench-load: raw results and server logs).
+# OUT (target/bench-load: raw results and server logs), SERVER_BIN (an akidb-rest binary built
+# elsewhere, e.g. from a changed copy of the library, instead of this tree's release build), NICE (e.g. -10: run service and wrk at
+# that priority, as root, so builds sharing the machine disturb them less).
 set -euo pipefail
+
+# NICE: raise this benchmark's priority. The kernel groups processes by session (autogroup), so
+# a plain `nice` only competes with this session's own processes: run in a new session and set
+# that session's group priority (root), or fall back to renice where there is no autogroup.
+if [[ -n "${NICE:-}" && "${AKIDB_BENCH_SESSION:-}" != 1 ]] && command -v setsid >/dev/null; then
+  exec env AKIDB_BENCH_SESSION=1 setsid -w bash "$0" "$@"
+fi
+if [[ -n "${NICE:-}" ]]; then
+  echo "$NICE" >/proc/self/autogroup 2>/dev/null || true
+  renice -n "$NICE" -p $$ >/dev/null 2>&1 || true
+fi
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -35,9 +48,13 @@ if ! command -v wrk >/dev/null; then
 fi
 command -v curl >/dev/null || { echo "load_rest: curl is needed" >&2; exit 1; }
 
-echo "load_rest: building akidb-rest (release)" >&2
-cargo build --quiet --release -p akidb-rest >&2
-server_bin="$root/target/release/akidb-rest"
+if [[ -n "${SERVER_BIN:-}" ]]; then
+  server_bin="$SERVER_BIN"
+else
+  echo "load_rest: building akidb-rest (release)" >&2
+  cargo build --quiet --release -p akidb-rest >&2
+  server_bin="$root/target/release/akidb-rest"
+fi
 
 script="$out/post.lua"
 body="$(TEXT="$text" python3 -c 'import json, os; print(json.dumps({"inputs": [os.environ["TEXT"]]}))')"
