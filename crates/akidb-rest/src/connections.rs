@@ -7,10 +7,15 @@
 //! - a client must take response bytes within the client timeout ([`TimedStream`]), else the
 //!   connection is closed: a client that stops reading cannot pin a response in memory;
 //! - on shutdown, no new connections are accepted, in-flight requests finish, idle
-//!   connections close, and after `shutdown_timeout` whatever is still open is dropped.
+//!   connections close, and after `shutdown_timeout` whatever is still open is dropped;
+//! - a connection the service closes after answering is half-closed first, and what the
+//!   client still sends is read and dropped for a moment ([`linger`]): a client still
+//!   sending a body the service refused (413 from its `Content-Length`, 401) reads the answer
+//!   instead of a connection reset.
 //!
 //! The body's own deadline (408) is enforced where it is read, in [`crate::request::ApiJson`].
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -19,16 +24,29 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
+use tower::ServiceExt;
 
 use crate::state::AppState;
+
+/// Longest a closing connection keeps reading what the client still sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes a closing connection reads and drops (a refused body is at most this big in
+/// practice: the default body limit plus slack).
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The future of one request: boxed, so the connection can be polled without being pinned
+/// (which [`http1::Connection::poll_without_shutdown`] needs).
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 /// The connection bounds, from the [`crate::Config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,24 +166,51 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
-    let connection = builder.serve_connection(io, TowerToHyperService::new(app));
-    tokio::pin!(connection);
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let app = app.clone();
+        Box::pin(async move { app.oneshot(request.map(Body::new)).await }) as Answer
+    });
+    let mut connection = builder.serve_connection(io, service);
     let mut shutting_down = false;
-    loop {
+    let finished = loop {
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                return;
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
+                break result;
             }
             changed = closing.changed(), if !shutting_down => {
                 // A closed channel means the server is gone: shut down too.
                 if changed.is_err() || *closing.borrow() {
-                    connection.as_mut().graceful_shutdown();
+                    Pin::new(&mut connection).graceful_shutdown();
                     shutting_down = true;
                 }
             }
+        }
+    };
+    match finished {
+        Ok(()) => linger(connection.into_parts().io.into_inner()).await,
+        Err(error) => tracing::debug!(%error, "connection ended with an error"),
+    }
+}
+
+/// Closes a connection the service is done with gently: half-closes it (the client sees the
+/// end of the answer), then reads and drops what the client still sends, until it closes,
+/// for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing at once with unread bytes
+/// would reset the connection, and a client still sending its body could lose the answer.
+async fn linger(mut stream: TimedStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    let deadline = tokio::time::sleep(LINGER_TIME);
+    tokio::pin!(deadline);
+    while left > 0 {
+        tokio::select! {
+            () = &mut deadline => return,
+            read = stream.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(count) => left = left.saturating_sub(count),
+            },
         }
     }
 }
