@@ -51,7 +51,18 @@ fn create_environment(explicit_library: Option<&Path>) -> std::result::Result<En
                 HOW_TO_INSTALL
             ));
         }
-        None => find_library(&SearchPlaces::from_environment())?,
+        None => {
+            // Asking python3 where `onnxruntime` lives costs a process start (~100 ms): only
+            // when the cheaper places had nothing.
+            let mut places = SearchPlaces::from_environment();
+            match find_library(&places) {
+                Ok(found) => found,
+                Err(_) => {
+                    places.python_package = python_onnxruntime_dir();
+                    find_library(&places)?
+                }
+            }
+        }
     };
     tracing::info!(library = %library.display(), "loading ONNX Runtime");
     let builder = ort::init_from(&library)
@@ -79,7 +90,8 @@ pub struct SearchPlaces {
 }
 
 impl SearchPlaces {
-    /// The places of the documented search order, read from this process's environment.
+    /// The places of the documented search order, read from this process's environment
+    /// (without the Python package, which [`environment`] asks for only when needed).
     pub fn from_environment() -> Self {
         let mut runtime_dirs = Vec::new();
         if let Some(home) = std::env::var_os("AKIDB_HOME") {
@@ -90,7 +102,7 @@ impl SearchPlaces {
         Self {
             ort_dylib_path: std::env::var_os(ORT_DYLIB_PATH).filter(|v| !v.is_empty()),
             runtime_dirs,
-            python_package: python_onnxruntime_dir(),
+            python_package: None,
         }
     }
 }
