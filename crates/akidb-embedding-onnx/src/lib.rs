@@ -22,7 +22,8 @@
 //! ONNX Runtime ([`runtime`]) → [`pooling`] → normalise ([`akidb_embedding_core::vector`]).
 //! Model files are found by [`source`]; what a model needs is described by [`ModelSpec`]
 //! (built-in rows in [`model_spec`], overridden by the sentence-transformers files of a folder,
-//! read in [`st_config`]).
+//! read in [`st_config`]). Split weights are mapped from a private copy ([`weights`]), so
+//! changes to the model folder cannot harm a loaded model.
 
 pub mod batching;
 pub mod model_spec;
@@ -32,6 +33,8 @@ pub mod runtime;
 pub mod source;
 pub mod st_config;
 pub mod tokenize;
+pub mod weights;
 
 pub use model_spec::{ModelSpec, OnnxVariant, Pooling};
 pub use provider::{LoadOptions, OnnxEmbeddingProvider, OptimizationLevel};
+pub use weights::WeightsMapping;

@@ -19,6 +19,7 @@ use crate::pooling::pool;
 use crate::source::{self, HubOptions, ModelFiles};
 use crate::st_config::FolderConfig;
 use crate::tokenize::{TextTokenizer, TokenizedText};
+use crate::weights::{PrivateWeights, WeightsMapping};
 use crate::{ModelSpec, OnnxVariant, Pooling, runtime};
 
 /// ONNX Runtime graph optimisation level.
@@ -61,6 +62,8 @@ pub struct LoadOptions {
     models_dir: Option<PathBuf>,
     runtime_library: Option<PathBuf>,
     optimized_model_cache: Option<PathBuf>,
+    weights_mapping: WeightsMapping,
+    weights_copy_dir: Option<PathBuf>,
     cuda: bool,
 }
 
@@ -83,6 +86,8 @@ impl LoadOptions {
             models_dir: None,
             runtime_library: None,
             optimized_model_cache: None,
+            weights_mapping: WeightsMapping::default(),
+            weights_copy_dir: None,
             cuda: false,
         }
     }
@@ -186,6 +191,24 @@ impl LoadOptions {
     #[must_use]
     pub fn with_optimized_model_cache(mut self, path: impl Into<PathBuf>) -> Self {
         self.optimized_model_cache = Some(path.into());
+        self
+    }
+
+    /// How ONNX Runtime reaches split weights (`model.onnx_data`); default
+    /// [`WeightsMapping::PrivateCopy`], which keeps the running model safe from later changes
+    /// to the model folder (see [`crate::weights`]).
+    #[must_use]
+    pub fn with_weights_mapping(mut self, mapping: WeightsMapping) -> Self {
+        self.weights_mapping = mapping;
+        self
+    }
+
+    /// Folder for the private copy of split weights (default: beside the model, else the
+    /// system's temporary folder when the model folder is read-only). The copy is unlinked
+    /// once the model is loaded, but needs the weights' size in free space while loading.
+    #[must_use]
+    pub fn with_weights_copy_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.weights_copy_dir = Some(dir.into());
         self
     }
 
@@ -706,6 +729,16 @@ fn build_session(
         }
         None => onnx,
     };
+    // Split weights are mapped, not read: map a private copy unless asked not to (see
+    // `crate::weights`). The copy is unlinked when `private` drops, right after the session
+    // holds its mapping.
+    let private = match (&files.onnx_data, options.weights_mapping) {
+        (Some(data), WeightsMapping::PrivateCopy) if source == onnx.as_path() => Some(
+            PrivateWeights::create(onnx, data, options.weights_copy_dir.as_deref())?,
+        ),
+        _ => None,
+    };
+    let source = private.as_ref().map_or(source, PrivateWeights::onnx);
     builder.commit_from_file(source).map_err(|e| load_error(&e))
 }
 

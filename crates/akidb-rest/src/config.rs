@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use akidb_embedding_onnx::WeightsMapping;
 use clap::Parser;
 
 use crate::batcher::BatcherConfig;
@@ -111,6 +113,18 @@ pub struct Config {
     #[arg(long, env = "AKIDB_THREADS", value_parser = positive)]
     pub threads: Option<usize>,
 
+    /// How ONNX Runtime maps split weights (`model.onnx_data`): `private-copy` maps a copy
+    /// made at load and unlinked at once, so changes to the model folder (a file truncated or
+    /// overwritten in place) cannot harm the running service; `in-place` maps the folder's
+    /// file with no copy, which is safe only if model files are replaced by rename.
+    #[arg(long, env = "AKIDB_WEIGHTS_MAPPING", default_value = "private-copy")]
+    pub weights_mapping: WeightsMapping,
+
+    /// Folder for the private copy of split weights while a model loads (default: beside the
+    /// model, else the system's temporary folder when the model folder is read-only).
+    #[arg(long, env = "AKIDB_WEIGHTS_COPY_DIR")]
+    pub weights_copy_dir: Option<PathBuf>,
+
     /// Most texts in one model run (dynamic batches and the provider's own sub-batches).
     #[arg(long, env = "AKIDB_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = positive)]
     pub max_batch_size: usize,
@@ -189,6 +203,8 @@ impl Default for Config {
             models: vec![DEFAULT_MODEL.to_string()],
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             threads: None,
+            weights_mapping: WeightsMapping::default(),
+            weights_copy_dir: None,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_batch_chars: DEFAULT_MAX_BATCH_CHARS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -289,6 +305,14 @@ mod tests {
         assert_eq!(defaults.client_timeout_ms, config.client_timeout_ms);
         assert_eq!(defaults.max_connections, config.max_connections);
         assert_eq!(defaults.shutdown_timeout_ms, config.shutdown_timeout_ms);
+        assert_eq!(defaults.weights_mapping, config.weights_mapping);
+        assert_eq!(
+            parse(&["--weights-mapping", "in-place"])
+                .unwrap()
+                .weights_mapping,
+            WeightsMapping::InPlace
+        );
+        assert!(parse(&["--weights-mapping", "mmap"]).is_err());
     }
 
     #[test]

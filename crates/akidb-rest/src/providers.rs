@@ -3,12 +3,13 @@
 //! A model that cannot be loaded is an error for the whole service: the mock is used only
 //! when `AKIDB_EMBEDDING_PROVIDER=mock` asks for it, never as a fallback.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
 use akidb_embedding_mock::MockEmbeddingProvider;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, WeightsMapping};
 
 use crate::config::{Config, ProviderKind};
 
@@ -26,6 +27,10 @@ pub struct LoadPlan {
     pub threads: Option<usize>,
     /// Texts per ONNX Runtime run.
     pub max_batch_size: usize,
+    /// How split weights are mapped.
+    pub weights_mapping: WeightsMapping,
+    /// Folder for the private copy of split weights (`None`: the provider's default).
+    pub weights_copy_dir: Option<PathBuf>,
 }
 
 impl From<&Config> for LoadPlan {
@@ -35,6 +40,8 @@ impl From<&Config> for LoadPlan {
             models: config.model_names(),
             threads: config.threads,
             max_batch_size: config.max_batch_size,
+            weights_mapping: config.weights_mapping,
+            weights_copy_dir: config.weights_copy_dir.clone(),
         }
     }
 }
@@ -52,9 +59,8 @@ pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, Emb
         let provider = match plan.kind {
             ProviderKind::Mock => mock(model),
             ProviderKind::Onnx => {
-                let (source, threads, max_batch_size) =
-                    (model.clone(), plan.threads, plan.max_batch_size);
-                tokio::task::spawn_blocking(move || onnx(&source, threads, max_batch_size))
+                let options = onnx_options(model, &plan);
+                tokio::task::spawn_blocking(move || onnx(options))
                     .await
                     .map_err(|err| {
                         EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
@@ -78,15 +84,21 @@ fn mock(model: &str) -> Arc<dyn EmbeddingProvider> {
     Arc::new(MockEmbeddingProvider::new(MOCK_DIMENSION).with_id(model))
 }
 
-/// Loads one ONNX model and warms it up (blocking: call it off the async threads).
-fn onnx(
-    model: &str,
-    threads: Option<usize>,
-    max_batch_size: usize,
-) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
-    let mut options = LoadOptions::new(model).with_max_batch_size(max_batch_size);
-    if let Some(threads) = threads {
+/// The provider's load options for `model` under `plan`.
+fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
+    let mut options = LoadOptions::new(model)
+        .with_max_batch_size(plan.max_batch_size)
+        .with_weights_mapping(plan.weights_mapping);
+    if let Some(threads) = plan.threads {
         options = options.with_intra_threads(threads);
     }
+    if let Some(dir) = &plan.weights_copy_dir {
+        options = options.with_weights_copy_dir(dir);
+    }
+    options
+}
+
+/// Loads one ONNX model and warms it up (blocking: call it off the async threads).
+fn onnx(options: LoadOptions) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
     Ok(Arc::new(OnnxEmbeddingProvider::load(options)?))
 }

@@ -15,6 +15,7 @@ use akidb_embedding_core::{
     EmbedRequest, EmbedResponse, EmbeddingProvider, ModelInfo, Result as EmbedResult,
 };
 use akidb_embedding_mock::{FailureMode, MockEmbeddingProvider};
+use akidb_embedding_onnx::WeightsMapping;
 use akidb_rest::Config;
 use akidb_rest::config::ProviderKind;
 use akidb_rest::providers::{self, LoadPlan};
@@ -25,12 +26,14 @@ use common::process::Service;
 use common::{Loaded, Probe, TestServer, assert_error, config, fresh_client, vectors, wait_for};
 
 /// Loads the model in `dir` the way the service does (`providers::load`), one thread.
-async fn load_as_the_service_does(dir: &Path) -> Loaded {
+async fn load_as_the_service_does(dir: &Path, weights_mapping: WeightsMapping) -> Loaded {
     let plan = LoadPlan {
         kind: ProviderKind::Onnx,
         models: vec![dir.to_string_lossy().into_owned()],
         threads: Some(1),
         max_batch_size: 32,
+        weights_mapping,
+        weights_copy_dir: None,
     };
     let mut loaded = providers::load(plan).await.expect("load the copied model");
     Loaded {
@@ -40,12 +43,11 @@ async fn load_as_the_service_does(dir: &Path) -> Loaded {
     }
 }
 
-/// Shrinks `path` to `size` bytes: in place (the same inode, which a loader may still have
-/// mapped), or, for files in `mapped`, by writing a shorter copy and renaming it over the
-/// original (a new inode, as a careful deployment replaces files).
-fn shrink(path: &Path, size: u64, mapped: &[&str]) {
-    let name = path.file_name().unwrap().to_str().unwrap();
-    if mapped.contains(&name) {
+/// Shrinks `path` to `size` bytes: in place (the same inode), or, with `by_rename`, by
+/// writing a shorter copy and renaming it over the original (a new inode, as a careful
+/// deployment replaces files).
+fn shrink(path: &Path, size: u64, by_rename: bool) {
+    if by_rename {
         let mut bytes = std::fs::read(path).unwrap();
         bytes.truncate(size as usize);
         let replacement = path.with_extension("replacement");
@@ -59,11 +61,12 @@ fn shrink(path: &Path, size: u64, mapped: &[&str]) {
 
 /// Truncates every file of the served model's folder to half, then to nothing, then removes
 /// the folder; the loaded session keeps answering, correctly, and `/health` stays 200.
-/// Files in `mapped` are replaced instead of truncated in place (see
-/// `gemma_split_weights_truncated_in_place_do_not_kill_the_service`).
-async fn files_change_under_the_service(source: &Path, name: &str, mapped: &[&str]) {
+/// With [`WeightsMapping::InPlace`] the split weights are mapped from the folder itself, so
+/// `model.onnx_data` is replaced by rename there (truncating a mapped file in place is
+/// SIGBUS, which is why the default maps a private copy).
+async fn files_change_under_the_service(source: &Path, name: &str, mapping: WeightsMapping) {
     let dir = akidb_test_support::copy_model(source, name, &[]);
-    let loaded = load_as_the_service_does(&dir).await;
+    let loaded = load_as_the_service_does(&dir, mapping).await;
     let probe = Probe::new(&loaded).await;
     let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
     probe.check(&server, "start-up").await;
@@ -73,12 +76,16 @@ async fn files_change_under_the_service(source: &Path, name: &str, mapped: &[&st
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.is_file())
         .collect();
+    let by_rename = |path: &Path| {
+        mapping == WeightsMapping::InPlace && path.file_name().unwrap() == "model.onnx_data"
+    };
     for path in &files {
-        shrink(path, std::fs::metadata(path).unwrap().len() / 2, mapped);
+        let half = std::fs::metadata(path).unwrap().len() / 2;
+        shrink(path, half, by_rename(path));
     }
     probe.check(&server, "every model file cut to half").await;
     for path in &files {
-        shrink(path, 0, mapped);
+        shrink(path, 0, by_rename(path));
     }
     probe.check(&server, "every model file emptied").await;
     std::fs::remove_dir_all(&dir).unwrap();
@@ -92,25 +99,31 @@ async fn minilm_files_truncated_or_removed_under_a_running_service() {
     let Some(source) = akidb_test_support::minilm_dir() else {
         return;
     };
-    files_change_under_the_service(&source, "faults-minilm", &[]).await;
+    files_change_under_the_service(&source, "faults-minilm", WeightsMapping::default()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gemma_files_replaced_truncated_or_removed_under_a_running_service() {
-    // EmbeddingGemma keeps its weights in `model.onnx_data`, which ONNX Runtime maps into
-    // memory: that file is replaced (new inode), everything else truncated in place.
+async fn gemma_files_truncated_in_place_or_removed_under_a_running_service() {
+    // EmbeddingGemma keeps its weights in `model.onnx_data`, which ONNX Runtime maps; by
+    // default it maps a private copy, so every file can be truncated in place.
     let Some(source) = akidb_test_support::tiny_gemma_dir() else {
         return;
     };
-    files_change_under_the_service(&source, "faults-gemma", &["model.onnx_data"]).await;
+    files_change_under_the_service(&source, "faults-gemma", WeightsMapping::PrivateCopy).await;
 }
 
-/// Known defect of the ONNX provider (not of this service): ONNX Runtime maps split weights
-/// (`model.onnx_data`) into memory, so truncating that file in place under a running
-/// service kills the process with SIGBUS at the next request. Run it with `--ignored`; it
-/// passes once the provider reads split weights into memory instead of mapping them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known defect: split weights are memory-mapped; truncating them in place is SIGBUS"]
+async fn gemma_weights_mapped_in_place_survive_replacement_by_rename() {
+    let Some(source) = akidb_test_support::tiny_gemma_dir() else {
+        return;
+    };
+    files_change_under_the_service(&source, "faults-gemma-mapped", WeightsMapping::InPlace).await;
+}
+
+/// The service binary with its default settings: split weights truncated in place under it
+/// (`cp new model.onnx_data` over the old file does this) must not kill it. Before the
+/// private copy, ONNX Runtime mapped the folder's own file and this was SIGBUS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemma_split_weights_truncated_in_place_do_not_kill_the_service() {
     let Some(source) = akidb_test_support::tiny_gemma_dir() else {
         return;
