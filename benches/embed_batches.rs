@@ -12,60 +12,19 @@
     clippy::print_stderr
 )]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::Duration;
 
 use akidb_embedding_core::EmbedRequest;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use common::Texts;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use serde::Deserialize;
-
-/// The shared benchmark texts (only the mixed-length batch is used here).
-#[derive(Deserialize)]
-struct Texts {
-    batch32: Vec<String>,
-}
 
 /// Batch sizes benchmarked.
 const BATCH_SIZES: [usize; 3] = [10, 50, 100];
 
-/// The models benchmarked: (name, folder).
-fn models() -> Vec<(&'static str, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    vec![
-        ("minilm", root.join(".akidb/models/all-MiniLM-L6-v2")),
-        (
-            "tiny-gemma",
-            root.join("../shared/models/tiny-embeddinggemma"),
-        ),
-    ]
-}
-
-/// Loads a model, or says why it is skipped.
-fn load(name: &str, folder: &Path) -> Option<OnnxEmbeddingProvider> {
-    if !folder.join("tokenizer.json").is_file() {
-        eprintln!(
-            "embed_batches bench: skipping {name}: no model at {} (run scripts/setup.sh)",
-            folder.display()
-        );
-        return None;
-    }
-    match OnnxEmbeddingProvider::load(
-        LoadOptions::new(folder.display().to_string()).with_intra_threads(2),
-    ) {
-        Ok(provider) => Some(provider),
-        Err(e) => {
-            eprintln!("embed_batches bench: skipping {name}: cannot load it: {e}");
-            None
-        }
-    }
-}
-
 fn bench_batches(c: &mut Criterion, texts: &Texts) {
-    for (name, folder) in models() {
-        let Some(provider) = load(name, &folder) else {
-            continue;
-        };
+    for (name, provider) in common::models("embed_batches") {
         let mut group = c.benchmark_group(format!("embed_batches/{name}"));
         group
             .sample_size(10)
@@ -88,9 +47,7 @@ fn bench_batches(c: &mut Criterion, texts: &Texts) {
 }
 
 fn main() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/texts.json");
-    let texts: Texts = serde_json::from_slice(&std::fs::read(&path).expect("benches/texts.json"))
-        .expect("benches/texts.json: expected {batch32}");
+    let texts = common::texts();
     let mut criterion = Criterion::default().configure_from_args();
     bench_batches(&mut criterion, &texts);
     criterion.final_summary();

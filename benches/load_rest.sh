@@ -18,16 +18,8 @@
 # that priority, as root, so builds sharing the machine disturb them less).
 set -euo pipefail
 
-# NICE: raise this benchmark's priority. The kernel groups processes by session (autogroup), so
-# a plain `nice` only competes with this session's own processes: run in a new session and set
-# that session's group priority (root), or fall back to renice where there is no autogroup.
-if [[ -n "${NICE:-}" && "${AKIDB_BENCH_SESSION:-}" != 1 ]] && command -v setsid >/dev/null; then
-  exec env AKIDB_BENCH_SESSION=1 setsid -w bash "$0" "$@"
-fi
-if [[ -n "${NICE:-}" ]]; then
-  echo "$NICE" >/proc/self/autogroup 2>/dev/null || true
-  renice -n "$NICE" -p $$ >/dev/null 2>&1 || true
-fi
+# NICE: see priority.sh.
+source "$(dirname "${BASH_SOURCE[0]}")/priority.sh"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

@@ -332,17 +332,6 @@ fn decode_base64(encoded: &str) -> Vec<f32> {
         .collect()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (na * nb)
-}
-
 #[derive(Default)]
 struct Tally {
     by_kind: BTreeMap<String, (u64, u64)>,
@@ -468,10 +457,15 @@ async fn main() {
                                                 *known = Some(first);
                                                 Ok(())
                                             }
-                                            Some(want) if cosine(want, &first) >= 0.9999 => Ok(()),
+                                            Some(want)
+                                                if akidb_test_support::cosine(want, &first)
+                                                    >= 0.9999 =>
+                                            {
+                                                Ok(())
+                                            }
                                             Some(want) => Err(format!(
                                                 "probe vector drifted: cosine {}",
-                                                cosine(want, &first)
+                                                akidb_test_support::cosine(want, &first)
                                             )),
                                         }
                                     }

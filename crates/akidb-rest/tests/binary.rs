@@ -7,19 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_akidb-rest"));
-    // Only what each test sets: no inherited AKIDB_* settings.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("AKIDB_") {
-            command.env_remove(name);
-        }
-    }
-    command
-        .env("RUST_LOG", "info")
-        .env("AKIDB_BIND", "127.0.0.1:0");
-    command
-}
+mod common;
+
+use common::process::command as binary;
 
 #[test]
 fn a_model_that_cannot_load_ends_the_process_with_the_reason() {

@@ -6,6 +6,21 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The `akidb-rest` executable with no inherited `AKIDB_*` variable (only what each test
+/// sets), `RUST_LOG=info`, and a free loopback port.
+pub fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_akidb-rest"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AKIDB_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("RUST_LOG", "info")
+        .env("AKIDB_BIND", "127.0.0.1:0");
+    command
+}
+
 /// A running `akidb-rest` process.
 pub struct Service {
     pub child: Child,
@@ -18,17 +33,8 @@ impl Service {
     /// Starts the executable with `settings` (and no inherited `AKIDB_*` variable) on a free
     /// loopback port; returns once it has logged its address.
     pub fn start(settings: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_akidb-rest"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("AKIDB_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env("RUST_LOG", "info")
-            .env("AKIDB_BIND", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut command = command();
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
         for (name, value) in settings {
             command.env(name, value);
         }
