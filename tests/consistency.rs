@@ -203,3 +203,42 @@ fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
         assert!(cosine(x, y) >= 0.999_999);
     }
 }
+
+/// `token_counts` (what a service checks its token limit against) agrees with `embed`, with
+/// and without a prompt, truncated or refused, for both models, large requests included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_counts_agree_with_embed() {
+    use akidb_embedding_core::{EmbeddingError, Truncation};
+    let mut dirs = Vec::new();
+    dirs.extend(minilm_dir().map(|d| (d, None)));
+    dirs.extend(tiny_gemma_dir().map(|d| (d, Some("query"))));
+    for (dir, prompt) in dirs {
+        let provider = load(&dir, |o| o);
+        let mut texts = mixed_texts();
+        // Past the inline threshold: counted on the blocking pool.
+        texts.push("word ".repeat(5_000));
+        let mut request = EmbedRequest::new(texts.clone());
+        if let Some(prompt) = prompt {
+            request = request.with_prompt(prompt);
+        }
+        let counts = provider.token_counts(&request).await.unwrap();
+        let embedded = provider.embed(request.clone()).await.unwrap();
+        assert_eq!(counts, embedded.token_counts, "{}", dir.display());
+        assert_eq!(
+            counts.last().copied(),
+            Some(provider.model_info().max_tokens),
+            "the long text is counted after truncation"
+        );
+        // With truncation refused, the first text that was cut is named.
+        let max_tokens = provider.model_info().max_tokens;
+        let first_cut = counts.iter().position(|&c| c == max_tokens).unwrap();
+        let strict = request.with_truncation(Truncation::Error);
+        match provider.token_counts(&strict).await {
+            Err(EmbeddingError::TextTooLong { index, tokens, .. }) => {
+                assert_eq!(index, first_cut, "{}", dir.display());
+                assert!(tokens > max_tokens);
+            }
+            other => panic!("{}: {other:?}", dir.display()),
+        }
+    }
+}

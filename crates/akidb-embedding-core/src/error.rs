@@ -46,6 +46,17 @@ pub enum EmbeddingError {
         max_tokens: usize,
     },
 
+    /// A request holds more tokens, all its texts together, than its caller allows.
+    #[error(
+        "the request holds {tokens} tokens, more than the limit of {limit} per request; send fewer or shorter texts"
+    )]
+    TooManyTokens {
+        /// The request's tokens, prompts and special tokens included.
+        tokens: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// Any other input the provider refuses, with the reason.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -96,6 +107,7 @@ impl EmbeddingError {
             | Self::UnknownPrompt { .. }
             | Self::UnsupportedDimension { .. }
             | Self::TextTooLong { .. }
+            | Self::TooManyTokens { .. }
             | Self::InvalidInput(_) => ErrorKind::InvalidInput,
             Self::RuntimeLibrary(_) | Self::ModelLoad { .. } | Self::Download { .. } => {
                 ErrorKind::Load

@@ -18,6 +18,16 @@ pub fn check_request(request: &EmbedRequest, info: &ModelInfo) -> Result<usize> 
     }
 }
 
+/// Checks a request's token counts (from [`crate::EmbeddingProvider::token_counts`]) against
+/// a per-request limit; returns their total.
+pub fn check_total_tokens(counts: &[usize], limit: usize) -> Result<usize> {
+    let tokens = counts.iter().sum();
+    if tokens > limit {
+        return Err(EmbeddingError::TooManyTokens { tokens, limit });
+    }
+    Ok(tokens)
+}
+
 /// Looks a prompt name up in a model's prompt table.
 ///
 /// Like sentence-transformers, `query` and `document` are valid for a model that defines no
@@ -52,6 +62,21 @@ mod tests {
             dimensions: vec![768, 512, 256, 128],
             prompts: vec!["query".into()],
         }
+    }
+
+    #[test]
+    fn total_tokens_over_the_limit_are_refused_with_both_numbers() {
+        assert_eq!(check_total_tokens(&[3, 4], 7).unwrap(), 7);
+        let err = check_total_tokens(&[3, 5], 7).unwrap_err();
+        assert_eq!(
+            err,
+            EmbeddingError::TooManyTokens {
+                tokens: 8,
+                limit: 7
+            }
+        );
+        assert!(err.is_invalid_input());
+        assert!(err.to_string().contains("8 tokens") && err.to_string().contains("7"));
     }
 
     #[test]

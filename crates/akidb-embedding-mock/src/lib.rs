@@ -135,6 +135,44 @@ impl MockEmbeddingProvider {
         text.split_whitespace().count() + 2
     }
 
+    /// The mock's tokenisation of text `index`: the prompted, truncated text its vector is
+    /// derived from, and its token count (words plus two special tokens).
+    fn tokenize(
+        &self,
+        prompt: &str,
+        text: &str,
+        index: usize,
+        truncation: Truncation,
+    ) -> Result<(String, usize)> {
+        let max_words = self.info.max_tokens - 2;
+        let prompted = format!("{prompt}{text}");
+        let words: Vec<&str> = prompted.split_whitespace().collect();
+        if words.len() > max_words && truncation == Truncation::Error {
+            return Err(EmbeddingError::TextTooLong {
+                index,
+                tokens: words.len() + 2,
+                max_tokens: self.info.max_tokens,
+            });
+        }
+        let kept = words.len().min(max_words);
+        // Hash the prompted text itself (not its words) so texts differing only in
+        // whitespace still get different vectors, as in a real tokenizer-based model.
+        let key = if kept < words.len() {
+            words[..kept].join(" ")
+        } else {
+            prompted
+        };
+        Ok((key, kept + 2))
+    }
+
+    fn prompt(&self, name: Option<&str>) -> Result<&str> {
+        validate::resolve_prompt(
+            name,
+            |name| self.prompts.get(name).map(String::as_str),
+            &self.info.prompts,
+        )
+    }
+
     /// The raw (unnormalised, full-dimension) vector of an already prompted and truncated text.
     fn raw_vector(&self, text: &str) -> Vec<f32> {
         let mut state = fnv1a(text.as_bytes());
@@ -167,11 +205,7 @@ impl EmbeddingProvider for MockEmbeddingProvider {
             sizes.push(request.texts.len());
         }
         let dimension = validate::check_request(&request, &self.info)?;
-        let prompt = validate::resolve_prompt(
-            request.prompt_name.as_deref(),
-            |name| self.prompts.get(name).map(String::as_str),
-            &self.info.prompts,
-        )?;
+        let prompt = self.prompt(request.prompt_name.as_deref())?;
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
@@ -180,32 +214,29 @@ impl EmbeddingProvider for MockEmbeddingProvider {
                 "injected failure on call {call}"
             )));
         }
-        let max_words = self.info.max_tokens - 2;
         let mut embeddings = Vec::with_capacity(request.texts.len());
         let mut token_counts = Vec::with_capacity(request.texts.len());
         for (index, text) in request.texts.iter().enumerate() {
-            let prompted = format!("{prompt}{text}");
-            let words: Vec<&str> = prompted.split_whitespace().collect();
-            if words.len() > max_words && request.truncation == Truncation::Error {
-                return Err(EmbeddingError::TextTooLong {
-                    index,
-                    tokens: words.len() + 2,
-                    max_tokens: self.info.max_tokens,
-                });
-            }
-            let kept = words.len().min(max_words);
-            // Hash the prompted text itself (not its words) so texts differing only in
-            // whitespace still get different vectors, as in a real tokenizer-based model.
-            let key = if kept < words.len() {
-                words[..kept].join(" ")
-            } else {
-                prompted
-            };
+            let (key, tokens) = self.tokenize(prompt, text, index, request.truncation)?;
             let raw = self.raw_vector(&key);
             embeddings.push(vector::finish(raw, dimension, request.normalize, index)?);
-            token_counts.push(kept + 2);
+            token_counts.push(tokens);
         }
         Ok(EmbedResponse::new(embeddings, dimension, token_counts))
+    }
+
+    async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
+        validate::check_request(request, &self.info)?;
+        let prompt = self.prompt(request.prompt_name.as_deref())?;
+        request
+            .texts
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                self.tokenize(prompt, text, index, request.truncation)
+                    .map(|(_, tokens)| tokens)
+            })
+            .collect()
     }
 
     fn model_info(&self) -> &ModelInfo {
@@ -316,6 +347,23 @@ mod tests {
                 max_tokens: 5
             }
         );
+        // Token counts agree with `embed`, without running it (no call is recorded).
+        let calls = mock.batch_sizes().len();
+        let counts = mock
+            .token_counts(&EmbedRequest::new(["ok", long, "one two"]))
+            .await
+            .unwrap();
+        assert_eq!(counts, vec![3, 5, 4]);
+        assert_eq!(
+            mock.token_counts(&EmbedRequest::new([long]).with_truncation(Truncation::Error))
+                .await,
+            Err(EmbeddingError::TextTooLong {
+                index: 0,
+                tokens: 9,
+                max_tokens: 5
+            })
+        );
+        assert_eq!(mock.batch_sizes().len(), calls);
     }
 
     #[tokio::test]

@@ -226,6 +226,10 @@ impl LoadOptions {
     }
 }
 
+/// Up to this many bytes of text, [`EmbeddingProvider::token_counts`] tokenises on the calling
+/// task (about a millisecond at most) instead of the blocking pool.
+const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
+
 /// How one graph input is filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InputKind {
@@ -400,6 +404,20 @@ impl EmbeddingProvider for OnnxEmbeddingProvider {
             .map_err(|e| EmbeddingError::Inference(format!("embedding task failed: {e}")))?
     }
 
+    async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
+        // Tokenising a few short texts takes microseconds: do it here. A large request (up to
+        // megabytes of text) goes to the blocking pool, like a model run.
+        let bytes: usize = request.texts.iter().map(String::len).sum();
+        if bytes <= INLINE_TOKENIZE_BYTES {
+            return self.model.token_counts(request);
+        }
+        let model = Arc::clone(&self.model);
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || model.token_counts(&request))
+            .await
+            .map_err(|e| EmbeddingError::Inference(format!("tokenising task failed: {e}")))?
+    }
+
     fn model_info(&self) -> &ModelInfo {
         &self.model.info
     }
@@ -446,15 +464,15 @@ impl Model {
         Ok(response)
     }
 
-    /// Tokenises, runs and pools `texts`; returns (raw vector, token count) per text, in order.
-    fn run_texts(
+    /// Tokenises `texts` with `prompt` prepended, in order.
+    fn tokenize_all(
         &self,
         texts: &[String],
         prompt: &str,
         truncation: akidb_embedding_core::Truncation,
-    ) -> Result<Vec<(Vec<f32>, usize)>> {
+    ) -> Result<Vec<TokenizedText>> {
         let mut prompted = String::new();
-        let tokenized: Vec<TokenizedText> = texts
+        texts
             .iter()
             .enumerate()
             .map(|(index, text)| {
@@ -468,7 +486,28 @@ impl Model {
                 };
                 self.tokenizer.encode(text, truncation, index)
             })
-            .collect::<Result<_>>()?;
+            .collect()
+    }
+
+    /// What [`EmbeddingProvider::token_counts`] answers.
+    fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
+        validate::check_request(request, &self.info)?;
+        let prompt = self.prompt(request.prompt_name.as_deref())?;
+        Ok(self
+            .tokenize_all(&request.texts, prompt, request.truncation)?
+            .iter()
+            .map(TokenizedText::len)
+            .collect())
+    }
+
+    /// Tokenises, runs and pools `texts`; returns (raw vector, token count) per text, in order.
+    fn run_texts(
+        &self,
+        texts: &[String],
+        prompt: &str,
+        truncation: akidb_embedding_core::Truncation,
+    ) -> Result<Vec<(Vec<f32>, usize)>> {
+        let tokenized = self.tokenize_all(texts, prompt, truncation)?;
         let lengths: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
         let mut results: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
         let mut buffers = RunBuffers::default();

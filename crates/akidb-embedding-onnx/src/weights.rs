@@ -68,7 +68,8 @@ impl PrivateWeights {
     ///
     /// The folder is made in `dir` when given; otherwise beside `onnx` (same file system, so a
     /// reflink where the file system has them), and in the system's temporary folder when the
-    /// model folder is read-only.
+    /// model folder is read-only. A temporary folder on `tmpfs` keeps the copy in memory for
+    /// as long as the model is loaded: name a folder on disk for large models there.
     pub fn create(onnx: &Path, data: &Path, dir: Option<&Path>) -> Result<Self> {
         let candidates: Vec<PathBuf> = match dir {
             Some(dir) => vec![dir.to_path_buf()],

@@ -32,6 +32,7 @@
 //! let config = BatcherConfig {
 //!     max_batch_size: 32,
 //!     max_batch_chars: 65_536,
+//!     max_request_tokens: 65_536,
 //!     max_wait: Duration::from_millis(5),
 //!     queue_capacity: 1024,
 //!     dynamic: true,
@@ -61,6 +62,10 @@ pub struct BatcherConfig {
     pub max_batch_size: usize,
     /// Most characters in one merged provider run (a single larger request still runs, alone).
     pub max_batch_chars: usize,
+    /// Most tokens in one request, all its texts together, prompts and special tokens
+    /// included: counted with [`EmbeddingProvider::token_counts`] before the request queues,
+    /// and refused with [`EmbeddingError::TooManyTokens`] past it.
+    pub max_request_tokens: usize,
     /// Longest the oldest waiting request waits for others to join its run.
     pub max_wait: Duration,
     /// Most requests waiting for a run; more are refused with [`BatchError::QueueFull`].
@@ -119,12 +124,25 @@ impl BatchObserver for () {
 }
 
 /// The handle callers embed through; the queue and the provider calls live in its task.
-#[derive(Debug)]
 pub struct Batcher {
     info: ModelInfo,
+    /// Also here, to count a request's tokens before it queues.
+    provider: Arc<dyn EmbeddingProvider>,
+    max_request_tokens: usize,
     sender: mpsc::UnboundedSender<Job>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("model", &self.info.id)
+            .field("max_request_tokens", &self.max_request_tokens)
+            .field("queued", &self.queue_depth())
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Batcher {
@@ -139,9 +157,10 @@ impl Batcher {
         let (sender, receiver) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let capacity = config.queue_capacity;
+        let max_request_tokens = config.max_request_tokens;
         let worker = Worker {
             model: info.id.clone(),
-            provider,
+            provider: Arc::clone(&provider),
             config,
             observer,
             queued: Arc::clone(&queued),
@@ -152,6 +171,8 @@ impl Batcher {
         tokio::spawn(worker.run());
         Self {
             info,
+            provider,
+            max_request_tokens,
             sender,
             queued,
             capacity,
@@ -184,6 +205,8 @@ impl Batcher {
             |name| self.info.prompts.iter().any(|p| p == name).then_some(""),
             &self.info.prompts,
         )?;
+        let counts = self.provider.token_counts(&request).await?;
+        validate::check_total_tokens(&counts, self.max_request_tokens)?;
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
                 (queued < self.capacity).then_some(queued + 1)
@@ -530,6 +553,7 @@ mod tests {
         BatcherConfig {
             max_batch_size: 32,
             max_batch_chars: 65_536,
+            max_request_tokens: 65_536,
             max_wait: Duration::from_millis(20),
             queue_capacity: 64,
             dynamic,
@@ -669,14 +693,15 @@ mod tests {
         assert_eq!(mock.batch_sizes(), vec![1; 5]);
     }
 
-    #[tokio::test]
-    async fn an_over_long_strict_text_fails_its_request_only_and_the_rest_run_together() {
-        let mock = Arc::new(MockEmbeddingProvider::new(8).with_max_tokens(6));
+    /// Three strict requests, the middle one with an over-long second text, sent together.
+    async fn strict_requests_with_one_over_long(
+        provider: Arc<dyn EmbeddingProvider>,
+    ) -> Vec<std::result::Result<EmbedResponse, BatchError>> {
         let wait = BatcherConfig {
             max_wait: Duration::from_millis(200),
             ..config(true)
         };
-        let batcher = spawn(&mock, wait);
+        let batcher = Arc::new(Batcher::spawn(provider, wait, Arc::new(())));
         let texts: [&[&str]; 3] = [
             &["one two"],
             &["ok", "a b c d e f g h i j"],
@@ -704,6 +729,46 @@ mod tests {
             "the index is the request's own: {:?}",
             results[1]
         );
+        results
+    }
+
+    #[tokio::test]
+    async fn an_over_long_strict_text_is_refused_before_it_queues() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8).with_max_tokens(6));
+        strict_requests_with_one_over_long(mock.clone()).await;
+        assert_eq!(
+            mock.batch_sizes(),
+            vec![2],
+            "the over-long request never reached the provider; the other two ran together"
+        );
+    }
+
+    /// A provider whose `token_counts` misses what `embed` refuses.
+    struct UnderCounting(Arc<MockEmbeddingProvider>);
+
+    #[async_trait::async_trait]
+    impl EmbeddingProvider for UnderCounting {
+        async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
+            self.0.embed(request).await
+        }
+
+        async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
+            Ok(vec![1; request.texts.len()])
+        }
+
+        fn model_info(&self) -> &ModelInfo {
+            self.0.model_info()
+        }
+
+        async fn health_check(&self) -> Result<()> {
+            self.0.health_check().await
+        }
+    }
+
+    #[tokio::test]
+    async fn an_over_long_text_found_only_by_a_merged_run_fails_its_request_only() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8).with_max_tokens(6));
+        strict_requests_with_one_over_long(Arc::new(UnderCounting(mock.clone()))).await;
         assert_eq!(mock.batch_sizes(), vec![4, 2], "the other two ran together");
     }
 
@@ -718,6 +783,10 @@ mod tests {
                 "a provider bug"
             );
             self.0.embed(request).await
+        }
+
+        async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
+            self.0.token_counts(request).await
         }
 
         fn model_info(&self) -> &ModelInfo {
@@ -741,6 +810,33 @@ mod tests {
         );
         assert!(batcher.is_running());
         assert!(batcher.embed(EmbedRequest::new(["calm"])).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn requests_over_the_token_limit_are_refused_before_the_model_runs() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8));
+        let limited = BatcherConfig {
+            max_request_tokens: 10,
+            ..config(true)
+        };
+        let batcher = spawn(&mock, limited);
+        // Words plus two special tokens per text: 3 + 3 + 4 = 10, exactly the limit.
+        let at_limit = EmbedRequest::new(["a", "b", "c d"]);
+        assert_eq!(batcher.embed(at_limit).await.unwrap().total_tokens, 10);
+        let over = EmbedRequest::new(["a", "b", "c d e"]);
+        assert_eq!(
+            batcher.embed(over).await,
+            Err(BatchError::Embedding(EmbeddingError::TooManyTokens {
+                tokens: 11,
+                limit: 10
+            }))
+        );
+        assert_eq!(
+            mock.batch_sizes(),
+            vec![3],
+            "the provider never ran the refused request"
+        );
+        assert_eq!(batcher.queue_depth(), 0);
     }
 
     #[tokio::test]

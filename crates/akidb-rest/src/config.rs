@@ -29,6 +29,9 @@ pub const DEFAULT_MAX_INPUT_CHARS: usize = 32_768;
 /// Characters per request (all texts together) when `AKIDB_MAX_TOTAL_CHARS` is not set
 /// (256 texts of 2,048).
 pub const DEFAULT_MAX_TOTAL_CHARS: usize = 524_288;
+/// Tokens per request (all texts together) when `AKIDB_MAX_REQUEST_TOKENS` is not set: 256
+/// MiniLM texts at its 256-token cap, or 32 EmbeddingGemma texts at its 2,048.
+pub const DEFAULT_MAX_REQUEST_TOKENS: usize = 65_536;
 /// Request deadline when `AKIDB_REQUEST_TIMEOUT_MS` is not set.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Client timeout when `AKIDB_CLIENT_TIMEOUT_MS` is not set.
@@ -150,6 +153,12 @@ pub struct Config {
     #[arg(long, env = "AKIDB_MAX_TOTAL_CHARS", default_value_t = DEFAULT_MAX_TOTAL_CHARS, value_parser = positive)]
     pub max_total_chars: usize,
 
+    /// Most tokens in one request, all texts together, prompts and special tokens included
+    /// (more: 413). Counted with the model's tokenizer before the request queues, so the
+    /// model never runs for a request over it.
+    #[arg(long, env = "AKIDB_MAX_REQUEST_TOKENS", default_value_t = DEFAULT_MAX_REQUEST_TOKENS, value_parser = positive)]
+    pub max_request_tokens: usize,
+
     /// Deadline for an embedding request, queueing included, in milliseconds (past it: 504).
     #[arg(long, env = "AKIDB_REQUEST_TIMEOUT_MS", default_value_t = DEFAULT_REQUEST_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
@@ -211,6 +220,7 @@ impl Default for Config {
             max_inputs: DEFAULT_MAX_INPUTS,
             max_input_chars: DEFAULT_MAX_INPUT_CHARS,
             max_total_chars: DEFAULT_MAX_TOTAL_CHARS,
+            max_request_tokens: DEFAULT_MAX_REQUEST_TOKENS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             client_timeout_ms: DEFAULT_CLIENT_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -254,6 +264,7 @@ impl Config {
         BatcherConfig {
             max_batch_size: self.max_batch_size,
             max_batch_chars: self.max_batch_chars,
+            max_request_tokens: self.max_request_tokens,
             max_wait: Duration::from_millis(self.batch_wait_ms),
             queue_capacity: self.queue_capacity,
             dynamic: self.dynamic_batching,
@@ -302,6 +313,7 @@ mod tests {
         assert_eq!(defaults.max_batch_size, config.max_batch_size);
         assert_eq!(defaults.queue_capacity, config.queue_capacity);
         assert_eq!(defaults.max_total_chars, config.max_total_chars);
+        assert_eq!(defaults.max_request_tokens, config.max_request_tokens);
         assert_eq!(defaults.client_timeout_ms, config.client_timeout_ms);
         assert_eq!(defaults.max_connections, config.max_connections);
         assert_eq!(defaults.shutdown_timeout_ms, config.shutdown_timeout_ms);
@@ -322,6 +334,7 @@ mod tests {
         assert!(parse(&["--request-timeout-ms", "0"]).is_err());
         assert!(parse(&["--client-timeout-ms", "0"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-request-tokens", "0"]).is_err());
         assert!(parse(&["--max-total-chars", "0"]).is_err());
         assert!(parse(&["--api-key", " "]).is_err());
         assert!(parse(&["--provider", "magic"]).is_err());

@@ -106,6 +106,10 @@ impl ApiError {
 impl From<EmbeddingError> for ApiError {
     fn from(error: EmbeddingError) -> Self {
         match error.kind() {
+            // A size limit, like the character limits checked before it.
+            _ if matches!(error, EmbeddingError::TooManyTokens { .. }) => {
+                Self::PayloadTooLarge(error.to_string())
+            }
             ErrorKind::InvalidInput => Self::InvalidRequest(error.to_string()),
             ErrorKind::Load | ErrorKind::Runtime => {
                 tracing::error!(%error, "provider failure");
@@ -191,6 +195,12 @@ mod tests {
         let mapped = ApiError::from(too_long);
         assert_eq!(mapped.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(mapped.to_string().contains("index 2 has 300 tokens"));
+        let too_many = ApiError::from(EmbeddingError::TooManyTokens {
+            tokens: 70_000,
+            limit: 65_536,
+        });
+        assert_eq!(too_many.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(too_many.type_name(), "payload_too_large");
         let failed = ApiError::from(EmbeddingError::Inference("boom".into()));
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let full = ApiError::from(BatchError::QueueFull {

@@ -136,6 +136,41 @@ async fn bodies_over_the_limit_and_lying_lengths() {
     server.stop().await.unwrap();
 }
 
+/// The token limit is counted with the model's own tokenizer before a request queues:
+/// exactly at it is served, one text over it is 413 on both routes, and the service goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_token_limit_are_refused_on_both_routes() {
+    let loaded = real_model_or_mock().await;
+    let probe = Probe::new(&loaded).await;
+    let limited = Config {
+        max_request_tokens: 100,
+        ..attack_config()
+    };
+    let server = TestServer::start(limited, vec![loaded.provider.clone()]).await;
+    // "hello world" is 4 tokens for MiniLM ([CLS] hello world [SEP]) and for the mock.
+    let at_limit = json!({ "input": vec!["hello world"; 25] }).to_string();
+    let (status, answer) = server
+        .post_raw("/v1/embeddings", "application/json", at_limit.into_bytes())
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["usage"]["total_tokens"], 100, "{answer}");
+    for (path, field) in [("/api/v1/embed", "inputs"), ("/v1/embeddings", "input")] {
+        let over = json!({ field: vec!["hello world"; 26] }).to_string();
+        let (status, answer) = server
+            .post_raw(path, "application/json", over.into_bytes())
+            .await;
+        let message = assert_error(status, &answer, 413, "payload_too_large");
+        assert!(
+            message.contains("104 tokens") && message.contains("limit of 100"),
+            "{path}: {message}"
+        );
+    }
+    probe
+        .check(&server, "after requests over the token limit")
+        .await;
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_and_huge_json_is_refused_without_harm() {
     let loaded = real_model_or_mock().await;

@@ -322,6 +322,10 @@ impl EmbeddingProvider for PanickingProvider {
         self.0.embed(request).await
     }
 
+    async fn token_counts(&self, request: &EmbedRequest) -> EmbedResult<Vec<usize>> {
+        self.0.token_counts(request).await
+    }
+
     fn model_info(&self) -> &ModelInfo {
         self.0.model_info()
     }
