@@ -278,16 +278,32 @@ impl OnnxEmbeddingProvider {
         let folder = FolderConfig::read(&files.dir)?;
         let spec = merge_spec(&options, builtin, &folder, &files)?;
 
+        // The tokenizer (a second for Gemma's 262k-token file) and the session (graph
+        // optimisation, weights) are independent: build them side by side. A tokenizer error
+        // still wins over a session error, as when they ran one after the other.
         let tokenizer_path = files.dir.join("tokenizer.json");
-        let mut tokenizer = TextTokenizer::from_file(&tokenizer_path, spec.max_tokens)?;
-        if let Some(rows) = folder.vocab_size {
-            tokenizer
-                .check_embedding_rows(rows)
-                .map_err(|e| EmbeddingError::model_load(tokenizer_path.display(), e))?;
-        }
-
-        let env = runtime::environment(options.runtime_library.as_deref())?;
-        let session = build_session(&env, &options, &files)?;
+        let (tokenizer, session) = std::thread::scope(|scope| {
+            let tokenizer = scope.spawn(|| {
+                let mut tokenizer = TextTokenizer::from_file(&tokenizer_path, spec.max_tokens)?;
+                if let Some(rows) = folder.vocab_size {
+                    tokenizer
+                        .check_embedding_rows(rows)
+                        .map_err(|e| EmbeddingError::model_load(tokenizer_path.display(), e))?;
+                }
+                Ok(tokenizer)
+            });
+            let session = runtime::environment(options.runtime_library.as_deref())
+                .and_then(|env| build_session(&env, &options, &files));
+            let tokenizer = tokenizer.join().unwrap_or_else(|_| {
+                Err(EmbeddingError::model_load(
+                    tokenizer_path.display(),
+                    "loading the tokenizer panicked",
+                ))
+            });
+            (tokenizer, session)
+        });
+        let tokenizer = tokenizer?;
+        let session = session?;
         let inputs = graph_inputs(&session, &files.onnx)?;
         let outputs: Vec<String> = session
             .outputs()
