@@ -346,16 +346,12 @@ async fn a_panicking_provider_fails_only_its_own_requests() {
     };
     let server = Arc::new(TestServer::start(config, vec![provider]).await);
     let texts = ["calm", "panic here", "steady", "fine"];
-    let tasks: Vec<_> = texts
+    let bodies = texts
         .iter()
-        .map(|text| {
-            let server = Arc::clone(&server);
-            let body = json!({ "inputs": [text] });
-            tokio::spawn(async move { server.post("/api/v1/embed", &body).await })
-        })
+        .map(|text| json!({ "inputs": [text] }))
         .collect();
-    for (text, task) in texts.iter().zip(tasks) {
-        let (status, body) = task.await.unwrap();
+    let answers = server.post_all_at_once("/api/v1/embed", bodies).await;
+    for (text, (status, body)) in texts.iter().zip(answers) {
         if text.contains("panic") {
             assert_error(status, &body, 500, "internal_error");
         } else {

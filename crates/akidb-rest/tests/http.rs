@@ -442,17 +442,9 @@ async fn concurrent_clients_get_their_own_vectors(fixture: Fixture) {
         }
         body
     };
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let server = Arc::clone(&server);
-            let body = body(i);
-            tokio::spawn(async move { server.post("/api/v1/embed", &body).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap());
-    }
+    let answers = server
+        .post_all_at_once("/api/v1/embed", (0..32).map(body).collect())
+        .await;
     let served_runs = loaded.mock.as_ref().map(|mock| mock.batch_sizes());
     for (i, (status, answer)) in answers.into_iter().enumerate() {
         assert_eq!(status, 200, "client {i}: {answer}");

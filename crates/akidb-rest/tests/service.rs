@@ -88,18 +88,8 @@ async fn a_failing_request_in_a_merged_batch_fails_alone() {
     };
     let server = Arc::new(TestServer::start(config, vec![provider]).await);
     let texts = ["fine one", "this one goes boom", "fine two", "fine three"];
-    let tasks: Vec<_> = texts
-        .iter()
-        .map(|text| {
-            let server = Arc::clone(&server);
-            let body = json!({"inputs": [text]});
-            tokio::spawn(async move { server.post("/api/v1/embed", &body).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap());
-    }
+    let bodies = texts.iter().map(|text| json!({"inputs": [text]})).collect();
+    let answers = server.post_all_at_once("/api/v1/embed", bodies).await;
     for (text, (status, body)) in texts.iter().zip(&answers) {
         if text.contains("boom") {
             let message = assert_error(*status, body, 500, "internal_error");

@@ -221,6 +221,28 @@ impl TestServer {
         json_of(response).await
     }
 
+    /// POSTs every body to `path` at once (concurrent requests, free to share a model run);
+    /// the answers come back in the order of `bodies`.
+    pub async fn post_all_at_once(
+        self: &Arc<Self>,
+        path: &str,
+        bodies: Vec<Value>,
+    ) -> Vec<(u16, Value)> {
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let server = Arc::clone(self);
+                let path = path.to_string();
+                tokio::spawn(async move { server.post(&path, &body).await })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            answers.push(task.await.expect("request task"));
+        }
+        answers
+    }
+
     /// POSTs raw bytes with the given content type.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         let response = self
