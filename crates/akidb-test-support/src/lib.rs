@@ -111,6 +111,41 @@ pub fn minilm_dir() -> Option<PathBuf> {
     )
 }
 
+/// The real EmbeddingGemma-300m folder named by `AKIDB_GEMMA_DIR` (hub layout, as
+/// `../shared/tools/embeddinggemma/build.sh` writes it), if set.
+///
+/// The real model is too big for CI, so an unset variable skips with a printed reason even
+/// under `CI=true`; a variable that names a missing folder is a failure everywhere.
+pub fn real_gemma_dir() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("AKIDB_GEMMA_DIR") else {
+        eprintln!(
+            "SKIPPED: AKIDB_GEMMA_DIR is not set (build the real EmbeddingGemma-300m with \
+             ../shared/tools/embeddinggemma/build.sh DIR, then AKIDB_GEMMA_DIR=DIR/embeddinggemma-300m-ONNX)"
+        );
+        return None;
+    };
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join("tokenizer.json").is_file(),
+        "AKIDB_GEMMA_DIR={} has no tokenizer.json: not an EmbeddingGemma folder",
+        dir.display()
+    );
+    Some(dir)
+}
+
+/// A reference file outside `../shared` (e.g. `benches/quality/eval_reference.st.json`),
+/// with the texts it was computed from, both relative to the workspace root.
+pub fn workspace_reference(texts: &str, reference: &str) -> (Vec<Sentence>, Reference) {
+    let read = |file: &str| {
+        let path = workspace_root().join(file);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let texts = serde_json::from_slice(&read(texts)).unwrap_or_else(|e| panic!("{texts}: {e}"));
+    let reference =
+        serde_json::from_slice(&read(reference)).unwrap_or_else(|e| panic!("{reference}: {e}"));
+    (texts, reference)
+}
+
 /// One text of `sentences.json`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Sentence {

@@ -1,0 +1,82 @@
+//! The real EmbeddingGemma-300m (`AKIDB_GEMMA_DIR`, built by `../shared/tools/embeddinggemma/build.sh`)
+//! reproduces sentence-transformers fp32: every shared reference sentence and the project's
+//! varied evaluation set (`benches/quality/eval_texts.json`: 306 texts of 1 to 2,048 tokens in
+//! ten languages, code, emoji), with exact token counts.
+//!
+//! Without `AKIDB_GEMMA_DIR` each test prints why it was skipped; the model is too big for CI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use akidb_embedding_core::EmbedRequest;
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, OnnxVariant};
+use akidb_test_support::{
+    Reference, Sentence, cosine, real_gemma_dir, reference, sentences, workspace_reference,
+};
+
+const EVAL_TEXTS: &str = "benches/quality/eval_texts.json";
+const EVAL_REFERENCE: &str = "benches/quality/eval_reference.st.json";
+
+/// Worst and mean cosine of `provider` against `reference`, one text at a time; token counts
+/// must match exactly.
+fn fidelity(
+    provider: &OnnxEmbeddingProvider,
+    texts: &[Sentence],
+    reference: &Reference,
+) -> (f64, String, f64) {
+    let (mut worst, mut worst_id, mut sum) = (f64::MAX, String::new(), 0.0);
+    for text in texts {
+        let expected = &reference.items[&text.id];
+        let mut request = EmbedRequest::new([text.text.as_str()]);
+        request.prompt_name = text.prompt_name.clone();
+        let response = provider.embed_blocking(request).unwrap();
+        assert_eq!(response.token_counts[0], expected.tokens, "token count of {}", text.id);
+        let similarity = cosine(&response.embeddings[0], &expected.embedding);
+        sum += similarity;
+        if similarity < worst {
+            (worst, worst_id) = (similarity, text.id.clone());
+        }
+    }
+    (worst, worst_id, sum / texts.len() as f64)
+}
+
+fn load(variant: OnnxVariant) -> Option<OnnxEmbeddingProvider> {
+    let dir = real_gemma_dir()?;
+    let options = LoadOptions::new(dir.to_str().unwrap())
+        .with_intra_threads(2)
+        .with_variant(variant);
+    Some(OnnxEmbeddingProvider::load(options).unwrap())
+}
+
+/// Checks both text sets against the bounds and prints the measured figures.
+fn check(provider: &OnnxEmbeddingProvider, label: &str, min_worst: f64, min_mean: f64) {
+    let (shared_texts, shared_reference) =
+        (sentences().unwrap(), reference("embeddinggemma-300m.st.json").unwrap());
+    let (eval_texts, eval_reference) = workspace_reference(EVAL_TEXTS, EVAL_REFERENCE);
+    assert_eq!(eval_texts.len(), eval_reference.items.len());
+    for (set, texts, reference) in [
+        ("shared sentences", &shared_texts, &shared_reference),
+        ("evaluation set", &eval_texts, &eval_reference),
+    ] {
+        let (worst, worst_id, mean) = fidelity(provider, texts, reference);
+        eprintln!(
+            "{label} on the {set} ({} texts): worst cosine {worst:.6} ({worst_id}), mean {mean:.6}",
+            texts.len()
+        );
+        assert!(worst >= min_worst, "{label} {set}: worst cosine {worst} ({worst_id})");
+        assert!(mean >= min_mean, "{label} {set}: mean cosine {mean}");
+    }
+}
+
+#[test]
+fn real_embeddinggemma_fp32_reproduces_sentence_transformers() {
+    let Some(provider) = load(OnnxVariant::Fp32) else {
+        return;
+    };
+    let info = akidb_embedding_core::EmbeddingProvider::model_info(&provider);
+    assert_eq!((info.dimension, info.max_tokens), (768, 2048));
+    assert_eq!(
+        provider.tokenize("Hello, world!", None).unwrap(),
+        vec![2, 9259, 236764, 1902, 236888, 1]
+    );
+    check(&provider, "fp32", 0.9999, 0.9999);
+}
