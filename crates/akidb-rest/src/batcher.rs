@@ -63,7 +63,7 @@ pub struct BatcherConfig {
     /// Most characters in one merged provider run (a single larger request still runs, alone).
     pub max_batch_chars: usize,
     /// Most tokens in one request, all its texts together, prompts and special tokens
-    /// included: counted with [`EmbeddingProvider::token_counts`] before the request queues,
+    /// included: counted from [`EmbeddingProvider::tokenize`]'s encodings before the request queues,
     /// and refused with [`EmbeddingError::TooManyTokens`] past it.
     pub max_request_tokens: usize,
     /// Longest the oldest waiting request waits for others to join its run.
@@ -205,7 +205,11 @@ impl Batcher {
             |name| self.info.prompts.iter().any(|p| p == name).then_some(""),
             &self.info.prompts,
         )?;
-        let counts = self.provider.token_counts(&request).await?;
+        let counts = self
+            .provider
+            .tokenize(request.clone())
+            .await?
+            .token_counts();
         validate::check_total_tokens(&counts, self.max_request_tokens)?;
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
@@ -504,7 +508,9 @@ impl Worker {
             }
         });
         let elapsed = started.elapsed();
-        let tokens = outcome.as_ref().map_or(0, |response| response.total_tokens);
+        let tokens = outcome
+            .as_ref()
+            .map_or(0, |response| response.total_tokens());
         self.observer.batch_ran(&BatchReport {
             model: &self.model,
             requests: jobs.len(),
@@ -743,65 +749,23 @@ mod tests {
         );
     }
 
-    /// A provider whose `token_counts` misses what `embed` refuses.
-    struct UnderCounting(Arc<MockEmbeddingProvider>);
-
-    #[async_trait::async_trait]
-    impl EmbeddingProvider for UnderCounting {
-        async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-            self.0.embed(request).await
-        }
-
-        async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-            Ok(vec![1; request.texts.len()])
-        }
-
-        fn model_info(&self) -> &ModelInfo {
-            self.0.model_info()
-        }
-
-        async fn health_check(&self) -> Result<()> {
-            self.0.health_check().await
-        }
-    }
-
     #[tokio::test]
     async fn an_over_long_text_found_only_by_a_merged_run_fails_its_request_only() {
-        let mock = Arc::new(MockEmbeddingProvider::new(8).with_max_tokens(6));
-        strict_requests_with_one_over_long(Arc::new(UnderCounting(mock.clone()))).await;
+        let mock = Arc::new(
+            MockEmbeddingProvider::new(8)
+                .with_max_tokens(6)
+                .with_failures(FailureMode::UnderCountTokens),
+        );
+        strict_requests_with_one_over_long(mock.clone()).await;
         assert_eq!(mock.batch_sizes(), vec![4, 2], "the other two ran together");
-    }
-
-    /// A provider with a bug: panics on texts containing `panic`.
-    struct Panicking(MockEmbeddingProvider);
-
-    #[async_trait::async_trait]
-    impl EmbeddingProvider for Panicking {
-        async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-            assert!(
-                !request.texts.iter().any(|text| text.contains("panic")),
-                "a provider bug"
-            );
-            self.0.embed(request).await
-        }
-
-        async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-            self.0.token_counts(request).await
-        }
-
-        fn model_info(&self) -> &ModelInfo {
-            self.0.model_info()
-        }
-
-        async fn health_check(&self) -> Result<()> {
-            self.0.health_check().await
-        }
     }
 
     #[tokio::test]
     async fn a_panicking_provider_fails_its_run_but_not_the_batcher() {
-        let provider: Arc<dyn EmbeddingProvider> =
-            Arc::new(Panicking(MockEmbeddingProvider::new(8)));
+        let provider: Arc<dyn EmbeddingProvider> = Arc::new(
+            MockEmbeddingProvider::new(8)
+                .with_failures(FailureMode::PanicWhenTextContains("panic".into())),
+        );
         let batcher = Batcher::spawn(provider, config(true), Arc::new(()));
         let failed = batcher.embed(EmbedRequest::new(["panic"])).await;
         assert!(
@@ -822,7 +786,7 @@ mod tests {
         let batcher = spawn(&mock, limited);
         // Words plus two special tokens per text: 3 + 3 + 4 = 10, exactly the limit.
         let at_limit = EmbedRequest::new(["a", "b", "c d"]);
-        assert_eq!(batcher.embed(at_limit).await.unwrap().total_tokens, 10);
+        assert_eq!(batcher.embed(at_limit).await.unwrap().total_tokens(), 10);
         let over = EmbedRequest::new(["a", "b", "c d e"]);
         assert_eq!(
             batcher.embed(over).await,

@@ -127,7 +127,7 @@ async fn embed(
     let parsed = body.into_parsed(&state.limits())?;
     let (_, response) = run_embedding(&state, parsed).await?;
     Ok(Json(EmbedOutput {
-        count: response.count,
+        count: response.count(),
         dimension: response.dimension,
         embeddings: response.embeddings,
     }))
@@ -140,6 +140,7 @@ async fn openai_embeddings(
     let parsed = body.into_parsed(&state.limits())?;
     let format = parsed.encoding;
     let (model, response) = run_embedding(&state, parsed).await?;
+    let tokens = response.total_tokens();
     let data = response
         .embeddings
         .into_iter()
@@ -158,8 +159,8 @@ async fn openai_embeddings(
         data,
         model,
         usage: Usage {
-            prompt_tokens: response.total_tokens,
-            total_tokens: response.total_tokens,
+            prompt_tokens: tokens,
+            total_tokens: tokens,
         },
     }))
 }

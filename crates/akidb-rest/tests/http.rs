@@ -124,7 +124,7 @@ async fn openai_route_answers_float_and_base64(fixture: Fixture) {
     assert_eq!(float["model"], id.as_str());
     assert_eq!(
         float["usage"],
-        json!({"prompt_tokens": direct.total_tokens, "total_tokens": direct.total_tokens})
+        json!({"prompt_tokens": direct.total_tokens(), "total_tokens": direct.total_tokens()})
     );
     let data = float["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
@@ -396,7 +396,7 @@ async fn metrics_count_requests_batches_and_tokens(fixture: Fixture) {
         .embed(EmbedRequest::new(TEXTS))
         .await
         .unwrap()
-        .total_tokens;
+        .total_tokens();
     let model = id.replace('\\', "\\\\").replace('"', "\\\"");
     for line in [
         "akidb_http_requests_total{route=\"/api/v1/embed\",status=\"200\"} 2".to_string(),
