@@ -60,6 +60,7 @@ pub struct MockEmbeddingProvider {
     info: ModelInfo,
     prompts: BTreeMap<String, String>,
     latency: Duration,
+    latency_per_token: Duration,
     failure: FailureMode,
     calls: AtomicU64,
     tokenizer_calls: AtomicU64,
@@ -99,6 +100,7 @@ impl MockEmbeddingProvider {
             },
             prompts,
             latency: Duration::ZERO,
+            latency_per_token: Duration::ZERO,
             failure: FailureMode::Never,
             calls: AtomicU64::new(0),
             tokenizer_calls: AtomicU64::new(0),
@@ -125,6 +127,15 @@ impl MockEmbeddingProvider {
     #[must_use]
     pub fn with_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+
+    /// Also waits this long per padded token in every model run (texts × the run's longest
+    /// text, as a real model pays for padding): a double whose runs cost what a real model's
+    /// would, for load tests.
+    #[must_use]
+    pub fn with_latency_per_token(mut self, latency: Duration) -> Self {
+        self.latency_per_token = latency;
         self
     }
 
@@ -257,8 +268,11 @@ impl EmbeddingProvider for MockEmbeddingProvider {
         if let Ok(mut sizes) = self.seen_batches.lock() {
             sizes.push(batch.len());
         }
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
+        let longest = batch.iter().map(Encoding::len).max().unwrap_or(0);
+        let padded = u32::try_from(batch.len() * longest).unwrap_or(u32::MAX);
+        let latency = self.latency + self.latency_per_token.saturating_mul(padded);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
         let injected = || {
             Err(EmbeddingError::Inference(format!(
@@ -458,6 +472,19 @@ mod tests {
             })
         );
         assert_eq!(mock.batch_sizes().len(), calls);
+    }
+
+    #[tokio::test]
+    async fn latency_per_token_is_paid_per_padded_token() {
+        let mock = MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(2));
+        let started = std::time::Instant::now();
+        // Padded to the longer text: 2 texts × 7 tokens × 2 ms = 28 ms.
+        let response = mock
+            .embed(EmbedRequest::new(["one", "a b c d e"]))
+            .await
+            .unwrap();
+        assert_eq!(response.token_counts, vec![3, 7]);
+        assert!(started.elapsed() >= Duration::from_millis(28));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ async fn load_as_the_service_does(dir: &Path, weights_mapping: WeightsMapping) -
         models: vec![dir.to_string_lossy().into_owned()],
         threads: Some(1),
         max_batch_size: 32,
+        max_batch_tokens: 16_384,
         weights_mapping,
         weights_copy_dir: None,
     };
@@ -310,6 +311,7 @@ async fn a_provider_failing_every_nth_run_never_gives_a_wrong_vector() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_provider_fails_only_its_own_requests() {
+    // A provider with a bug: it panics in any run holding a text containing `panic`.
     let provider: Arc<dyn EmbeddingProvider> = Arc::new(
         MockEmbeddingProvider::new(16)
             .with_latency(Duration::from_millis(20))
