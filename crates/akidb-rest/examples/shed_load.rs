@@ -32,6 +32,8 @@
     clippy::expect_used
 )]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,7 @@ use akidb_embedding_mock::MockEmbeddingProvider;
 use akidb_rest::config::ProviderKind;
 use akidb_rest::{Config, Server};
 use clap::Parser;
+use common::Rng;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{Mutex, oneshot};
@@ -78,22 +81,6 @@ fn gemma_double() -> MockEmbeddingProvider {
     MockEmbeddingProvider::new(768)
         .with_id("embeddinggemma-300m-double")
         .with_max_tokens(2_048)
-}
-
-/// A tiny deterministic generator (xorshift64*), one per client.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next() % (high - low + 1)
-    }
 }
 
 const WORDS: &[&str] = &[

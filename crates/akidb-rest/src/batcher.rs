@@ -801,7 +801,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn merges_requests_with_different_options_and_splits_them_back_exactly() {
+    async fn merges_requests_with_different_options_tokenising_each_text_once() {
         let mock = Arc::new(MockEmbeddingProvider::new(32));
         let batcher = spawn(&mock, config(true));
         let tasks = requests()
@@ -813,6 +813,11 @@ mod tests {
             .collect();
         let merged = all(tasks).await;
         assert_eq!(mock.batch_sizes(), vec![7], "one run for all four requests");
+        assert_eq!(
+            mock.tokenizer_calls(),
+            7,
+            "one tokenisation per text: the token limit, admission and the run share it"
+        );
         for (request, result) in requests().into_iter().zip(merged) {
             let alone = mock.embed(request).await.unwrap();
             assert_eq!(result.unwrap(), alone);
@@ -849,22 +854,6 @@ mod tests {
         for (request, response) in requests().into_iter().zip(merged) {
             assert_eq!(response, mock.embed(request).await.unwrap());
         }
-    }
-
-    #[tokio::test]
-    async fn each_text_is_tokenised_once_per_request() {
-        let mock = Arc::new(MockEmbeddingProvider::new(32));
-        let batcher = spawn(&mock, config(true));
-        let tasks = requests()
-            .into_iter()
-            .map(|request| {
-                let batcher = Arc::clone(&batcher);
-                tokio::spawn(async move { batcher.embed(request).await.unwrap() })
-            })
-            .collect();
-        all(tasks).await;
-        let texts: usize = requests().iter().map(|request| request.texts.len()).sum();
-        assert_eq!(mock.tokenizer_calls(), texts as u64);
     }
 
     #[tokio::test]
