@@ -15,9 +15,9 @@
 //!    texts and `max_batch_tokens` padded tokens, waiting at most `max_wait` (counted from
 //!    the oldest request's arrival) for more; the encodings carry their prompts and
 //!    truncation, so any requests may share a run;
-//! 4. the library's least-padding planner ([`batching::plan_runs`], the one the providers use
-//!    themselves) cuts the texts into model runs bounded by texts and padded tokens; each
-//!    run returns raw vectors, and each request is finished by [`pipeline::finish`] with its
+//! 4. the library's least-padding planner ([`plan_runs`], the one the providers use
+//!    themselves) cuts the texts into model runs bounded by texts and padded tokens, run
+//!    oldest request first; each run returns raw vectors, and each request is finished by [`pipeline::finish`] with its
 //!    own dimension and normalisation as soon as its last text has run;
 //! 5. when a run holding texts of several requests fails, its requests run again one by
 //!    one: one bad request never decides the fate of the others. When the provider names the
@@ -583,6 +583,11 @@ impl Worker {
         let mut in_flight = self
             .admission
             .start_batch(padded_tokens(&lengths, &runs) as u64, reservations);
+        // Oldest request first (the planner orders by length): a request finishes no later
+        // than admission estimated, behind the work that was ahead of it, whatever joined
+        // its batch after it.
+        let mut runs = runs;
+        runs.sort_by_key(|run| run.iter().map(|&text| texts[text].0).min());
         let mut runs: VecDeque<Vec<usize>> = runs.into();
         while let Some(run) = runs.pop_front() {
             let planned = padded(&lengths, &run);
