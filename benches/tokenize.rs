@@ -30,10 +30,10 @@ fn bench_tokenize(c: &mut Criterion, texts: &Texts) {
             ("medium", &texts.medium),
             ("long", &texts.long),
         ] {
-            let tokens = provider.tokenize(text, None).expect("tokenize").len();
+            let tokens = provider.token_ids(text, None).expect("tokenize").len();
             group.throughput(Throughput::Elements(tokens as u64));
             group.bench_with_input(BenchmarkId::from_parameter(label), text, |b, text| {
-                b.iter(|| provider.tokenize(text, None).expect("tokenize"));
+                b.iter(|| provider.token_ids(text, None).expect("tokenize"));
             });
         }
         group.finish();

@@ -142,7 +142,7 @@ fn latency(provider: &OnnxEmbeddingProvider, text: &str, runs: usize) -> Value {
         .collect();
     times.sort_by(f64::total_cmp);
     let tokens = provider
-        .tokenize(text, None)
+        .token_ids(text, None)
         .expect("tokenize failed")
         .len();
     json!({

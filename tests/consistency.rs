@@ -30,7 +30,7 @@ fn assert_alone_equals_batched(provider: &OnnxEmbeddingProvider) {
     let batched = provider
         .embed_blocking(EmbedRequest::new(texts.clone()))
         .unwrap();
-    assert_eq!(batched.count, texts.len());
+    assert_eq!(batched.count(), texts.len());
     for (i, text) in texts.iter().enumerate() {
         let alone = provider
             .embed_blocking(EmbedRequest::new([text.as_str()]))
@@ -204,10 +204,10 @@ fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
     }
 }
 
-/// `token_counts` (what a service checks its token limit against) agrees with `embed`, with
-/// and without a prompt, truncated or refused, for both models, large requests included.
+/// `tokenize` (whose counts a service checks its token limit against) agrees with `embed`,
+/// with and without a prompt, truncated or refused, for both models, large requests included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_counts_agree_with_embed() {
+async fn tokenize_agrees_with_embed() {
     use akidb_embedding_core::{EmbeddingError, Truncation};
     let mut dirs = Vec::new();
     dirs.extend(minilm_dir().map(|d| (d, None)));
@@ -221,7 +221,11 @@ async fn token_counts_agree_with_embed() {
         if let Some(prompt) = prompt {
             request = request.with_prompt(prompt);
         }
-        let counts = provider.token_counts(&request).await.unwrap();
+        let counts = provider
+            .tokenize(request.clone())
+            .await
+            .unwrap()
+            .token_counts();
         let embedded = provider.embed(request.clone()).await.unwrap();
         assert_eq!(counts, embedded.token_counts, "{}", dir.display());
         assert_eq!(
@@ -233,7 +237,7 @@ async fn token_counts_agree_with_embed() {
         let max_tokens = provider.model_info().max_tokens;
         let first_cut = counts.iter().position(|&c| c == max_tokens).unwrap();
         let strict = request.with_truncation(Truncation::Error);
-        match provider.token_counts(&strict).await {
+        match provider.tokenize(strict).await {
             Err(EmbeddingError::TextTooLong { index, tokens, .. }) => {
                 assert_eq!(index, first_cut, "{}", dir.display());
                 assert!(tokens > max_tokens);

@@ -22,11 +22,11 @@ async fn index_and_search(provider: Arc<dyn EmbeddingProvider>) -> Result<usize,
     let indexed = provider
         .embed(EmbedRequest::new(documents).with_prompt("document"))
         .await?;
-    assert_eq!(indexed.count, 3);
+    assert_eq!(indexed.count(), 3);
     assert_eq!(indexed.dimension, info.dimension);
     assert!(indexed.embeddings.iter().all(|v| v.len() == info.dimension));
     assert_eq!(
-        indexed.total_tokens,
+        indexed.total_tokens(),
         indexed.token_counts.iter().sum::<usize>()
     );
     let query = provider

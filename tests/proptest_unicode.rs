@@ -51,7 +51,7 @@ fn check(provider: &OnnxEmbeddingProvider, texts: &[String]) -> Result<(), TestC
     let response = provider
         .embed_blocking(EmbedRequest::new(texts.to_vec()))
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(response.count, texts.len());
+    prop_assert_eq!(response.count(), texts.len());
     prop_assert_eq!(response.embeddings.len(), texts.len());
     for (i, vector) in response.embeddings.iter().enumerate() {
         prop_assert!(

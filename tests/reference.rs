@@ -47,7 +47,7 @@ fn check_batched(provider: &OnnxEmbeddingProvider, sentences: &[Sentence], refer
         let mut request = EmbedRequest::new(group.iter().map(|s| s.text.clone()));
         request.prompt_name = prompt.clone();
         let response = provider.embed_blocking(request).unwrap();
-        assert_eq!(response.count, group.len());
+        assert_eq!(response.count(), group.len());
         for (sentence, (vector, tokens)) in group
             .iter()
             .zip(response.embeddings.iter().zip(&response.token_counts))
@@ -108,7 +108,7 @@ fn tiny_embeddinggemma_reproduces_reference() {
         info.prompts.contains(&"query".to_string()) && info.prompts.contains(&"STS".to_string())
     );
     assert_eq!(
-        provider.tokenize("Hello, world!", None).unwrap(),
+        provider.token_ids("Hello, world!", None).unwrap(),
         vec![2, 9259, 236764, 1902, 236888, 1]
     );
     check_singles(&provider, &sentences, &reference);

@@ -20,7 +20,7 @@ fn missing_then_corrupt_then_real_runtime_library() {
     )
     .unwrap_err();
     assert!(
-        matches!(missing, EmbeddingError::RuntimeLibrary(_)),
+        matches!(missing, EmbeddingError::RuntimeUnavailable { .. }),
         "{missing:?}"
     );
     assert_eq!(missing.kind(), ErrorKind::Load);
@@ -35,7 +35,10 @@ fn missing_then_corrupt_then_real_runtime_library() {
     std::fs::write(&corrupt, b"this is not a shared library").unwrap();
     let err = OnnxEmbeddingProvider::load(LoadOptions::new(&model).with_runtime_library(&corrupt))
         .unwrap_err();
-    assert!(matches!(err, EmbeddingError::RuntimeLibrary(_)), "{err:?}");
+    assert!(
+        matches!(err, EmbeddingError::RuntimeUnavailable { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(corrupt.to_str().unwrap()), "{err}");
 
     let Some(real) = akidb_test_support::require(
@@ -50,7 +53,7 @@ fn missing_then_corrupt_then_real_runtime_library() {
         provider
             .embed_blocking(akidb_embedding_core::EmbedRequest::new(["ok"]))
             .unwrap()
-            .count,
+            .count(),
         1
     );
 }

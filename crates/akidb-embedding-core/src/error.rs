@@ -61,9 +61,15 @@ pub enum EmbeddingError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
-    /// The ONNX Runtime shared library could not be found or loaded.
-    #[error("ONNX Runtime library unavailable: {0}")]
-    RuntimeLibrary(String),
+    /// The inference runtime a provider runs on (ONNX Runtime's shared library, for one)
+    /// could not be found or started.
+    #[error("{runtime} unavailable: {reason}")]
+    RuntimeUnavailable {
+        /// The runtime, as its users name it (`ONNX Runtime`).
+        runtime: String,
+        /// What is wrong, and how to get it.
+        reason: String,
+    },
 
     /// A model file is missing, unreadable or not what it should be.
     #[error("cannot load model from {path}: {reason}")]
@@ -109,7 +115,7 @@ impl EmbeddingError {
             | Self::TextTooLong { .. }
             | Self::TooManyTokens { .. }
             | Self::InvalidInput(_) => ErrorKind::InvalidInput,
-            Self::RuntimeLibrary(_) | Self::ModelLoad { .. } | Self::Download { .. } => {
+            Self::RuntimeUnavailable { .. } | Self::ModelLoad { .. } | Self::Download { .. } => {
                 ErrorKind::Load
             }
             Self::Inference(_) => ErrorKind::Runtime,
@@ -119,6 +125,17 @@ impl EmbeddingError {
     /// True when the caller's request is at fault (a 4xx in HTTP terms).
     pub fn is_invalid_input(&self) -> bool {
         self.kind() == ErrorKind::InvalidInput
+    }
+
+    /// Shorthand for [`EmbeddingError::RuntimeUnavailable`].
+    pub fn runtime_unavailable(
+        runtime: impl std::fmt::Display,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        Self::RuntimeUnavailable {
+            runtime: runtime.to_string(),
+            reason: reason.to_string(),
+        }
     }
 
     /// Shorthand for [`EmbeddingError::ModelLoad`].
@@ -169,6 +186,12 @@ mod tests {
         assert_eq!(
             EmbeddingError::model_load("m/model.onnx", "missing").kind(),
             ErrorKind::Load
+        );
+        let runtime = EmbeddingError::runtime_unavailable("ONNX Runtime", "no library found");
+        assert_eq!(runtime.kind(), ErrorKind::Load);
+        assert_eq!(
+            runtime.to_string(),
+            "ONNX Runtime unavailable: no library found"
         );
         assert_eq!(
             EmbeddingError::Inference("x".into()).kind(),

@@ -13,18 +13,26 @@
 //!         .with_prompt("document")
 //!         .with_dimensions(256);
 //!     let response = provider.embed(request).await?;
-//!     assert_eq!(response.embeddings.len(), 1);
+//!     assert_eq!(response.count(), 1);
 //!     assert_eq!(response.dimension, 256);
 //!     Ok(())
 //! }
 //! ```
 //!
+//! A request goes through [`pipeline::tokenize`] (validation, prompt, truncation: once), a
+//! model run over a batch of [`Encoding`]s (formed by [`batching::plan_runs`]), and
+//! [`pipeline::finish`] (Matryoshka cut, normalisation, non-finite check). Services drive the
+//! steps themselves to merge requests into shared runs; [`EmbeddingProvider::embed`] chains
+//! them for everyone else.
+//!
 //! This crate is deliberately light (no ONNX Runtime, no tokenizer, no HTTP): it holds the
-//! types, the validation every provider applies in the same way ([`validate`]) and the vector
-//! post-processing they share ([`vector`]).
+//! types, the pipeline every provider shares, the validation it applies ([`validate`]) and the
+//! vector post-processing ([`vector`]).
 
+pub mod batching;
 mod error;
 mod model_info;
+pub mod pipeline;
 mod provider;
 mod request;
 mod response;
@@ -33,6 +41,7 @@ pub mod vector;
 
 pub use error::{EmbeddingError, ErrorKind, Result};
 pub use model_info::ModelInfo;
+pub use pipeline::{Encoding, OutputOptions, TextEncoder, TokenizedRequest};
 pub use provider::EmbeddingProvider;
 pub use request::{EmbedRequest, Truncation};
 pub use response::EmbedResponse;

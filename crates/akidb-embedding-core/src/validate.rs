@@ -18,7 +18,7 @@ pub fn check_request(request: &EmbedRequest, info: &ModelInfo) -> Result<usize> 
     }
 }
 
-/// Checks a request's token counts (from [`crate::EmbeddingProvider::token_counts`]) against
+/// Checks a request's token counts (from [`crate::TokenizedRequest::token_counts`]) against
 /// a per-request limit; returns their total.
 pub fn check_total_tokens(counts: &[usize], limit: usize) -> Result<usize> {
     let tokens = counts.iter().sum();

@@ -22,40 +22,57 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use akidb_embedding_core::{
-    EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, ModelInfo, Result, Truncation,
-    validate, vector,
+    EmbedRequest, EmbeddingError, EmbeddingProvider, Encoding, ModelInfo, Result, TextEncoder,
+    TokenizedRequest, Truncation, pipeline,
 };
 use async_trait::async_trait;
 
-/// Which requests an injected failure hits.
+/// Which requests an injected failure hits, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailureMode {
     /// Never fail.
     Never,
-    /// Fail every request.
+    /// Fail every model run (and so every health check).
     Always,
-    /// Fail every n-th call of `embed` (1-based: `EveryNth(3)` fails calls 3, 6, 9, …).
+    /// Fail every n-th model run (1-based: `EveryNth(3)` fails runs 3, 6, 9, …).
     EveryNth(u64),
-    /// Fail any request that holds a text containing this marker.
+    /// Fail any model run that holds a text containing this marker.
     WhenTextContains(String),
+    /// Panic (a provider bug) in any model run that holds a text containing this marker.
+    PanicWhenTextContains(String),
+    /// Under-count at tokenisation: over-long texts pass [`EmbeddingProvider::tokenize`]
+    /// untruncated and unrefused, whatever the request's truncation, and the model run refuses
+    /// them with [`EmbeddingError::TextTooLong`] naming their position in the run: a provider
+    /// whose limits only the model finds.
+    UnderCountTokens,
 }
 
-/// Deterministic provider: vectors derived from a hash of (prompt + text).
+/// Deterministic provider: one token per whitespace-separated word plus two special tokens,
+/// vectors derived from a hash of the token ids (so of the prompted, truncated text).
 #[derive(Debug)]
 pub struct MockEmbeddingProvider {
     info: ModelInfo,
     prompts: BTreeMap<String, String>,
     latency: Duration,
+    latency_per_token: Duration,
     failure: FailureMode,
     calls: AtomicU64,
+    tokenizer_calls: AtomicU64,
     seen_batches: Mutex<Vec<usize>>,
+    /// Fingerprints of the encodings of texts that hold the failure marker.
+    marked: Mutex<HashSet<u64>>,
 }
+
+/// Id of the token that opens every text.
+const BOS_ID: u32 = 1;
+/// Id of the token that closes a text without trailing whitespace.
+const EOS_ID: u32 = 2;
 
 impl MockEmbeddingProvider {
     /// A mock producing vectors of `dimension` values, with a 512-token limit, `query` and
@@ -83,9 +100,12 @@ impl MockEmbeddingProvider {
             },
             prompts,
             latency: Duration::ZERO,
+            latency_per_token: Duration::ZERO,
             failure: FailureMode::Never,
             calls: AtomicU64::new(0),
+            tokenizer_calls: AtomicU64::new(0),
             seen_batches: Mutex::new(Vec::new()),
+            marked: Mutex::new(HashSet::new()),
         }
     }
 
@@ -99,30 +119,45 @@ impl MockEmbeddingProvider {
     /// Sets the token limit (one token per whitespace-separated word, plus two special tokens).
     #[must_use]
     pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
-        self.info.max_tokens = max_tokens.max(2);
+        self.info.max_tokens = max_tokens.max(3);
         self
     }
 
-    /// Waits this long in every `embed` call (without blocking the async runtime).
+    /// Waits this long in every model run (without blocking the async runtime).
     #[must_use]
     pub fn with_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
         self
     }
 
-    /// Injects failures: matching calls return [`EmbeddingError::Inference`].
+    /// Also waits this long per padded token in every model run (texts × the run's longest
+    /// text, as a real model pays for padding): a double whose runs cost what a real model's
+    /// would, for load tests.
+    #[must_use]
+    pub fn with_latency_per_token(mut self, latency: Duration) -> Self {
+        self.latency_per_token = latency;
+        self
+    }
+
+    /// Injects failures (see [`FailureMode`]).
     #[must_use]
     pub fn with_failures(mut self, failure: FailureMode) -> Self {
         self.failure = failure;
         self
     }
 
-    /// How many times `embed` has been called.
+    /// How many model runs there have been ([`EmbeddingProvider::run`] calls, `embed`
+    /// included).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
     }
 
-    /// The batch sizes of every `embed` call so far, in call order (lets tests check batching).
+    /// How many texts have been tokenised: a request of n texts tokenised once counts n.
+    pub fn tokenizer_calls(&self) -> u64 {
+        self.tokenizer_calls.load(Ordering::SeqCst)
+    }
+
+    /// The batch sizes of every model run so far, in call order (lets tests check batching).
     pub fn batch_sizes(&self) -> Vec<usize> {
         self.seen_batches
             .lock()
@@ -135,47 +170,9 @@ impl MockEmbeddingProvider {
         text.split_whitespace().count() + 2
     }
 
-    /// The mock's tokenisation of text `index`: the prompted, truncated text its vector is
-    /// derived from, and its token count (words plus two special tokens).
-    fn tokenize(
-        &self,
-        prompt: &str,
-        text: &str,
-        index: usize,
-        truncation: Truncation,
-    ) -> Result<(String, usize)> {
-        let max_words = self.info.max_tokens - 2;
-        let prompted = format!("{prompt}{text}");
-        let words: Vec<&str> = prompted.split_whitespace().collect();
-        if words.len() > max_words && truncation == Truncation::Error {
-            return Err(EmbeddingError::TextTooLong {
-                index,
-                tokens: words.len() + 2,
-                max_tokens: self.info.max_tokens,
-            });
-        }
-        let kept = words.len().min(max_words);
-        // Hash the prompted text itself (not its words) so texts differing only in
-        // whitespace still get different vectors, as in a real tokenizer-based model.
-        let key = if kept < words.len() {
-            words[..kept].join(" ")
-        } else {
-            prompted
-        };
-        Ok((key, kept + 2))
-    }
-
-    fn prompt(&self, name: Option<&str>) -> Result<&str> {
-        validate::resolve_prompt(
-            name,
-            |name| self.prompts.get(name).map(String::as_str),
-            &self.info.prompts,
-        )
-    }
-
-    /// The raw (unnormalised, full-dimension) vector of an already prompted and truncated text.
-    fn raw_vector(&self, text: &str) -> Vec<f32> {
-        let mut state = fnv1a(text.as_bytes());
+    /// The raw (unnormalised, full-dimension) vector of an encoding.
+    fn raw_vector(&self, encoding: &Encoding) -> Vec<f32> {
+        let mut state = fingerprint(encoding);
         (0..self.info.dimension)
             .map(|_| {
                 state = splitmix64(state);
@@ -185,72 +182,163 @@ impl MockEmbeddingProvider {
             .collect()
     }
 
-    fn should_fail(&self, call: u64, request: &EmbedRequest) -> bool {
+    fn marker(&self) -> Option<&str> {
         match &self.failure {
-            FailureMode::Never => false,
-            FailureMode::Always => true,
-            FailureMode::EveryNth(n) => *n > 0 && call.is_multiple_of(*n),
-            FailureMode::WhenTextContains(marker) => {
-                request.texts.iter().any(|t| t.contains(marker.as_str()))
+            FailureMode::WhenTextContains(marker) | FailureMode::PanicWhenTextContains(marker) => {
+                Some(marker)
             }
+            _ => None,
         }
+    }
+
+    fn holds_marked(&self, batch: &[Encoding]) -> bool {
+        self.marked
+            .lock()
+            .is_ok_and(|marked| batch.iter().any(|e| marked.contains(&fingerprint(e))))
+    }
+}
+
+impl TextEncoder for MockEmbeddingProvider {
+    fn model_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn prompt(&self, name: &str) -> Option<&str> {
+        self.prompts.get(name).map(String::as_str)
+    }
+
+    /// One id per word (a hash of the word and the whitespace before it, so texts that differ
+    /// only in whitespace get different vectors, as with a real tokenizer), between a start
+    /// token and an end token that carries any trailing whitespace.
+    fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
+        self.tokenizer_calls.fetch_add(1, Ordering::SeqCst);
+        let max_words = self.info.max_tokens - 2;
+        let words = text.split_whitespace().count();
+        let check = self.failure != FailureMode::UnderCountTokens;
+        if check && words > max_words && truncation == Truncation::Error {
+            return Err(EmbeddingError::TextTooLong {
+                index,
+                tokens: words + 2,
+                max_tokens: self.info.max_tokens,
+            });
+        }
+        let kept = if check { words.min(max_words) } else { words };
+        let mut ids = Vec::with_capacity(kept + 2);
+        ids.push(BOS_ID);
+        let mut rest = text;
+        for _ in 0..kept {
+            let start = rest
+                .find(|c: char| !c.is_whitespace())
+                .unwrap_or(rest.len());
+            let end = rest[start..]
+                .find(char::is_whitespace)
+                .map_or(rest.len(), |offset| start + offset);
+            ids.push(word_id(&rest[..end]));
+            rest = &rest[end..];
+        }
+        ids.push(if kept < words || rest.is_empty() {
+            EOS_ID
+        } else {
+            word_id(rest)
+        });
+        let encoding = Encoding::new(ids);
+        if let Some(marker) = self.marker()
+            && text.contains(marker)
+            && let Ok(mut marked) = self.marked.lock()
+        {
+            marked.insert(fingerprint(&encoding));
+        }
+        Ok(encoding)
     }
 }
 
 #[async_trait]
 impl EmbeddingProvider for MockEmbeddingProvider {
-    async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Ok(mut sizes) = self.seen_batches.lock() {
-            sizes.push(request.texts.len());
-        }
-        let dimension = validate::check_request(&request, &self.info)?;
-        let prompt = self.prompt(request.prompt_name.as_deref())?;
-        if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
-        }
-        if self.should_fail(call, &request) {
-            return Err(EmbeddingError::Inference(format!(
-                "injected failure on call {call}"
-            )));
-        }
-        let mut embeddings = Vec::with_capacity(request.texts.len());
-        let mut token_counts = Vec::with_capacity(request.texts.len());
-        for (index, text) in request.texts.iter().enumerate() {
-            let (key, tokens) = self.tokenize(prompt, text, index, request.truncation)?;
-            let raw = self.raw_vector(&key);
-            embeddings.push(vector::finish(raw, dimension, request.normalize, index)?);
-            token_counts.push(tokens);
-        }
-        Ok(EmbedResponse::new(embeddings, dimension, token_counts))
-    }
-
-    async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-        validate::check_request(request, &self.info)?;
-        let prompt = self.prompt(request.prompt_name.as_deref())?;
-        request
-            .texts
-            .iter()
-            .enumerate()
-            .map(|(index, text)| {
-                self.tokenize(prompt, text, index, request.truncation)
-                    .map(|(_, tokens)| tokens)
-            })
-            .collect()
-    }
-
     fn model_info(&self) -> &ModelInfo {
         &self.info
     }
 
+    async fn tokenize(&self, request: EmbedRequest) -> Result<TokenizedRequest> {
+        // Splitting on whitespace is cheap enough for the calling task.
+        pipeline::tokenize(self, &request)
+    }
+
+    async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Ok(mut sizes) = self.seen_batches.lock() {
+            sizes.push(batch.len());
+        }
+        let longest = batch.iter().map(Encoding::len).max().unwrap_or(0);
+        let padded = u32::try_from(batch.len() * longest).unwrap_or(u32::MAX);
+        let latency = self.latency + self.latency_per_token.saturating_mul(padded);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let injected = || {
+            Err(EmbeddingError::Inference(format!(
+                "injected failure on run {call}"
+            )))
+        };
+        match &self.failure {
+            FailureMode::Never => {}
+            FailureMode::Always => return injected(),
+            FailureMode::EveryNth(n) => {
+                if *n > 0 && call.is_multiple_of(*n) {
+                    return injected();
+                }
+            }
+            FailureMode::WhenTextContains(_) => {
+                if self.holds_marked(&batch) {
+                    return injected();
+                }
+            }
+            FailureMode::PanicWhenTextContains(_) => {
+                assert!(
+                    !self.holds_marked(&batch),
+                    "a provider bug, triggered on purpose (run {call})"
+                );
+            }
+            FailureMode::UnderCountTokens => {
+                if let Some((index, encoding)) = batch
+                    .iter()
+                    .enumerate()
+                    .find(|(_, e)| e.len() > self.info.max_tokens)
+                {
+                    return Err(EmbeddingError::TextTooLong {
+                        index,
+                        tokens: encoding.len(),
+                        max_tokens: self.info.max_tokens,
+                    });
+                }
+            }
+        }
+        Ok(batch.iter().map(|e| self.raw_vector(e)).collect())
+    }
+
+    /// Healthy unless every run fails; unlike the real providers, runs nothing, so health
+    /// probes never show up in [`MockEmbeddingProvider::batch_sizes`].
     async fn health_check(&self) -> Result<()> {
         if matches!(self.failure, FailureMode::Always) {
             return Err(EmbeddingError::Inference(
-                "injected failure: the mock is set to fail every call".to_string(),
+                "injected failure: the mock is set to fail every run".to_string(),
             ));
         }
         Ok(())
     }
+}
+
+fn word_id(word: &str) -> u32 {
+    // Folded to 32 bits, kept clear of the special ids.
+    let hash = fnv1a(word.as_bytes());
+    ((hash ^ (hash >> 32)) as u32).max(EOS_ID + 1)
+}
+
+fn fingerprint(encoding: &Encoding) -> u64 {
+    encoding.ids.iter().fold(0xcbf2_9ce4_8422_2325, |hash, id| {
+        id.to_le_bytes().iter().fold(hash, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    })
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -281,9 +369,25 @@ mod tests {
             .unwrap();
         assert_eq!(one.embeddings[0], two.embeddings[1]);
         assert!(cosine(&two.embeddings[0], &two.embeddings[1]) < 0.9);
-        assert_eq!(two.count, 2);
+        assert_eq!(two.count(), 2);
         assert_eq!(two.token_counts, vec![3, 3]);
-        assert_eq!(two.total_tokens, 6);
+        assert_eq!(two.total_tokens(), 6);
+        // Whitespace matters, as with a real tokenizer; the word count alone does not.
+        let spaced = mock
+            .embed(EmbedRequest::new([
+                "alpha ",
+                " alpha",
+                "alpha  beta",
+                "alpha beta",
+            ]))
+            .await
+            .unwrap();
+        for (i, a) in spaced.embeddings.iter().enumerate() {
+            assert_ne!(a, &one.embeddings[0]);
+            for b in &spaced.embeddings[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
     }
 
     #[tokio::test]
@@ -347,16 +451,20 @@ mod tests {
                 max_tokens: 5
             }
         );
-        // Token counts agree with `embed`, without running it (no call is recorded).
+        // Tokenising counts what `embed` counts, without running the model (no run is recorded),
+        // and a truncated text embeds as its first words.
+        let first_words = mock.embed(EmbedRequest::new(["a b c"])).await.unwrap();
+        assert_eq!(cut.embeddings, first_words.embeddings);
         let calls = mock.batch_sizes().len();
-        let counts = mock
-            .token_counts(&EmbedRequest::new(["ok", long, "one two"]))
+        let tokenized = mock
+            .tokenize(EmbedRequest::new(["ok", long, "one two"]))
             .await
             .unwrap();
-        assert_eq!(counts, vec![3, 5, 4]);
+        assert_eq!(tokenized.token_counts(), vec![3, 5, 4]);
         assert_eq!(
-            mock.token_counts(&EmbedRequest::new([long]).with_truncation(Truncation::Error))
-                .await,
+            mock.tokenize(EmbedRequest::new([long]).with_truncation(Truncation::Error))
+                .await
+                .map(|t| t.token_counts()),
             Err(EmbeddingError::TextTooLong {
                 index: 0,
                 tokens: 9,
@@ -364,6 +472,19 @@ mod tests {
             })
         );
         assert_eq!(mock.batch_sizes().len(), calls);
+    }
+
+    #[tokio::test]
+    async fn latency_per_token_is_paid_per_padded_token() {
+        let mock = MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(2));
+        let started = std::time::Instant::now();
+        // Padded to the longer text: 2 texts × 7 tokens × 2 ms = 28 ms.
+        let response = mock
+            .embed(EmbedRequest::new(["one", "a b c d e"]))
+            .await
+            .unwrap();
+        assert_eq!(response.token_counts, vec![3, 7]);
+        assert!(started.elapsed() >= Duration::from_millis(28));
     }
 
     #[tokio::test]
@@ -382,6 +503,56 @@ mod tests {
         assert_eq!(
             mock.embed(EmbedRequest::new(Vec::<String>::new())).await,
             Err(EmbeddingError::EmptyBatch)
+        );
+    }
+
+    #[tokio::test]
+    async fn each_text_is_tokenised_once_per_request() {
+        let mock = MockEmbeddingProvider::new(8);
+        mock.embed(EmbedRequest::new(["a", "b c", "d"]).with_prompt("query"))
+            .await
+            .unwrap();
+        assert_eq!(mock.tokenizer_calls(), 3);
+        // Refused before tokenising: an unknown prompt costs no tokenizer call.
+        assert!(
+            mock.embed(EmbedRequest::new(["a"]).with_prompt("nope"))
+                .await
+                .is_err()
+        );
+        assert_eq!(mock.tokenizer_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_marked_text_makes_its_run_panic() {
+        let mock = std::sync::Arc::new(
+            MockEmbeddingProvider::new(8)
+                .with_failures(FailureMode::PanicWhenTextContains("panic".into())),
+        );
+        assert!(mock.embed(EmbedRequest::new(["calm"])).await.is_ok());
+        let task = {
+            let mock = std::sync::Arc::clone(&mock);
+            tokio::spawn(async move { mock.embed(EmbedRequest::new(["a", "do panic"])).await })
+        };
+        assert!(task.await.unwrap_err().is_panic());
+    }
+
+    #[tokio::test]
+    async fn under_counted_texts_are_refused_by_the_run_naming_their_place_in_it() {
+        let mock = MockEmbeddingProvider::new(8)
+            .with_max_tokens(4)
+            .with_failures(FailureMode::UnderCountTokens);
+        let strict = EmbedRequest::new(["ok", "a b c d"]).with_truncation(Truncation::Error);
+        let tokenized = mock.tokenize(strict).await.unwrap();
+        assert_eq!(tokenized.token_counts(), vec![3, 6]);
+        let mut batch = vec![Encoding::new(vec![1, 5, 2])];
+        batch.extend(tokenized.encodings);
+        assert_eq!(
+            mock.run(batch).await,
+            Err(EmbeddingError::TextTooLong {
+                index: 2,
+                tokens: 6,
+                max_tokens: 4
+            })
         );
     }
 }

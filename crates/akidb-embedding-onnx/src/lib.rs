@@ -25,7 +25,6 @@
 //! read in [`st_config`]). Split weights are mapped from a private copy ([`weights`]), so
 //! changes to the model folder cannot harm a loaded model.
 
-pub mod batching;
 pub mod model_spec;
 pub mod pooling;
 mod provider;
@@ -34,6 +33,10 @@ pub mod source;
 pub mod st_config;
 pub mod tokenize;
 pub mod weights;
+
+/// The least-padding planner, shared with services that merge requests (see
+/// [`akidb_embedding_core::batching`]).
+pub use akidb_embedding_core::batching;
 
 pub use model_spec::{ModelSpec, OnnxVariant, Pooling};
 pub use provider::{LoadOptions, OnnxEmbeddingProvider, OptimizationLevel};

@@ -5,20 +5,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use akidb_embedding_core::batching::plan_runs;
 use akidb_embedding_core::{
-    EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, ModelInfo, Result, validate,
-    vector,
+    EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, Encoding, ModelInfo, Result,
+    TextEncoder, TokenizedRequest, Truncation, pipeline,
 };
 use async_trait::async_trait;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
-use crate::batching::plan_runs;
 use crate::pooling::pool;
 use crate::source::{self, HubOptions, ModelFiles};
 use crate::st_config::FolderConfig;
-use crate::tokenize::{TextTokenizer, TokenizedText};
+use crate::tokenize::TextTokenizer;
 use crate::weights::{PrivateWeights, WeightsMapping};
 use crate::{ModelSpec, OnnxVariant, Pooling, runtime};
 
@@ -226,7 +228,7 @@ impl LoadOptions {
     }
 }
 
-/// Up to this many bytes of text, [`EmbeddingProvider::token_counts`] tokenises on the calling
+/// Up to this many bytes of text, [`EmbeddingProvider::tokenize`] tokenises on the calling
 /// task (about a millisecond at most) instead of the blocking pool.
 const INLINE_TOKENIZE_BYTES: usize = 16 * 1024;
 
@@ -250,6 +252,8 @@ struct Model {
     session: Mutex<Session>,
     max_batch_size: usize,
     max_batch_tokens: usize,
+    /// Texts tokenised since load (see [`OnnxEmbeddingProvider::tokenizer_calls`]).
+    tokenizer_calls: AtomicU64,
 }
 
 /// An [`EmbeddingProvider`] running an ONNX model on ONNX Runtime.
@@ -348,12 +352,13 @@ impl OnnxEmbeddingProvider {
             session: Mutex::new(session),
             max_batch_size: options.max_batch_size,
             max_batch_tokens: options.max_batch_tokens,
+            tokenizer_calls: AtomicU64::new(0),
         };
 
         // Warm-up: the first run allocates ONNX Runtime's buffers; doing it here keeps it
         // out of the first request, and tells the real output dimension.
-        let warm = model.run_texts(&["warm-up".to_string()], "", Default::default())?;
-        let dimension = warm.first().map(|(v, _)| v.len()).unwrap_or(0);
+        let warm = model.tokenizer.encode("warm-up", Truncation::Truncate, 0)?;
+        let dimension = model.run_encodings(&[warm])?.first().map_or(0, Vec::len);
         if dimension == 0 {
             return Err(EmbeddingError::model_load(
                 files.onnx.display(),
@@ -396,13 +401,22 @@ impl OnnxEmbeddingProvider {
     }
 
     /// Token ids of `text` as the model sees it (prompt, special tokens, truncation applied).
-    pub fn tokenize(&self, text: &str, prompt_name: Option<&str>) -> Result<Vec<u32>> {
-        let prompt = self.model.prompt(prompt_name)?;
-        Ok(self
-            .model
-            .tokenizer
-            .encode(&format!("{prompt}{text}"), Default::default(), 0)?
-            .ids)
+    pub fn token_ids(&self, text: &str, prompt_name: Option<&str>) -> Result<Vec<u32>> {
+        let mut request = EmbedRequest::new([text]);
+        request.prompt_name = prompt_name.map(str::to_string);
+        let tokenized = pipeline::tokenize(&*self.model, &request)?;
+        Ok(tokenized
+            .encodings
+            .into_iter()
+            .next()
+            .map(|encoding| encoding.ids)
+            .unwrap_or_default())
+    }
+
+    /// How many texts this provider has tokenised since it was loaded (the warm-up aside):
+    /// each text of each request counts once.
+    pub fn tokenizer_calls(&self) -> u64 {
+        self.model.tokenizer_calls.load(Ordering::Relaxed)
     }
 
     /// The pooling the model runs with.
@@ -413,132 +427,81 @@ impl OnnxEmbeddingProvider {
 
 #[async_trait]
 impl EmbeddingProvider for OnnxEmbeddingProvider {
-    async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-        let model = Arc::clone(&self.model);
-        tokio::task::spawn_blocking(move || model.embed(request))
-            .await
-            .map_err(|e| EmbeddingError::Inference(format!("embedding task failed: {e}")))?
-    }
-
-    async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-        // Tokenising a few short texts takes microseconds: do it here. A large request (up to
-        // megabytes of text) goes to the blocking pool, like a model run.
-        let bytes: usize = request.texts.iter().map(String::len).sum();
-        if bytes <= INLINE_TOKENIZE_BYTES {
-            return self.model.token_counts(request);
-        }
-        let model = Arc::clone(&self.model);
-        let request = request.clone();
-        tokio::task::spawn_blocking(move || model.token_counts(&request))
-            .await
-            .map_err(|e| EmbeddingError::Inference(format!("tokenising task failed: {e}")))?
-    }
-
     fn model_info(&self) -> &ModelInfo {
         &self.model.info
     }
 
-    async fn health_check(&self) -> Result<()> {
-        let response = self.embed(EmbedRequest::new(["health check"])).await?;
-        match response.embeddings.first() {
-            Some(v) if v.len() == self.model.info.dimension => Ok(()),
-            _ => Err(EmbeddingError::Inference(
-                "health check: the model returned no vector of the expected dimension".to_string(),
-            )),
+    async fn tokenize(&self, request: EmbedRequest) -> Result<TokenizedRequest> {
+        // Tokenising a few short texts takes microseconds: do it here. A large request (up to
+        // megabytes of text) goes to the blocking pool, like a model run.
+        let bytes: usize = request.texts.iter().map(String::len).sum();
+        if bytes <= INLINE_TOKENIZE_BYTES {
+            return pipeline::tokenize(&*self.model, &request);
         }
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || pipeline::tokenize(&*model, &request))
+            .await
+            .map_err(|e| EmbeddingError::Inference(format!("tokenising task failed: {e}")))?
+    }
+
+    async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>> {
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || model.run_encodings(&batch))
+            .await
+            .map_err(|e| EmbeddingError::Inference(format!("embedding task failed: {e}")))?
+    }
+}
+
+impl TextEncoder for Model {
+    fn model_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn prompt(&self, name: &str) -> Option<&str> {
+        self.prompts.get(name).map(String::as_str)
+    }
+
+    fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
+        self.tokenizer_calls.fetch_add(1, Ordering::Relaxed);
+        self.tokenizer.encode(text, truncation, index)
     }
 }
 
 impl Model {
-    fn prompt(&self, name: Option<&str>) -> Result<&str> {
-        validate::resolve_prompt(
-            name,
-            |n| self.prompts.get(n).map(String::as_str),
-            &self.info.prompts,
-        )
-    }
-
+    /// The whole pipeline on the calling thread.
     fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
         let started = Instant::now();
-        let dimension = validate::check_request(&request, &self.info)?;
-        let prompt = self.prompt(request.prompt_name.as_deref())?;
-        let raw = self.run_texts(&request.texts, prompt, request.truncation)?;
-        let mut embeddings = Vec::with_capacity(raw.len());
-        let mut token_counts = Vec::with_capacity(raw.len());
-        for (index, (vector, tokens)) in raw.into_iter().enumerate() {
-            embeddings.push(vector::finish(vector, dimension, request.normalize, index)?);
-            token_counts.push(tokens);
-        }
-        let response = EmbedResponse::new(embeddings, dimension, token_counts);
+        let tokenized = pipeline::tokenize(self, &request)?;
+        let token_counts = tokenized.token_counts();
+        let raw = self.run_encodings(&tokenized.encodings)?;
+        let response = pipeline::finish(raw, token_counts, tokenized.output)?;
         tracing::debug!(
             model = %self.info.id,
-            batch_size = response.count,
-            tokens = response.total_tokens,
+            batch_size = response.count(),
+            tokens = response.total_tokens(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "embedded"
         );
         Ok(response)
     }
 
-    /// Tokenises `texts` with `prompt` prepended, in order.
-    fn tokenize_all(
-        &self,
-        texts: &[String],
-        prompt: &str,
-        truncation: akidb_embedding_core::Truncation,
-    ) -> Result<Vec<TokenizedText>> {
-        let mut prompted = String::new();
-        texts
-            .iter()
-            .enumerate()
-            .map(|(index, text)| {
-                let text = if prompt.is_empty() {
-                    text.as_str()
-                } else {
-                    prompted.clear();
-                    prompted.push_str(prompt);
-                    prompted.push_str(text);
-                    prompted.as_str()
-                };
-                self.tokenizer.encode(text, truncation, index)
-            })
-            .collect()
-    }
-
-    /// What [`EmbeddingProvider::token_counts`] answers.
-    fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-        validate::check_request(request, &self.info)?;
-        let prompt = self.prompt(request.prompt_name.as_deref())?;
-        Ok(self
-            .tokenize_all(&request.texts, prompt, request.truncation)?
-            .iter()
-            .map(TokenizedText::len)
-            .collect())
-    }
-
-    /// Tokenises, runs and pools `texts`; returns (raw vector, token count) per text, in order.
-    fn run_texts(
-        &self,
-        texts: &[String],
-        prompt: &str,
-        truncation: akidb_embedding_core::Truncation,
-    ) -> Result<Vec<(Vec<f32>, usize)>> {
-        let tokenized = self.tokenize_all(texts, prompt, truncation)?;
-        let lengths: Vec<usize> = tokenized.iter().map(TokenizedText::len).collect();
-        let mut results: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+    /// Runs and pools `encodings` in as many model runs as the batch bounds need; returns one
+    /// raw vector per encoding, in order.
+    fn run_encodings(&self, encodings: &[Encoding]) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = encodings.iter().map(Encoding::len).collect();
+        let mut results: Vec<Option<Vec<f32>>> = vec![None; encodings.len()];
         let mut buffers = RunBuffers::default();
         for run in plan_runs(&lengths, self.max_batch_size, self.max_batch_tokens) {
-            let vectors = self.run_batch(&run, &tokenized, &mut buffers)?;
+            let vectors = self.run_batch(&run, encodings, &mut buffers)?;
             for (index, vector) in run.into_iter().zip(vectors) {
                 results[index] = Some(vector);
             }
         }
         results
             .into_iter()
-            .zip(lengths)
             .enumerate()
-            .map(|(index, (vector, tokens))| {
-                vector.map(|v| (v, tokens)).ok_or_else(|| {
+            .map(|(index, vector)| {
+                vector.ok_or_else(|| {
                     EmbeddingError::Inference(format!("no vector was produced for text {index}"))
                 })
             })
@@ -549,7 +512,7 @@ impl Model {
     fn run_batch(
         &self,
         run: &[usize],
-        tokenized: &[TokenizedText],
+        tokenized: &[Encoding],
         buffers: &mut RunBuffers,
     ) -> Result<Vec<Vec<f32>>> {
         let batch = run.len();
@@ -601,7 +564,7 @@ struct RunBuffers {
 }
 
 impl RunBuffers {
-    fn fill(&mut self, run: &[usize], tokenized: &[TokenizedText], seq: usize, pad_id: i64) {
+    fn fill(&mut self, run: &[usize], tokenized: &[Encoding], seq: usize, pad_id: i64) {
         let size = run.len() * seq;
         self.ids.clear();
         self.ids.resize(size, pad_id);

@@ -21,6 +21,9 @@ pub const LIBRARY_NAME: &str = "libonnxruntime.so";
 /// The environment variable that names the library explicitly.
 pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 
+/// The runtime's name in [`EmbeddingError::RuntimeUnavailable`].
+const RUNTIME: &str = "ONNX Runtime";
+
 static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
 
 /// The process-wide ONNX Runtime environment, created on first successful use.
@@ -31,12 +34,13 @@ static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
 /// A failed attempt is not remembered: fixing the installation and loading again works.
 pub fn environment(explicit_library: Option<&Path>) -> Result<Environment> {
     let mut current = ENVIRONMENT.lock().map_err(|_| {
-        EmbeddingError::RuntimeLibrary("a previous initialisation panicked".to_string())
+        EmbeddingError::runtime_unavailable(RUNTIME, "a previous initialisation panicked")
     })?;
     if let Some(env) = current.as_ref() {
         return Ok(env.clone());
     }
-    let env = create_environment(explicit_library).map_err(EmbeddingError::RuntimeLibrary)?;
+    let env = create_environment(explicit_library)
+        .map_err(|reason| EmbeddingError::runtime_unavailable(RUNTIME, reason))?;
     *current = Some(env.clone());
     Ok(env)
 }

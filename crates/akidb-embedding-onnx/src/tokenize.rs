@@ -8,30 +8,9 @@
 
 use std::path::Path;
 
-use akidb_embedding_core::{EmbeddingError, Result, Truncation};
+use akidb_embedding_core::{EmbeddingError, Encoding, Result, Truncation};
 use tokenizers::Model as _;
-use tokenizers::{Encoding, Tokenizer, TruncationDirection};
-
-/// Token ids of one text, special tokens included, after truncation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenizedText {
-    /// Token ids.
-    pub ids: Vec<u32>,
-    /// Segment ids (all 0 for a single text), for models that take `token_type_ids`.
-    pub type_ids: Vec<u32>,
-}
-
-impl TokenizedText {
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// True when there are no tokens (never the case for tokenizers that add special tokens).
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-}
+use tokenizers::{Tokenizer, TruncationDirection};
 
 /// A tokenizer bound to a model's token limit.
 #[derive(Debug)]
@@ -94,12 +73,7 @@ impl TextTokenizer {
 
     /// Tokenises `text` (prompt already prepended). Over-long texts are cut at the limit, or
     /// refused with [`EmbeddingError::TextTooLong`] naming `index` when `truncation` says so.
-    pub fn encode(
-        &self,
-        text: &str,
-        truncation: Truncation,
-        index: usize,
-    ) -> Result<TokenizedText> {
+    pub fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
         let mut content = self.tokenizer.encode_fast(text, false).map_err(|e| {
             EmbeddingError::InvalidInput(format!("cannot tokenise text {index}: {e}"))
         })?;
@@ -118,7 +92,7 @@ impl TextTokenizer {
                 TruncationDirection::Right,
             );
         }
-        let encoding: Encoding = self
+        let encoding: tokenizers::Encoding = self
             .tokenizer
             .post_process(content, None, true)
             .map_err(|e| {
@@ -132,7 +106,7 @@ impl TextTokenizer {
                 self.tokenizer.id_to_token(id).unwrap_or_default()
             )));
         }
-        Ok(TokenizedText {
+        Ok(Encoding {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
         })

@@ -23,12 +23,15 @@
     clippy::expect_used
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::Rng;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -81,22 +84,6 @@ impl Kind {
             Kind::WrongContentType => 415,
             Kind::TooManyInputs => 413,
         }
-    }
-}
-
-/// A tiny deterministic generator (xorshift64*), one per client.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
     }
 }
 

@@ -6,6 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::ApiKey;
 use crate::error::ApiError;
@@ -41,17 +42,22 @@ fn bearer_token(value: &str) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
-/// Compares two byte strings in time that depends only on `presented`'s length, so response
-/// timing reveals nothing of the key's content.
+/// Compares two byte strings with `subtle`'s constant-time primitives, in time that depends
+/// only on `presented`'s length: every presented byte is compared (against the key repeated
+/// as needed) and the length check is folded in, so response timing reveals neither how much
+/// of the key matched nor the key's length.
 fn constant_time_eq(presented: &[u8], key: &[u8]) -> bool {
     if key.is_empty() {
         return false;
     }
-    let mut difference = u8::from(presented.len() != key.len());
-    for (index, byte) in presented.iter().enumerate() {
-        difference |= byte ^ key[index % key.len()];
-    }
-    std::hint::black_box(difference) == 0
+    let same_bytes = presented
+        .iter()
+        .zip(key.iter().cycle())
+        .fold(Choice::from(1), |equal, (byte, expected)| {
+            equal & byte.ct_eq(expected)
+        });
+    let same_length = (presented.len() as u64).ct_eq(&(key.len() as u64));
+    bool::from(same_bytes & same_length)
 }
 
 #[cfg(test)]

@@ -1,25 +1,35 @@
-//! The dynamic batcher: merges concurrent requests for one model into shared provider runs.
+//! The dynamic batcher: queues tokenised requests for one model and cuts shared model runs
+//! from them, in tokens.
 //!
 //! Knows nothing of HTTP. Each served model gets one [`Batcher`]; callers `embed` through it,
-//! and a background task owns the queue:
+//! and a background task owns the queue. A request crosses the provider once:
 //!
-//! 1. a request is validated against the model (`validate::check_request`, the prompt name)
-//!    before it enters the queue, so a bad request never reaches a shared run;
-//! 2. the task takes the oldest waiting request and every later one with the same prompt and
-//!    truncation policy, up to `max_batch_size` texts and `max_batch_chars` characters, waiting
-//!    at most `max_wait` (counted from the oldest request's arrival) for the batch to fill;
-//! 3. it asks the provider for raw vectors (no normalisation, full dimension) of all texts at
-//!    once, then gives each request its own slice, finished with its own `dimensions` and
-//!    `normalize` by [`vector::finish`], so requests with different options still share a run;
-//! 4. when a merged run fails, each member request runs again alone: one bad request never
-//!    decides the fate of the others. When the provider names the text at fault (an
-//!    over-long text with `Truncation::Error`), only its request gets the error and the
-//!    others run again together, so such requests cannot multiply the work of the rest. A provider that panics fails only its run (the call
-//!    runs in its own task), never the batcher.
+//! 1. [`EmbeddingProvider::tokenize`] validates it (once) and tokenises each text (once, off
+//!    the async threads where the provider's tokenizer is costly), prompt and truncation
+//!    applied; the request's token limit is counted from these encodings, so a request over
+//!    it, or an invalid one, never queues;
+//! 2. admission ([`crate::admission`]) estimates the work ahead in padded tokens times the
+//!    model's measured cost per token; a request that cannot finish before its deadline is
+//!    refused at once ([`BatchError::Shed`]);
+//! 3. the task takes the oldest waiting request and the later ones, up to `max_batch_size`
+//!    texts and `max_batch_tokens` padded tokens, waiting at most `max_wait` (counted from
+//!    the oldest request's arrival) for more; the encodings carry their prompts and
+//!    truncation, so any requests may share a run;
+//! 4. the library's least-padding planner ([`plan_runs`], the one the providers use
+//!    themselves) cuts the texts into model runs bounded by texts and padded tokens, run
+//!    oldest request first; each run returns raw vectors, and each request is finished by [`pipeline::finish`] with its
+//!    own dimension and normalisation as soon as its last text has run;
+//! 5. when a run holding texts of several requests fails, its requests run again one by
+//!    one: one bad request never decides the fate of the others. When the provider names the
+//!    text at fault (an over-long text), only its request gets the error and the others run
+//!    again together. A provider that panics fails only its run (the call runs in its own
+//!    task), never the batcher.
 //!
-//! The queue is bounded: past `queue_capacity` waiting requests, [`Batcher::embed`] fails at
-//! once with [`BatchError::QueueFull`]. Requests whose caller went away (a timeout, a closed
-//! connection) are dropped before they run.
+//! The queue is bounded by [`Semaphore`] permits, one carried by each waiting request: past
+//! `queue_capacity` waiting requests, [`Batcher::embed`] fails at once with
+//! [`BatchError::QueueFull`]. Work whose caller went away (a timeout, a closed connection) is
+//! never started: such requests leave the queue, and their texts are dropped from runs not
+//! yet started.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -31,7 +41,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let config = BatcherConfig {
 //!     max_batch_size: 32,
-//!     max_batch_chars: 65_536,
+//!     max_batch_tokens: 16_384,
 //!     max_request_tokens: 65_536,
 //!     max_wait: Duration::from_millis(5),
 //!     queue_capacity: 1024,
@@ -45,28 +55,35 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use akidb_embedding_core::batching::{padded_tokens, plan_runs};
 use akidb_embedding_core::{
-    EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, ModelInfo, Result, validate,
-    vector,
+    EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, Encoding, ModelInfo, Result,
+    TokenizedRequest, pipeline, validate,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+
+use crate::admission::{Admission, InFlight, Reservation, Shed};
+
+/// Words of the text [`Batcher::calibrate`] runs: long enough that a run's fixed cost does
+/// not dominate its cost per token, short enough to cost well under a second on a CPU.
+pub const CALIBRATION_WORDS: usize = 128;
 
 /// How a [`Batcher`] forms its batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatcherConfig {
-    /// Most texts in one merged provider run (a single larger request still runs, alone).
+    /// Most texts in one model run (a request with more is cut into several runs).
     pub max_batch_size: usize,
-    /// Most characters in one merged provider run (a single larger request still runs, alone).
-    pub max_batch_chars: usize,
+    /// Most padded tokens (texts × the run's longest text) in one model run; a single longer
+    /// text still runs, alone.
+    pub max_batch_tokens: usize,
     /// Most tokens in one request, all its texts together, prompts and special tokens
-    /// included: counted with [`EmbeddingProvider::token_counts`] before the request queues,
-    /// and refused with [`EmbeddingError::TooManyTokens`] past it.
+    /// included: counted from the request's encodings before it queues, and refused with
+    /// [`EmbeddingError::TooManyTokens`] past it.
     pub max_request_tokens: usize,
-    /// Longest the oldest waiting request waits for others to join its run.
+    /// Longest the oldest waiting request waits for others to join its batch.
     pub max_wait: Duration,
     /// Most requests waiting for a run; more are refused with [`BatchError::QueueFull`].
     pub queue_capacity: usize,
@@ -85,6 +102,14 @@ pub enum BatchError {
         /// The queue's capacity.
         capacity: usize,
     },
+    /// The request would not finish before its deadline: refused before it queues.
+    #[error("model `{model}` cannot serve this request in time: {shed}; retry in {} s", .shed.retry_after_secs())]
+    Shed {
+        /// The model that is too busy.
+        model: String,
+        /// The estimate that refused the request.
+        shed: Shed,
+    },
     /// The batcher's task has stopped (the service is shutting down).
     #[error("the batcher of model `{model}` has stopped")]
     Stopped {
@@ -101,7 +126,7 @@ pub enum BatchError {
 pub struct BatchReport<'a> {
     /// The model that ran.
     pub model: &'a str,
-    /// Requests merged into the run.
+    /// Requests with texts in the run.
     pub requests: usize,
     /// Texts in the run.
     pub texts: usize,
@@ -123,24 +148,24 @@ impl BatchObserver for () {
     fn batch_ran(&self, _report: &BatchReport<'_>) {}
 }
 
-/// The handle callers embed through; the queue and the provider calls live in its task.
+/// The handle callers embed through; the queue and the model runs live in its task.
 pub struct Batcher {
     info: ModelInfo,
-    /// Also here, to count a request's tokens before it queues.
+    /// Also here: requests are tokenised by their callers' tasks, before they queue.
     provider: Arc<dyn EmbeddingProvider>,
-    max_request_tokens: usize,
+    config: BatcherConfig,
     sender: mpsc::UnboundedSender<Job>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
+    /// One permit per place in the queue; each waiting job carries one.
+    places: Arc<Semaphore>,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batcher")
             .field("model", &self.info.id)
-            .field("max_request_tokens", &self.max_request_tokens)
+            .field("config", &self.config)
             .field("queued", &self.queue_depth())
-            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -155,15 +180,13 @@ impl Batcher {
     ) -> Self {
         let info = provider.model_info().clone();
         let (sender, receiver) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let capacity = config.queue_capacity;
-        let max_request_tokens = config.max_request_tokens;
+        let admission = Admission::default();
         let worker = Worker {
             model: info.id.clone(),
             provider: Arc::clone(&provider),
-            config,
+            config: config.clone(),
             observer,
-            queued: Arc::clone(&queued),
+            admission: admission.clone(),
             receiver,
             waiting: VecDeque::new(),
             closed: false,
@@ -172,10 +195,12 @@ impl Batcher {
         Self {
             info,
             provider,
-            max_request_tokens,
+            places: Arc::new(Semaphore::new(
+                config.queue_capacity.min(Semaphore::MAX_PERMITS),
+            )),
+            config,
             sender,
-            queued,
-            capacity,
+            admission,
         }
     }
 
@@ -189,86 +214,216 @@ impl Batcher {
         !self.sender.is_closed()
     }
 
-    /// Requests waiting for a provider run now.
+    /// Requests waiting for a model run now.
     pub fn queue_depth(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.config
+            .queue_capacity
+            .min(Semaphore::MAX_PERMITS)
+            .saturating_sub(self.places.available_permits())
     }
 
-    /// Validates `request`, queues it and waits for its vectors.
+    /// The model's admission estimate (work ahead, measured cost per token).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Embeds `request` with no deadline of its own (never shed; see
+    /// [`embed_before`](Self::embed_before)).
     ///
     /// The vectors are those `provider.embed(request)` would give (the provider may pad a
-    /// merged batch differently, so a real model can differ in the last float bits).
+    /// merged run differently, so a real model can differ in the last float bits).
     pub async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, BatchError> {
-        let dimension = validate::check_request(&request, &self.info)?;
-        validate::resolve_prompt(
-            request.prompt_name.as_deref(),
-            |name| self.info.prompts.iter().any(|p| p == name).then_some(""),
-            &self.info.prompts,
-        )?;
-        let counts = self.provider.token_counts(&request).await?;
-        validate::check_total_tokens(&counts, self.max_request_tokens)?;
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued < self.capacity).then_some(queued + 1)
-            })
-            .map_err(|_| BatchError::QueueFull {
+        self.embed_before(request, None).await
+    }
+
+    /// Tokenises `request` once, queues its encodings unless the work ahead would not let it
+    /// finish by `deadline` ([`BatchError::Shed`]), and waits for its vectors.
+    pub async fn embed_before(
+        &self,
+        request: EmbedRequest,
+        deadline: Option<Instant>,
+    ) -> Result<EmbedResponse, BatchError> {
+        let tokenized = self.tokenize(request).await?;
+        let lengths = tokenized.token_counts();
+        validate::check_total_tokens(&lengths, self.config.max_request_tokens)?;
+        let padded = padded_tokens(
+            &lengths,
+            &plan_runs(
+                &lengths,
+                self.config.max_batch_size,
+                self.config.max_batch_tokens,
+            ),
+        );
+        let permit =
+            Arc::clone(&self.places)
+                .try_acquire_owned()
+                .map_err(|_| BatchError::QueueFull {
+                    model: self.info.id.clone(),
+                    capacity: self.config.queue_capacity,
+                })?;
+        let budget = deadline.map_or(Duration::MAX, |deadline| {
+            deadline.saturating_duration_since(Instant::now())
+        });
+        let reservation = self
+            .admission
+            .admit(padded as u64, budget)
+            .map_err(|shed| BatchError::Shed {
                 model: self.info.id.clone(),
-                capacity: self.capacity,
+                shed,
             })?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            chars: request.texts.iter().map(|text| text.chars().count()).sum(),
-            request,
-            dimension,
+            tokenized,
+            padded,
+            place: Some(Place {
+                _permit: permit,
+                reservation,
+            }),
             enqueued: Instant::now(),
             reply,
         };
         let stopped = || BatchError::Stopped {
             model: self.info.id.clone(),
         };
-        if self.sender.send(job).is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(stopped());
-        }
+        self.sender.send(job).map_err(|_| stopped())?;
         Ok(answer.await.map_err(|_| stopped())??)
     }
+
+    /// Measures the model's cost per token with one run of a text of about
+    /// [`CALIBRATION_WORDS`] words, so that admission estimates from the very first request on
+    /// (as text-embeddings-inference warms its model up before it serves); the service calls
+    /// it before the model is ready. The run goes to the provider directly (no queue, no
+    /// observer). A failure is logged, and admission then learns from the first runs.
+    pub async fn calibrate(&self) {
+        let text = vec!["calibration"; CALIBRATION_WORDS].join(" ");
+        let tokenized = match self.tokenize(EmbedRequest::new([text])).await {
+            Ok(tokenized) => tokenized,
+            Err(error) => {
+                tracing::warn!(model = %self.info.id, %error, "calibration: tokenisation failed");
+                return;
+            }
+        };
+        let lengths = tokenized.token_counts();
+        let padded = padded_tokens(&lengths, &plan_runs(&lengths, 1, usize::MAX)) as u64;
+        let Ok(reservation) = self.admission.admit(padded, Duration::MAX) else {
+            return;
+        };
+        let mut in_flight = self.admission.start_batch(padded, vec![reservation]);
+        let started = Instant::now();
+        let provider = Arc::clone(&self.provider);
+        let outcome = tokio::spawn(async move { provider.run(tokenized.encodings).await })
+            .await
+            .unwrap_or_else(|failure| Err(provider_failure(&self.info.id, "model run", failure)));
+        let elapsed = started.elapsed();
+        in_flight.ran(padded, elapsed, outcome.is_ok());
+        match outcome {
+            Ok(_) => tracing::info!(
+                model = %self.info.id,
+                padded_tokens = padded,
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                "calibrated the model's cost per token"
+            ),
+            Err(error) => {
+                tracing::warn!(model = %self.info.id, %error, "calibration: the model run failed")
+            }
+        }
+    }
+
+    /// The provider's tokenisation, in a task of its own so that a panic in it fails this
+    /// request only (as an [`EmbeddingError::Inference`]).
+    async fn tokenize(&self, request: EmbedRequest) -> Result<TokenizedRequest> {
+        let provider = Arc::clone(&self.provider);
+        tokio::spawn(async move { provider.tokenize(request).await })
+            .await
+            .unwrap_or_else(|failure| Err(provider_failure(&self.info.id, "tokenizer", failure)))
+    }
+}
+
+/// An [`EmbeddingError::Inference`] for a provider task that panicked (or was cancelled),
+/// with the panic's message logged.
+fn provider_failure(model: &str, step: &str, failure: tokio::task::JoinError) -> EmbeddingError {
+    let reason = if failure.is_panic() {
+        let payload = failure.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    } else {
+        failure.to_string()
+    };
+    tracing::error!(model = %model, step, %reason, "the provider panicked");
+    EmbeddingError::Inference(format!(
+        "the provider's {step} panicked (see the service log)"
+    ))
+}
+
+/// A job's place in the queue: its semaphore permit and its share of the work estimate,
+/// both given back when the job leaves the queue (for a run, or dropped).
+#[derive(Debug)]
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    reservation: Reservation,
 }
 
 /// One queued request.
 #[derive(Debug)]
 struct Job {
-    request: EmbedRequest,
-    /// The output dimension `check_request` resolved.
-    dimension: usize,
-    chars: usize,
+    tokenized: TokenizedRequest,
+    /// Padded tokens of the request planned alone.
+    padded: usize,
+    /// `None` once the job has left the queue.
+    place: Option<Place>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<EmbedResponse>>,
 }
 
-impl Job {
-    /// Jobs may share a provider run when the provider would treat their texts alike.
-    fn can_merge_with(&self, other: &Job) -> bool {
-        self.request.prompt_name == other.request.prompt_name
-            && self.request.truncation == other.request.truncation
-    }
-
-    fn answer(self, result: Result<EmbedResponse>) {
-        // The caller may have gone (timeout, closed connection): nobody is left to tell.
-        let _ = self.reply.send(result);
-    }
+/// A request taken into a batch: its encodings, the vectors its texts got so far, and its
+/// reply until it is answered.
+struct Member {
+    tokenized: TokenizedRequest,
+    vectors: Vec<Option<Vec<f32>>>,
+    missing: usize,
+    reply: Option<oneshot::Sender<Result<EmbedResponse>>>,
 }
 
-/// The job holding text `index` of a merged run, and that text's index within the job.
-fn locate_text(jobs: &[Job], index: usize) -> Option<(usize, usize)> {
-    let mut first = 0;
-    for (position, job) in jobs.iter().enumerate() {
-        let count = job.request.texts.len();
-        if index < first + count {
-            return Some((position, index - first));
+impl Member {
+    fn new(job: Job) -> Self {
+        let count = job.tokenized.len();
+        Self {
+            tokenized: job.tokenized,
+            vectors: vec![None; count],
+            missing: count,
+            reply: Some(job.reply),
         }
-        first += count;
     }
-    None
+
+    /// Still waiting for its vectors and its caller still there.
+    fn wanted(&self) -> bool {
+        self.reply.as_ref().is_some_and(|reply| !reply.is_closed())
+    }
+
+    fn answer(&mut self, result: Result<EmbedResponse>) {
+        if let Some(reply) = self.reply.take() {
+            // The caller may have gone (timeout, closed connection): nobody is left to tell.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Stores the vector of text `index`; answers once the last one is in.
+    fn store(&mut self, index: usize, vector: Vec<f32>) {
+        if let Some(slot) = self.vectors.get_mut(index)
+            && slot.replace(vector).is_none()
+        {
+            self.missing -= 1;
+        }
+        if self.missing == 0 && self.reply.is_some() {
+            let raw: Vec<Vec<f32>> = self.vectors.iter_mut().filter_map(Option::take).collect();
+            let result =
+                pipeline::finish(raw, self.tokenized.token_counts(), self.tokenized.output);
+            self.answer(result);
+        }
+    }
 }
 
 /// The batcher task: owns the queue and calls the provider.
@@ -277,7 +432,7 @@ struct Worker {
     provider: Arc<dyn EmbeddingProvider>,
     config: BatcherConfig,
     observer: Arc<dyn BatchObserver>,
-    queued: Arc<AtomicUsize>,
+    admission: Admission,
     receiver: mpsc::UnboundedReceiver<Job>,
     /// Jobs taken off the channel but not yet run, oldest first.
     waiting: VecDeque<Job>,
@@ -309,7 +464,8 @@ impl Worker {
     async fn next_batch(&mut self) -> Vec<Job> {
         loop {
             self.receive_ready();
-            self.drop_cancelled();
+            // Work whose caller has gone is never started (its place is given back).
+            self.waiting.retain(|job| !job.reply.is_closed());
             let Some(oldest) = self.waiting.front() else {
                 return Vec::new();
             };
@@ -340,17 +496,10 @@ impl Worker {
         }
     }
 
-    fn drop_cancelled(&mut self) {
-        let before = self.waiting.len();
-        self.waiting.retain(|job| !job.reply.is_closed());
-        let dropped = before - self.waiting.len();
-        if dropped > 0 {
-            self.queued.fetch_sub(dropped, Ordering::AcqRel);
-        }
-    }
-
-    /// Positions in `waiting` of the oldest job and the later jobs that can join its run,
-    /// oldest first, and whether that run is full (waiting longer cannot add to it).
+    /// Positions in `waiting` of the oldest job and the later jobs that join its batch, in
+    /// arrival order, and whether that batch is full (waiting longer cannot add to it). A
+    /// batch holds at most `max_batch_size` texts and `max_batch_tokens` padded tokens (its
+    /// requests planned alone), except that the oldest job is always taken.
     fn plan(&self) -> (Vec<usize>, bool) {
         let Some(oldest) = self.waiting.front() else {
             return (Vec::new(), false);
@@ -359,30 +508,28 @@ impl Worker {
         if !self.config.dynamic {
             return (members, true);
         }
-        let mut texts = oldest.request.texts.len();
-        let mut chars = oldest.chars;
-        let limits_reached = |texts: usize, chars: usize| {
-            texts >= self.config.max_batch_size || chars >= self.config.max_batch_chars
+        let mut texts = oldest.tokenized.len();
+        let mut tokens = oldest.padded;
+        let limits_reached = |texts: usize, tokens: usize| {
+            texts >= self.config.max_batch_size || tokens >= self.config.max_batch_tokens
         };
-        let mut full = limits_reached(texts, chars);
+        let mut full = limits_reached(texts, tokens);
         for (position, job) in self.waiting.iter().enumerate().skip(1) {
             if full {
                 break;
             }
-            if !job.can_merge_with(oldest) {
-                continue;
-            }
-            let more_texts = texts + job.request.texts.len();
-            let more_chars = chars + job.chars;
-            if more_texts > self.config.max_batch_size || more_chars > self.config.max_batch_chars {
-                // Keep arrival order among compatible jobs: this one opens the next run.
+            let more_texts = texts + job.tokenized.len();
+            let more_tokens = tokens + job.padded;
+            if more_texts > self.config.max_batch_size || more_tokens > self.config.max_batch_tokens
+            {
+                // Keep arrival order: this one opens the next batch.
                 full = true;
                 break;
             }
             members.push(position);
             texts = more_texts;
-            chars = more_chars;
-            full = limits_reached(texts, chars);
+            tokens = more_tokens;
+            full = limits_reached(texts, tokens);
         }
         (members, full)
     }
@@ -400,147 +547,214 @@ impl Worker {
             }
         }
         self.waiting = rest;
-        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         batch
     }
 
-    /// Runs `jobs` as one provider call and answers each; on failure of a merged run, fails
-    /// the job the error names, if it names one, and runs the rest together again; else runs
-    /// each job alone.
-    async fn execute(&self, mut jobs: Vec<Job>) {
-        match self.run_together(&jobs).await {
-            Ok(results) => {
-                for (job, result) in jobs.into_iter().zip(results) {
-                    job.answer(result);
+    /// Plans the batch's texts into model runs (least padding), runs them one after another
+    /// and answers each request as soon as its last text has run.
+    async fn execute(&self, jobs: Vec<Job>) {
+        let mut reservations = Vec::with_capacity(jobs.len());
+        let mut members: Vec<Member> = jobs
+            .into_iter()
+            .map(|mut job| {
+                // The job leaves the queue: its place goes back, its estimate moves to the
+                // batch in flight.
+                if let Some(place) = job.place.take() {
+                    reservations.push(place.reservation);
                 }
-            }
-            Err(EmbeddingError::TextTooLong {
-                index,
-                tokens,
-                max_tokens,
-            }) if jobs.len() > 1
-                && let Some((position, local)) = locate_text(&jobs, index) =>
-            {
-                let culprit = jobs.remove(position);
-                culprit.answer(Err(EmbeddingError::TextTooLong {
-                    index: local,
-                    tokens,
-                    max_tokens,
-                }));
-                Box::pin(self.execute(jobs)).await;
-            }
-            Err(error) if jobs.len() > 1 => {
-                tracing::warn!(
-                    model = %self.model,
-                    requests = jobs.len(),
-                    %error,
-                    "merged run failed; running its requests one by one"
-                );
-                for job in jobs {
-                    Box::pin(self.execute(vec![job])).await;
-                }
-            }
-            Err(error) => {
-                for job in jobs {
-                    job.answer(Err(error.clone()));
-                }
-            }
-        }
-    }
-
-    /// Calls the provider in a task of its own, so that a panic in it fails this run only
-    /// (as an [`EmbeddingError::Inference`]) instead of ending the batcher.
-    async fn call_provider(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-        let provider = Arc::clone(&self.provider);
-        match tokio::spawn(async move { provider.embed(request).await }).await {
-            Ok(outcome) => outcome,
-            Err(failure) => {
-                let reason = if failure.is_panic() {
-                    let payload = failure.into_panic();
-                    payload
-                        .downcast_ref::<&str>()
-                        .map(|text| (*text).to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic without a message".to_string())
-                } else {
-                    failure.to_string()
-                };
-                tracing::error!(model = %self.model, %reason, "the provider panicked");
-                Err(EmbeddingError::Inference(
-                    "the provider panicked (see the service log)".to_string(),
-                ))
-            }
-        }
-    }
-
-    /// One provider call for all texts of `jobs`; gives back each job's own response, or the
-    /// error of the call as a whole.
-    async fn run_together(&self, jobs: &[Job]) -> Result<Vec<Result<EmbedResponse>>> {
-        let Some(first) = jobs.first() else {
-            return Ok(Vec::new());
-        };
-        let texts: Vec<String> = jobs
-            .iter()
-            .flat_map(|job| job.request.texts.iter().cloned())
+                Member::new(job)
+            })
             .collect();
-        let total = texts.len();
-        let request = EmbedRequest {
-            texts,
-            normalize: false,
-            prompt_name: first.request.prompt_name.clone(),
-            dimensions: None,
-            truncation: first.request.truncation,
-        };
-        let started = Instant::now();
-        let outcome = self.call_provider(request).await.and_then(|response| {
-            if response.embeddings.len() == total && response.token_counts.len() == total {
-                Ok(response)
-            } else {
-                Err(EmbeddingError::Inference(format!(
-                    "the provider returned {} vectors and {} token counts for {total} texts",
-                    response.embeddings.len(),
-                    response.token_counts.len()
-                )))
+        // Every text of the batch, as (member, index in its request), and its length.
+        let texts: Vec<(usize, usize)> = members
+            .iter()
+            .enumerate()
+            .flat_map(|(member, m)| (0..m.tokenized.len()).map(move |index| (member, index)))
+            .collect();
+        let lengths: Vec<usize> = texts
+            .iter()
+            .map(|&(member, index)| members[member].tokenized.encodings[index].len())
+            .collect();
+        let runs = plan_runs(
+            &lengths,
+            self.config.max_batch_size,
+            self.config.max_batch_tokens,
+        );
+        let mut in_flight = self
+            .admission
+            .start_batch(padded_tokens(&lengths, &runs) as u64, reservations);
+        // Oldest request first (the planner orders by length): a request finishes no later
+        // than admission estimated, behind the work that was ahead of it, whatever joined
+        // its batch after it.
+        let mut runs = runs;
+        runs.sort_by_key(|run| run.iter().map(|&text| texts[text].0).min());
+        let mut runs: VecDeque<Vec<usize>> = runs.into();
+        while let Some(run) = runs.pop_front() {
+            let planned = padded(&lengths, &run);
+            // Texts of requests already answered (failed) or whose caller has gone are
+            // dropped before the run starts.
+            let live: Vec<usize> = run
+                .into_iter()
+                .filter(|&text| members[texts[text].0].wanted())
+                .collect();
+            if live.is_empty() {
+                in_flight.ran(planned, Duration::ZERO, false);
+                continue;
             }
-        });
+            let outcome = self
+                .run_once(&members, &texts, &live, planned, &mut in_flight)
+                .await;
+            match outcome {
+                Ok(vectors) => {
+                    for (&text, vector) in live.iter().zip(vectors) {
+                        let (member, index) = texts[text];
+                        members[member].store(index, vector);
+                    }
+                }
+                Err(error) => {
+                    for retry in self.after_failure(&mut members, &texts, live, error) {
+                        runs.push_front(retry);
+                    }
+                }
+            }
+        }
+        // Every text has run or its request was answered; a member still unanswered lost
+        // its caller.
+        drop(in_flight);
+    }
+
+    /// One provider run over the texts `live` of the batch.
+    async fn run_once(
+        &self,
+        members: &[Member],
+        texts: &[(usize, usize)],
+        live: &[usize],
+        planned: u64,
+        in_flight: &mut InFlight,
+    ) -> Result<Vec<Vec<f32>>> {
+        let batch: Vec<Encoding> = live
+            .iter()
+            .map(|&text| {
+                let (member, index) = texts[text];
+                members[member].tokenized.encodings[index].clone()
+            })
+            .collect();
+        let tokens: usize = batch.iter().map(Encoding::len).sum();
+        let count = batch.len();
+        let requests = distinct_members(texts, live).len();
+        let started = Instant::now();
+        let provider = Arc::clone(&self.provider);
+        let outcome = tokio::spawn(async move { provider.run(batch).await })
+            .await
+            .unwrap_or_else(|failure| Err(provider_failure(&self.model, "model run", failure)))
+            .and_then(|vectors| {
+                if vectors.len() == count {
+                    Ok(vectors)
+                } else {
+                    Err(EmbeddingError::Inference(format!(
+                        "the provider returned {} vectors for {count} texts",
+                        vectors.len()
+                    )))
+                }
+            });
         let elapsed = started.elapsed();
-        let tokens = outcome.as_ref().map_or(0, |response| response.total_tokens);
+        in_flight.ran(planned, elapsed, outcome.is_ok());
         self.observer.batch_ran(&BatchReport {
             model: &self.model,
-            requests: jobs.len(),
-            texts: total,
-            tokens,
+            requests,
+            texts: count,
+            tokens: if outcome.is_ok() { tokens } else { 0 },
             elapsed,
             succeeded: outcome.is_ok(),
         });
         tracing::debug!(
             model = %self.model,
-            requests = jobs.len(),
-            batch_size = total,
+            requests,
+            batch_size = count,
             tokens,
+            padded_tokens = planned,
             elapsed_ms = elapsed.as_secs_f64() * 1e3,
-            "provider run"
+            succeeded = outcome.is_ok(),
+            "model run"
         );
-        let response = outcome?;
-        let mut vectors = response.embeddings.into_iter();
-        let mut token_counts = response.token_counts.into_iter();
-        Ok(jobs
-            .iter()
-            .map(|job| {
-                let count = job.request.texts.len();
-                let raw: Vec<Vec<f32>> = vectors.by_ref().take(count).collect();
-                let tokens: Vec<usize> = token_counts.by_ref().take(count).collect();
-                let embeddings = raw
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, values)| {
-                        vector::finish(values, job.dimension, job.request.normalize, index)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(EmbedResponse::new(embeddings, job.dimension, tokens))
-            })
-            .collect())
+        outcome
     }
+
+    /// After a failed run over `live`: fails the request at fault and returns the runs to
+    /// try again. A run the provider says failed on one text (an over-long one) fails that
+    /// text's request, naming the text's index in its own request, and the others run again
+    /// together; otherwise a run of one request fails that request, and a shared run runs
+    /// each of its requests again alone.
+    fn after_failure(
+        &self,
+        members: &mut [Member],
+        texts: &[(usize, usize)],
+        live: Vec<usize>,
+        error: EmbeddingError,
+    ) -> Vec<Vec<usize>> {
+        if let EmbeddingError::TextTooLong {
+            index,
+            tokens,
+            max_tokens,
+        } = error
+            && let Some(&text) = live.get(index)
+        {
+            let (culprit, local) = texts[text];
+            members[culprit].answer(Err(EmbeddingError::TextTooLong {
+                index: local,
+                tokens,
+                max_tokens,
+            }));
+            let rest: Vec<usize> = live
+                .into_iter()
+                .filter(|&text| texts[text].0 != culprit)
+                .collect();
+            return if rest.is_empty() {
+                Vec::new()
+            } else {
+                vec![rest]
+            };
+        }
+        let owners = distinct_members(texts, &live);
+        if let [only] = owners.as_slice() {
+            members[*only].answer(Err(error));
+            return Vec::new();
+        }
+        tracing::warn!(
+            model = %self.model,
+            requests = owners.len(),
+            %error,
+            "shared run failed; running its requests one by one"
+        );
+        owners
+            .iter()
+            .rev()
+            .map(|&owner| {
+                live.iter()
+                    .copied()
+                    .filter(|&text| texts[text].0 == owner)
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The members (requests) with texts among `live`, in order of first appearance.
+fn distinct_members(texts: &[(usize, usize)], live: &[usize]) -> Vec<usize> {
+    let mut owners: Vec<usize> = Vec::new();
+    for &text in live {
+        let owner = texts[text].0;
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+    }
+    owners
+}
+
+/// Padded tokens of one run: its texts × its longest text.
+fn padded(lengths: &[usize], run: &[usize]) -> u64 {
+    let longest = run.iter().map(|&text| lengths[text]).max().unwrap_or(0);
+    (run.len() * longest) as u64
 }
 
 #[cfg(test)]
@@ -552,7 +766,7 @@ mod tests {
     fn config(dynamic: bool) -> BatcherConfig {
         BatcherConfig {
             max_batch_size: 32,
-            max_batch_chars: 65_536,
+            max_batch_tokens: 16_384,
             max_request_tokens: 65_536,
             max_wait: Duration::from_millis(20),
             queue_capacity: 64,
@@ -592,7 +806,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn merges_requests_with_different_options_and_splits_them_back_exactly() {
+    async fn merges_requests_with_different_options_tokenising_each_text_once() {
         let mock = Arc::new(MockEmbeddingProvider::new(32));
         let batcher = spawn(&mock, config(true));
         let tasks = requests()
@@ -604,6 +818,11 @@ mod tests {
             .collect();
         let merged = all(tasks).await;
         assert_eq!(mock.batch_sizes(), vec![7], "one run for all four requests");
+        assert_eq!(
+            mock.tokenizer_calls(),
+            7,
+            "one tokenisation per text: the token limit, admission and the run share it"
+        );
         for (request, result) in requests().into_iter().zip(merged) {
             let alone = mock.embed(request).await.unwrap();
             assert_eq!(result.unwrap(), alone);
@@ -611,27 +830,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn different_prompts_or_truncation_never_share_a_run() {
+    async fn requests_with_different_prompts_and_truncation_share_a_run() {
         let mock = Arc::new(MockEmbeddingProvider::new(8));
         let batcher = spawn(&mock, config(true));
-        let tasks = [
-            EmbedRequest::new(["a"]).with_prompt("query"),
-            EmbedRequest::new(["b"]).with_prompt("document"),
-            EmbedRequest::new(["c"]).with_prompt("query"),
-            EmbedRequest::new(["d"])
-                .with_prompt("query")
-                .with_truncation(Truncation::Error),
-        ]
-        .into_iter()
-        .map(|request| {
-            let batcher = Arc::clone(&batcher);
-            tokio::spawn(async move { batcher.embed(request).await.unwrap() })
-        })
-        .collect();
-        all(tasks).await;
-        let mut sizes = mock.batch_sizes();
-        sizes.sort_unstable();
-        assert_eq!(sizes, vec![1, 1, 2]);
+        let requests = || {
+            [
+                EmbedRequest::new(["a"]).with_prompt("query"),
+                EmbedRequest::new(["b"]).with_prompt("document"),
+                EmbedRequest::new(["c"]),
+                EmbedRequest::new(["d"])
+                    .with_prompt("query")
+                    .with_truncation(Truncation::Error),
+            ]
+        };
+        let tasks = requests()
+            .into_iter()
+            .map(|request| {
+                let batcher = Arc::clone(&batcher);
+                tokio::spawn(async move { batcher.embed(request).await.unwrap() })
+            })
+            .collect();
+        let merged = all(tasks).await;
+        assert_eq!(
+            mock.batch_sizes(),
+            vec![4],
+            "the encodings carry their prompts: one run"
+        );
+        for (request, response) in requests().into_iter().zip(merged) {
+            assert_eq!(response, mock.embed(request).await.unwrap());
+        }
     }
 
     #[tokio::test]
@@ -702,10 +929,11 @@ mod tests {
             ..config(true)
         };
         let batcher = Arc::new(Batcher::spawn(provider, wait, Arc::new(())));
+        // 6, 3 + 8 and 6 tokens: planned as one run of four texts.
         let texts: [&[&str]; 3] = [
-            &["one two"],
-            &["ok", "a b c d e f g h i j"],
-            &["three four"],
+            &["one two three four"],
+            &["ok", "a b c d e f"],
+            &["five six seven eight"],
         ];
         let tasks = texts
             .iter()
@@ -743,66 +971,24 @@ mod tests {
         );
     }
 
-    /// A provider whose `token_counts` misses what `embed` refuses.
-    struct UnderCounting(Arc<MockEmbeddingProvider>);
-
-    #[async_trait::async_trait]
-    impl EmbeddingProvider for UnderCounting {
-        async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-            self.0.embed(request).await
-        }
-
-        async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-            Ok(vec![1; request.texts.len()])
-        }
-
-        fn model_info(&self) -> &ModelInfo {
-            self.0.model_info()
-        }
-
-        async fn health_check(&self) -> Result<()> {
-            self.0.health_check().await
-        }
-    }
-
     #[tokio::test]
     async fn an_over_long_text_found_only_by_a_merged_run_fails_its_request_only() {
-        let mock = Arc::new(MockEmbeddingProvider::new(8).with_max_tokens(6));
-        strict_requests_with_one_over_long(Arc::new(UnderCounting(mock.clone()))).await;
+        let mock = Arc::new(
+            MockEmbeddingProvider::new(8)
+                .with_max_tokens(6)
+                .with_failures(FailureMode::UnderCountTokens),
+        );
+        strict_requests_with_one_over_long(mock.clone()).await;
         assert_eq!(mock.batch_sizes(), vec![4, 2], "the other two ran together");
-    }
-
-    /// A provider with a bug: panics on texts containing `panic`.
-    struct Panicking(MockEmbeddingProvider);
-
-    #[async_trait::async_trait]
-    impl EmbeddingProvider for Panicking {
-        async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
-            assert!(
-                !request.texts.iter().any(|text| text.contains("panic")),
-                "a provider bug"
-            );
-            self.0.embed(request).await
-        }
-
-        async fn token_counts(&self, request: &EmbedRequest) -> Result<Vec<usize>> {
-            self.0.token_counts(request).await
-        }
-
-        fn model_info(&self) -> &ModelInfo {
-            self.0.model_info()
-        }
-
-        async fn health_check(&self) -> Result<()> {
-            self.0.health_check().await
-        }
     }
 
     #[tokio::test]
     async fn a_panicking_provider_fails_its_run_but_not_the_batcher() {
-        let provider: Arc<dyn EmbeddingProvider> =
-            Arc::new(Panicking(MockEmbeddingProvider::new(8)));
-        let batcher = Batcher::spawn(provider, config(true), Arc::new(()));
+        let mock = Arc::new(
+            MockEmbeddingProvider::new(8)
+                .with_failures(FailureMode::PanicWhenTextContains("panic".into())),
+        );
+        let batcher = spawn(&mock, config(true));
         let failed = batcher.embed(EmbedRequest::new(["panic"])).await;
         assert!(
             matches!(failed, Err(BatchError::Embedding(EmbeddingError::Inference(ref message))) if message.contains("panicked")),
@@ -822,7 +1008,7 @@ mod tests {
         let batcher = spawn(&mock, limited);
         // Words plus two special tokens per text: 3 + 3 + 4 = 10, exactly the limit.
         let at_limit = EmbedRequest::new(["a", "b", "c d"]);
-        assert_eq!(batcher.embed(at_limit).await.unwrap().total_tokens, 10);
+        assert_eq!(batcher.embed(at_limit).await.unwrap().total_tokens(), 10);
         let over = EmbedRequest::new(["a", "b", "c d e"]);
         assert_eq!(
             batcher.embed(over).await,
@@ -900,5 +1086,43 @@ mod tests {
             vec![1],
             "the cancelled request never ran"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_finish_in_time_is_shed_at_once() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(300)));
+        let batcher = spawn(&mock, config(true));
+        // The first run teaches the cost: 300 ms for 3 padded tokens.
+        batcher.embed(EmbedRequest::new(["learn"])).await.unwrap();
+        assert!(batcher.admission().cost_per_token().is_some());
+        let running = {
+            let batcher = Arc::clone(&batcher);
+            tokio::spawn(async move { batcher.embed(EmbedRequest::new(["busy"])).await })
+        };
+        settle(|| mock.calls() == 2).await;
+        // ~300 ms ahead and ~300 ms of its own: cannot finish within 100 ms.
+        let started = std::time::Instant::now();
+        let shed = batcher
+            .embed_before(
+                EmbedRequest::new(["hurry"]),
+                Some(Instant::now() + Duration::from_millis(100)),
+            )
+            .await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(shed, Err(BatchError::Shed { ref shed, .. }) if shed.retry_after_secs() == 1),
+            "{shed:?}"
+        );
+        assert!(waited < Duration::from_millis(50), "shed after {waited:?}");
+        // With time enough, the same request is served.
+        let patient = batcher
+            .embed_before(
+                EmbedRequest::new(["hurry"]),
+                Some(Instant::now() + Duration::from_secs(10)),
+            )
+            .await;
+        assert!(patient.is_ok(), "{patient:?}");
+        assert!(running.await.unwrap().is_ok());
+        assert_eq!(mock.calls(), 3, "the shed request never ran");
     }
 }

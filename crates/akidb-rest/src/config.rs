@@ -18,17 +18,13 @@ pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 /// Texts per model run when `AKIDB_MAX_BATCH_SIZE` is not set.
 pub const DEFAULT_MAX_BATCH_SIZE: usize = 32;
-/// Characters per model run when `AKIDB_MAX_BATCH_CHARS` is not set (32 texts of 2,048).
-pub const DEFAULT_MAX_BATCH_CHARS: usize = 65_536;
+/// Padded tokens per model run when `AKIDB_MAX_BATCH_TOKENS` is not set (text-embeddings-
+/// inference's default; 8 EmbeddingGemma texts at its 2,048 cap, 64 MiniLM texts at its 256).
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16_384;
 /// Request body limit when `AKIDB_MAX_BODY_BYTES` is not set (2 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Texts per request when `AKIDB_MAX_INPUTS` is not set.
 pub const DEFAULT_MAX_INPUTS: usize = 256;
-/// Characters per text when `AKIDB_MAX_INPUT_CHARS` is not set.
-pub const DEFAULT_MAX_INPUT_CHARS: usize = 32_768;
-/// Characters per request (all texts together) when `AKIDB_MAX_TOTAL_CHARS` is not set
-/// (256 texts of 2,048).
-pub const DEFAULT_MAX_TOTAL_CHARS: usize = 524_288;
 /// Tokens per request (all texts together) when `AKIDB_MAX_REQUEST_TOKENS` is not set: 256
 /// MiniLM texts at its 256-token cap, or 32 EmbeddingGemma texts at its 2,048.
 pub const DEFAULT_MAX_REQUEST_TOKENS: usize = 65_536;
@@ -132,9 +128,11 @@ pub struct Config {
     #[arg(long, env = "AKIDB_MAX_BATCH_SIZE", default_value_t = DEFAULT_MAX_BATCH_SIZE, value_parser = positive)]
     pub max_batch_size: usize,
 
-    /// Most characters in one merged model run; a single larger request still runs, alone.
-    #[arg(long, env = "AKIDB_MAX_BATCH_CHARS", default_value_t = DEFAULT_MAX_BATCH_CHARS, value_parser = positive)]
-    pub max_batch_chars: usize,
+    /// Most padded tokens in one model run (texts × the run's longest text): runs are cut
+    /// from the queued requests' encodings by least padding within this and
+    /// `max_batch_size`; a single longer text still runs, alone.
+    #[arg(long, env = "AKIDB_MAX_BATCH_TOKENS", default_value_t = DEFAULT_MAX_BATCH_TOKENS, value_parser = positive)]
+    pub max_batch_tokens: usize,
 
     /// Largest request body accepted, in bytes (larger: 413).
     #[arg(long, env = "AKIDB_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES, value_parser = positive)]
@@ -143,15 +141,6 @@ pub struct Config {
     /// Most texts in one request (more: 413).
     #[arg(long, env = "AKIDB_MAX_INPUTS", default_value_t = DEFAULT_MAX_INPUTS, value_parser = positive)]
     pub max_inputs: usize,
-
-    /// Most characters in one text (more: 413), checked before tokenisation.
-    #[arg(long, env = "AKIDB_MAX_INPUT_CHARS", default_value_t = DEFAULT_MAX_INPUT_CHARS, value_parser = positive)]
-    pub max_input_chars: usize,
-
-    /// Most characters in one request, all texts together (more: 413), checked before
-    /// tokenisation.
-    #[arg(long, env = "AKIDB_MAX_TOTAL_CHARS", default_value_t = DEFAULT_MAX_TOTAL_CHARS, value_parser = positive)]
-    pub max_total_chars: usize,
 
     /// Most tokens in one request, all texts together, prompts and special tokens included
     /// (more: 413). Counted with the model's tokenizer before the request queues, so the
@@ -215,11 +204,9 @@ impl Default for Config {
             weights_mapping: WeightsMapping::default(),
             weights_copy_dir: None,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
-            max_batch_chars: DEFAULT_MAX_BATCH_CHARS,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_inputs: DEFAULT_MAX_INPUTS,
-            max_input_chars: DEFAULT_MAX_INPUT_CHARS,
-            max_total_chars: DEFAULT_MAX_TOTAL_CHARS,
             max_request_tokens: DEFAULT_MAX_REQUEST_TOKENS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             client_timeout_ms: DEFAULT_CLIENT_TIMEOUT_MS,
@@ -263,7 +250,7 @@ impl Config {
     pub fn batcher(&self) -> BatcherConfig {
         BatcherConfig {
             max_batch_size: self.max_batch_size,
-            max_batch_chars: self.max_batch_chars,
+            max_batch_tokens: self.max_batch_tokens,
             max_request_tokens: self.max_request_tokens,
             max_wait: Duration::from_millis(self.batch_wait_ms),
             queue_capacity: self.queue_capacity,
@@ -312,7 +299,7 @@ mod tests {
         assert_eq!(defaults.model_names(), vec![DEFAULT_MODEL]);
         assert_eq!(defaults.max_batch_size, config.max_batch_size);
         assert_eq!(defaults.queue_capacity, config.queue_capacity);
-        assert_eq!(defaults.max_total_chars, config.max_total_chars);
+        assert_eq!(defaults.max_batch_tokens, config.max_batch_tokens);
         assert_eq!(defaults.max_request_tokens, config.max_request_tokens);
         assert_eq!(defaults.client_timeout_ms, config.client_timeout_ms);
         assert_eq!(defaults.max_connections, config.max_connections);
@@ -335,7 +322,7 @@ mod tests {
         assert!(parse(&["--client-timeout-ms", "0"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--max-request-tokens", "0"]).is_err());
-        assert!(parse(&["--max-total-chars", "0"]).is_err());
+        assert!(parse(&["--max-batch-tokens", "0"]).is_err());
         assert!(parse(&["--api-key", " "]).is_err());
         assert!(parse(&["--provider", "magic"]).is_err());
     }

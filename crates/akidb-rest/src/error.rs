@@ -55,6 +55,15 @@ pub enum ApiError {
     /// The model's queue is full (503, with `Retry-After`).
     #[error("{0}")]
     Overloaded(String),
+    /// The work ahead of the request would not let it finish before its deadline: refused at
+    /// once (503, with `Retry-After` from the estimate) instead of a 504 at the deadline.
+    #[error("{message}")]
+    Shed {
+        /// What was estimated.
+        message: String,
+        /// Seconds after which the request could fit, by the estimate.
+        retry_after_secs: u64,
+    },
     /// The request did not finish within the configured deadline (504).
     #[error("{0}")]
     Timeout(String),
@@ -75,7 +84,9 @@ impl ApiError {
             Self::NoRoute { status, .. } => *status,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::NotReady(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady(_) | Self::Overloaded(_) | Self::Shed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -96,7 +107,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::RequestTimeout(_) => "request_timeout",
             Self::NotReady(_) => "not_ready",
-            Self::Overloaded(_) => "overloaded",
+            Self::Overloaded(_) | Self::Shed { .. } => "overloaded",
             Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal_error",
         }
@@ -123,6 +134,10 @@ impl From<BatchError> for ApiError {
     fn from(error: BatchError) -> Self {
         match error {
             BatchError::QueueFull { .. } => Self::Overloaded(error.to_string()),
+            BatchError::Shed { ref shed, .. } => Self::Shed {
+                retry_after_secs: shed.retry_after_secs(),
+                message: error.to_string(),
+            },
             BatchError::Stopped { .. } => Self::NotReady(error.to_string()),
             BatchError::Embedding(error) => error.into(),
         }
@@ -161,7 +176,13 @@ struct ErrorDetail<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let retry = matches!(self, Self::NotReady(_) | Self::Overloaded(_));
+        let retry = match &self {
+            Self::NotReady(_) | Self::Overloaded(_) => Some(RETRY_AFTER_SECONDS),
+            Self::Shed {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        };
         let unauthorized = matches!(self, Self::Unauthorized(_));
         let body = ErrorBody {
             error: ErrorDetail {
@@ -171,8 +192,8 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
-        if retry {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        if let Some(seconds) = retry {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -210,5 +231,17 @@ mod tests {
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
         let response = full.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let shed = ApiError::from(BatchError::Shed {
+            model: "m".into(),
+            shed: crate::admission::Shed {
+                ahead: std::time::Duration::from_secs(40),
+                own: std::time::Duration::from_secs(3),
+                budget: std::time::Duration::from_secs(30),
+            },
+        });
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shed.type_name(), "overloaded");
+        assert!(shed.to_string().contains("40.0 s"), "{shed}");
+        assert_eq!(shed.into_response().headers()[header::RETRY_AFTER], "13");
     }
 }

@@ -14,7 +14,10 @@
 //! - [`auth`]: the `Authorization: Bearer` check;
 //! - [`error`]: the one error type and its status codes;
 //! - [`state`]: what handlers share (limits, metrics, the loaded models);
-//! - [`batcher`]: merges concurrent requests into shared provider runs (no HTTP inside);
+//! - [`batcher`]: queues tokenised requests and cuts shared model runs from them, in tokens
+//!   (no HTTP inside);
+//! - [`admission`]: estimates the work ahead of a request and refuses at once what cannot
+//!   finish before its deadline;
 //! - [`providers`]: builds the providers the configuration names;
 //! - [`metrics`]: counters and histograms in the Prometheus text format.
 //!
@@ -31,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod admission;
 pub mod auth;
 pub mod batcher;
 pub mod config;

@@ -27,6 +27,8 @@ pub struct LoadPlan {
     pub threads: Option<usize>,
     /// Texts per ONNX Runtime run.
     pub max_batch_size: usize,
+    /// Padded tokens per ONNX Runtime run.
+    pub max_batch_tokens: usize,
     /// How split weights are mapped.
     pub weights_mapping: WeightsMapping,
     /// Folder for the private copy of split weights (`None`: the provider's default).
@@ -40,6 +42,7 @@ impl From<&Config> for LoadPlan {
             models: config.model_names(),
             threads: config.threads,
             max_batch_size: config.max_batch_size,
+            max_batch_tokens: config.max_batch_tokens,
             weights_mapping: config.weights_mapping,
             weights_copy_dir: config.weights_copy_dir.clone(),
         }
@@ -49,8 +52,10 @@ impl From<&Config> for LoadPlan {
 /// Loads every model of the plan, in order; the first failure ends the load.
 pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError> {
     if plan.models.is_empty() {
-        return Err(EmbeddingError::InvalidInput(
-            "no model configured: set AKIDB_EMBEDDING_MODEL".to_string(),
+        // The operator's mistake, not a caller's: a load error.
+        return Err(EmbeddingError::model_load(
+            "AKIDB_EMBEDDING_MODEL",
+            "no model configured: set AKIDB_EMBEDDING_MODEL",
         ));
     }
     let mut providers = Vec::with_capacity(plan.models.len());
@@ -88,6 +93,7 @@ fn mock(model: &str) -> Arc<dyn EmbeddingProvider> {
 fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
     let mut options = LoadOptions::new(model)
         .with_max_batch_size(plan.max_batch_size)
+        .with_max_batch_tokens(plan.max_batch_tokens)
         .with_weights_mapping(plan.weights_mapping);
     if let Some(threads) = plan.threads {
         options = options.with_intra_threads(threads);

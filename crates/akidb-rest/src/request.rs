@@ -20,6 +20,7 @@
 //! ```
 
 use std::fmt;
+use std::time::Duration;
 
 use akidb_embedding_core::{EmbedRequest, Truncation};
 use axum::Json;
@@ -54,6 +55,10 @@ pub struct EmbedBody {
     /// Truncate over-long texts (default `true`); `false` refuses them with 422.
     #[serde(default = "yes")]
     pub truncate: bool,
+    /// The caller's own deadline in seconds (a number), capped by the service's
+    /// `AKIDB_REQUEST_TIMEOUT_MS`; also accepted as a `timeout` header.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// Body of `POST /v1/embeddings` (OpenAI's embeddings API).
@@ -75,6 +80,10 @@ pub struct OpenAiBody {
     /// Extension: a task prompt the model defines (`query`, `document`, …).
     #[serde(default)]
     pub prompt_name: Option<String>,
+    /// Extension: the caller's own deadline in seconds, capped by the service's; also
+    /// accepted as a `timeout` header.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// The `input` of an OpenAI request: a string or an array of strings.
@@ -159,12 +168,15 @@ pub struct Parsed {
     pub request: EmbedRequest,
     /// How the answer encodes vectors (always `Float` on `/api/v1/embed`).
     pub encoding: EncodingFormat,
+    /// The caller's own deadline, if it sent one (the service caps it by its own).
+    pub timeout: Option<Duration>,
 }
 
 impl EmbedBody {
     /// The request this body asks for, refused (413) when it is over `limits`.
     pub fn into_parsed(self, limits: &Limits) -> Result<Parsed, ApiError> {
         limits.check(&self.inputs)?;
+        let timeout = self.timeout.map(timeout_seconds).transpose()?;
         Ok(Parsed {
             model: self.model,
             request: EmbedRequest {
@@ -179,6 +191,7 @@ impl EmbedBody {
                 },
             },
             encoding: EncodingFormat::Float,
+            timeout,
         })
     }
 }
@@ -187,6 +200,7 @@ impl OpenAiBody {
     /// The request this body asks for, refused (413) when it is over `limits`.
     pub fn into_parsed(self, limits: &Limits) -> Result<Parsed, ApiError> {
         limits.check(&self.input.0)?;
+        let timeout = self.timeout.map(timeout_seconds).transpose()?;
         let mut request = EmbedRequest::new(self.input.0);
         request.dimensions = self.dimensions;
         request.prompt_name = self.prompt_name;
@@ -194,9 +208,43 @@ impl OpenAiBody {
             model: self.model,
             request,
             encoding: self.encoding_format.unwrap_or(EncodingFormat::Float),
+            timeout,
         })
     }
 }
+
+/// A caller's deadline of `seconds`: a positive, finite number (422 otherwise).
+pub fn timeout_seconds(seconds: f64) -> Result<Duration, ApiError> {
+    if seconds.is_finite() && seconds > 0.0 {
+        // Anything past a day is as good as none: the service's own deadline caps it.
+        Ok(Duration::from_secs_f64(seconds.min(86_400.0)))
+    } else {
+        Err(ApiError::InvalidRequest(format!(
+            "`timeout` must be a positive number of seconds, not {seconds}"
+        )))
+    }
+}
+
+/// The caller's deadline from a `timeout` header (seconds, as in the body's `timeout`
+/// field), if it sent one; 422 when it is not a positive number.
+pub fn timeout_header(headers: &HeaderMap) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = headers.get(TIMEOUT_HEADER) else {
+        return Ok(None);
+    };
+    let seconds = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "the `timeout` header must be a positive number of seconds".to_string(),
+            )
+        })?;
+    timeout_seconds(seconds).map(Some)
+}
+
+/// The header a caller may send its own deadline in (seconds).
+pub const TIMEOUT_HEADER: &str = "timeout";
 
 /// Parses a JSON body into `T` as the handlers do: a body that is not UTF-8 (anywhere, even
 /// in a field that is ignored) and syntax errors are 400 `invalid_json`; wrong types, missing
@@ -316,8 +364,6 @@ mod tests {
         Limits {
             max_body_bytes: 1 << 20,
             max_inputs: 4,
-            max_input_chars: 16,
-            max_total_chars: 40,
         }
     }
 
@@ -332,6 +378,11 @@ mod tests {
         );
         let truncate = parse_embed(br#"{"inputs": ["a"], "truncate": false}"#, &limits()).unwrap();
         assert_eq!(truncate.request.truncation, Truncation::Error);
+        assert_eq!(truncate.timeout, None);
+        let native = parse_embed(br#"{"inputs": ["a"], "timeout": 2.5}"#, &limits()).unwrap();
+        let openai = parse_openai(br#"{"input": "a", "timeout": 2.5}"#, &limits()).unwrap();
+        assert_eq!(native.timeout, Some(Duration::from_millis(2_500)));
+        assert_eq!(openai.timeout, native.timeout);
     }
 
     #[test]
@@ -361,10 +412,41 @@ mod tests {
             )),
             413
         );
-        let over = format!(r#"{{"input": ["{}"]}}"#, "x".repeat(17));
-        assert_eq!(status(parse_openai(over.as_bytes(), &limits())), 413);
-        let total = format!(r#"{{"input": ["{0}", "{0}", "{0}"]}}"#, "x".repeat(16));
-        assert_eq!(status(parse_openai(total.as_bytes(), &limits())), 413);
+        // No character limit: a long text is the tokenizer's to cut.
+        let long = format!(r#"{{"input": ["{}"]}}"#, "x".repeat(100_000));
+        assert!(parse_openai(long.as_bytes(), &limits()).is_ok());
+        assert_eq!(
+            status(parse_embed(
+                br#"{"inputs": ["a"], "timeout": 0}"#,
+                &limits()
+            )),
+            422
+        );
+        assert_eq!(
+            status(parse_openai(br#"{"input": "a", "timeout": -1}"#, &limits())),
+            422
+        );
+        assert_eq!(
+            status(parse_openai(
+                br#"{"input": "a", "timeout": "soon"}"#,
+                &limits()
+            )),
+            422
+        );
+    }
+
+    #[test]
+    fn timeout_headers_are_positive_seconds() {
+        let header = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(TIMEOUT_HEADER, HeaderValue::from_str(value).unwrap());
+            timeout_header(&headers)
+        };
+        assert_eq!(timeout_header(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(header(" 0.25 ").unwrap(), Some(Duration::from_millis(250)));
+        for bad in ["0", "-3", "NaN", "inf", "5s", ""] {
+            assert_eq!(header(bad).unwrap_err().status(), 422, "{bad}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use akidb_embedding_core::{EmbedResponse, ModelInfo};
 use axum::Json;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::request::{ApiJson, Parsed};
+use crate::request::{ApiJson, Parsed, timeout_header};
 pub use crate::request::{EmbedBody, EncodingFormat, OpenAiBody, OpenAiInput};
 use crate::state::AppState;
 
@@ -102,32 +102,46 @@ struct HealthOutput<'a> {
 }
 
 /// Shared path of both embedding routes once the body is parsed and within the limits: pick
-/// the model, queue, wait.
+/// the model, queue (or be shed at once when the work ahead would not let the request finish
+/// in time), wait. The deadline is the service's, or the caller's own (`timeout` field or
+/// header) when shorter.
 async fn run_embedding(
     state: &AppState,
+    headers: &HeaderMap,
     parsed: Parsed,
 ) -> Result<(String, EmbedResponse), ApiError> {
     let batcher = state.models()?.resolve(parsed.model.as_deref())?;
-    let timeout = state.request_timeout();
-    let response = tokio::time::timeout(timeout, batcher.embed(parsed.request))
-        .await
-        .map_err(|_| {
-            ApiError::Timeout(format!(
-                "the request did not finish within {} ms",
-                timeout.as_millis()
-            ))
-        })??;
+    let requested = match parsed.timeout {
+        Some(timeout) => Some(timeout),
+        None => timeout_header(headers)?,
+    };
+    let timeout = requested.map_or(state.request_timeout(), |requested| {
+        requested.min(state.request_timeout())
+    });
+    let deadline = tokio::time::Instant::now() + timeout;
+    let response = tokio::time::timeout_at(
+        deadline,
+        batcher.embed_before(parsed.request, Some(deadline)),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::Timeout(format!(
+            "the request did not finish within {} ms",
+            timeout.as_millis()
+        ))
+    })??;
     Ok((batcher.model_info().id.clone(), response))
 }
 
 async fn embed(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<EmbedBody>,
 ) -> Result<Json<EmbedOutput>, ApiError> {
     let parsed = body.into_parsed(&state.limits())?;
-    let (_, response) = run_embedding(&state, parsed).await?;
+    let (_, response) = run_embedding(&state, &headers, parsed).await?;
     Ok(Json(EmbedOutput {
-        count: response.count,
+        count: response.count(),
         dimension: response.dimension,
         embeddings: response.embeddings,
     }))
@@ -135,11 +149,13 @@ async fn embed(
 
 async fn openai_embeddings(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<OpenAiBody>,
 ) -> Result<Json<OpenAiOutput>, ApiError> {
     let parsed = body.into_parsed(&state.limits())?;
     let format = parsed.encoding;
-    let (model, response) = run_embedding(&state, parsed).await?;
+    let (model, response) = run_embedding(&state, &headers, parsed).await?;
+    let total_tokens = response.total_tokens();
     let data = response
         .embeddings
         .into_iter()
@@ -158,8 +174,8 @@ async fn openai_embeddings(
         data,
         model,
         usage: Usage {
-            prompt_tokens: response.total_tokens,
-            total_tokens: response.total_tokens,
+            prompt_tokens: total_tokens,
+            total_tokens,
         },
     }))
 }

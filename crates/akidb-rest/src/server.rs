@@ -132,7 +132,7 @@ where
             EmbeddingError::model_load(id, format!("health check failed: {error}"))
         })?;
     }
-    state.install(providers)?;
+    state.install(providers).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         models = ?state.models().map(|models| models.ids().join(", ")).unwrap_or_default(),

@@ -10,17 +10,18 @@ use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-/// Per-request limits, checked before a request is queued.
+/// Per-request limits checked at the edge, before the request is tokenised.
+///
+/// There is no limit on characters: with truncation on, any text inside the body limit is
+/// embedded from its first tokens (the tokenizer only ever reads a prefix of it that covers
+/// the model's cap), and with truncation off an over-long text is refused by its token count.
+/// Tokens per request are limited by the batcher, counted from the request's encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
     /// Most texts per request.
     pub max_inputs: usize,
-    /// Most characters per text.
-    pub max_input_chars: usize,
-    /// Most characters per request, all texts together.
-    pub max_total_chars: usize,
 }
 
 impl Limits {
@@ -29,13 +30,10 @@ impl Limits {
         Self {
             max_body_bytes: config.max_body_bytes,
             max_inputs: config.max_inputs,
-            max_input_chars: config.max_input_chars,
-            max_total_chars: config.max_total_chars,
         }
     }
 
-    /// Refuses (413) a request with too many texts, a text that is too long (naming it), or
-    /// more characters in all than the request limit.
+    /// Refuses (413) a request with too many texts.
     pub fn check(&self, texts: &[String]) -> Result<(), ApiError> {
         if texts.len() > self.max_inputs {
             return Err(ApiError::PayloadTooLarge(format!(
@@ -43,26 +41,6 @@ impl Limits {
                 texts.len(),
                 self.max_inputs
             )));
-        }
-        let mut total: usize = 0;
-        for (index, text) in texts.iter().enumerate() {
-            // Count only as far as the limit: a huge text costs no more than a long one.
-            let chars = text.chars().take(self.max_input_chars + 1).count();
-            if chars > self.max_input_chars {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "the text at index {index} has {} characters, more than the limit of {}",
-                    text.chars().count(),
-                    self.max_input_chars
-                )));
-            }
-            total = total.saturating_add(chars);
-            if total > self.max_total_chars {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "the texts up to index {index} hold {total} characters, more than the limit \
-                     of {} per request",
-                    self.max_total_chars
-                )));
-            }
         }
         Ok(())
     }
@@ -128,6 +106,10 @@ impl Models {
     }
 }
 
+fn already_installed() -> EmbeddingError {
+    EmbeddingError::model_load("(configuration)", "models are already installed")
+}
+
 /// Longest client-given name an error message repeats.
 const SHOWN_CHARS: usize = 64;
 
@@ -157,16 +139,20 @@ impl AppState {
         }
     }
 
-    /// Starts a batcher for each provider and makes the models available to requests.
-    /// Must run inside a tokio runtime; fails on an empty list, on two models with one id,
-    /// and when models were installed already.
-    pub fn install(
+    /// Starts a batcher for each provider, calibrates each model's cost per token (one short
+    /// run, [`Batcher::calibrate`]) and then makes the models available to requests. Must run
+    /// inside a tokio runtime; fails on an empty list, on two models with one id, and when
+    /// models were installed already.
+    pub async fn install(
         &self,
         providers: Vec<Arc<dyn EmbeddingProvider>>,
     ) -> Result<(), EmbeddingError> {
+        // Configuration mistakes are the operator's to fix: load errors, never the
+        // caller-fault kind (`InvalidInput`).
         if providers.is_empty() {
-            return Err(EmbeddingError::InvalidInput(
-                "no model to serve".to_string(),
+            return Err(EmbeddingError::model_load(
+                "(configuration)",
+                "no model to serve",
             ));
         }
         for (position, provider) in providers.iter().enumerate() {
@@ -175,22 +161,29 @@ impl AppState {
                 .iter()
                 .any(|earlier| &earlier.model_info().id == id)
             {
-                return Err(EmbeddingError::InvalidInput(format!(
-                    "two configured models report the id `{id}`; requests could not tell them apart"
-                )));
+                return Err(EmbeddingError::model_load(
+                    id,
+                    "two configured models report this id; requests could not tell them apart",
+                ));
             }
         }
         let observer: Arc<dyn BatchObserver> = self.shared.metrics.clone();
-        let batchers = providers
+        if self.shared.models.get().is_some() {
+            return Err(already_installed());
+        }
+        let batchers: Vec<Batcher> = providers
             .into_iter()
             .map(|provider| {
                 Batcher::spawn(provider, self.shared.batcher.clone(), Arc::clone(&observer))
             })
             .collect();
+        for batcher in &batchers {
+            batcher.calibrate().await;
+        }
         self.shared
             .models
             .set(Models { batchers })
-            .map_err(|_| EmbeddingError::InvalidInput("models are already installed".to_string()))
+            .map_err(|_| already_installed())
     }
 
     /// The served models if every one can take requests: 503 while they are loading, and
@@ -249,23 +242,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_name_the_offending_text() {
+    fn limits_count_texts_not_characters() {
         let limits = Limits {
             max_body_bytes: 1024,
             max_inputs: 3,
-            max_input_chars: 3,
-            max_total_chars: 7,
         };
-        assert!(limits.check(&["abc".into(), "äöü".into()]).is_ok());
-        let err = limits
-            .check(&["abc".into(), "äöü".into(), "xy".into()])
-            .unwrap_err();
-        assert!(err.to_string().contains("up to index 2 hold 8"), "{err}");
-        let err = limits.check(&["a".into(), "abcd".into()]).unwrap_err();
-        assert!(
-            err.to_string().contains("index 1 has 4 characters"),
-            "{err}"
-        );
+        assert!(limits.check(&["x".repeat(100_000), "äöü".into()]).is_ok());
         let err = limits
             .check(&["a".into(), "b".into(), "c".into(), "d".into()])
             .unwrap_err();
@@ -281,12 +263,24 @@ mod tests {
             Arc::new(MockEmbeddingProvider::new(4).with_id("a")),
             Arc::new(MockEmbeddingProvider::new(4).with_id("a")),
         ];
-        assert!(state.install(twins).is_err());
+        let twice = state.install(twins).await.unwrap_err();
+        assert_eq!(
+            twice.kind(),
+            akidb_embedding_core::ErrorKind::Load,
+            "{twice}"
+        );
+        assert!(
+            state
+                .install(Vec::new())
+                .await
+                .is_err_and(|error| !error.is_invalid_input()),
+            "a configuration mistake is not the caller's fault"
+        );
         let pair: Vec<Arc<dyn EmbeddingProvider>> = vec![
             Arc::new(MockEmbeddingProvider::new(4).with_id("a")),
             Arc::new(MockEmbeddingProvider::new(8).with_id("b")),
         ];
-        state.install(pair).unwrap();
+        state.install(pair).await.unwrap();
         let models = state.models().unwrap();
         assert_eq!(models.resolve(Some("b")).unwrap().model_info().dimension, 8);
         assert!(matches!(

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -86,7 +86,7 @@ async fn the_official_openai_client_gets_the_providers_vectors(fixture: Fixture)
         .await
         .unwrap();
     assert_eq!(report["model"], model.as_str());
-    assert_eq!(report["usage"]["prompt_tokens"], direct.total_tokens);
+    assert_eq!(report["usage"]["prompt_tokens"], direct.total_tokens());
     assert_eq!(report["indexes"], serde_json::json!([0, 1, 2]));
     for mode in ["float", "base64", "default"] {
         let vectors: Vec<Vec<f32>> = serde_json::from_value(report[mode].clone()).unwrap();

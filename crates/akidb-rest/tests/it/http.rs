@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ crate::for_each_fixture!(
     metrics_count_requests_batches_and_tokens,
     concurrent_clients_get_their_own_vectors,
     models_route_describes_the_served_model,
+    a_100k_character_text_is_truncated_or_refused_by_its_token_count,
 );
 
 const TEXTS: [&str; 3] = [
@@ -124,7 +125,7 @@ async fn openai_route_answers_float_and_base64(fixture: Fixture) {
     assert_eq!(float["model"], id.as_str());
     assert_eq!(
         float["usage"],
-        json!({"prompt_tokens": direct.total_tokens, "total_tokens": direct.total_tokens})
+        json!({"prompt_tokens": direct.total_tokens(), "total_tokens": direct.total_tokens()})
     );
     let data = float["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
@@ -189,7 +190,6 @@ async fn every_error_has_its_status_and_the_one_shape(fixture: Fixture) {
     let config = Config {
         max_inputs: 4,
         max_body_bytes: 64 * 1024,
-        max_input_chars: 20_000,
         ..config()
     };
     let server = TestServer::start(config, vec![loaded.provider.clone()]).await;
@@ -222,16 +222,12 @@ async fn every_error_has_its_status_and_the_one_shape(fixture: Fixture) {
     let message = assert_error(status, &body, 413, "payload_too_large");
     assert!(message.contains("5 texts"), "{message}");
 
+    // Over the (here 64 KiB) body limit: the only size limit before tokenisation.
     let (status, body) = server
         .post(embed, &json!({"inputs": ["x".repeat(100_000)]}))
         .await;
-    assert_error(status, &body, 413, "payload_too_large");
-
-    let (status, body) = server
-        .post(embed, &json!({"inputs": ["ok", "y".repeat(20_001)]}))
-        .await;
     let message = assert_error(status, &body, 413, "payload_too_large");
-    assert!(message.contains("index 1"), "{message}");
+    assert!(message.contains("body"), "{message}");
 
     let (status, body) = server
         .post(embed, &json!({"model": "no/such-model", "inputs": ["a"]}))
@@ -396,7 +392,7 @@ async fn metrics_count_requests_batches_and_tokens(fixture: Fixture) {
         .embed(EmbedRequest::new(TEXTS))
         .await
         .unwrap()
-        .total_tokens;
+        .total_tokens();
     let model = id.replace('\\', "\\\\").replace('"', "\\\"");
     for line in [
         "akidb_http_requests_total{route=\"/api/v1/embed\",status=\"200\"} 2".to_string(),
@@ -445,7 +441,11 @@ async fn concurrent_clients_get_their_own_vectors(fixture: Fixture) {
     let answers = server
         .post_all_at_once("/api/v1/embed", (0..32).map(body).collect())
         .await;
-    let served_runs = loaded.mock.as_ref().map(|mock| mock.batch_sizes());
+    // The first run is the calibration before the model was ready.
+    let served_runs = loaded
+        .mock
+        .as_ref()
+        .map(|mock| mock.batch_sizes().split_off(1));
     for (i, (status, answer)) in answers.into_iter().enumerate() {
         assert_eq!(status, 200, "client {i}: {answer}");
         let request: Value = body(i);
@@ -492,5 +492,62 @@ async fn models_route_describes_the_served_model(fixture: Fixture) {
     let (status, health) = common::json_of(server.get("/health").await).await;
     assert_eq!(status, 200);
     assert_eq!(health, json!({"status": "ok", "models": [info.id]}));
+    server.stop().await.unwrap();
+}
+
+/// Truncation means truncation: a 100,000-character text, inside the body limit, is embedded
+/// from its first tokens with `truncate` on (the vector the provider gives for it), and
+/// refused with `truncate: false`, naming its index and token count.
+async fn a_100k_character_text_is_truncated_or_refused_by_its_token_count(fixture: Fixture) {
+    let Some(loaded) = fixture.load().await else {
+        return;
+    };
+    let info = loaded.info().clone();
+    let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
+    let words = [
+        "vector",
+        "database",
+        "東京駅",
+        "naïve",
+        "embedding",
+        "search,",
+    ];
+    let mut long = String::new();
+    for word in words.iter().cycle() {
+        if long.chars().count() >= 100_000 {
+            break;
+        }
+        long.push_str(word);
+        long.push(' ');
+    }
+    assert!(long.chars().count() >= 100_000);
+
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["short", long]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let want = loaded
+        .direct(EmbedRequest::new(["short", long.as_str()]))
+        .await;
+    loaded.assert_same_vectors(&vectors(&body), &want);
+    let (status, body) = server.post("/v1/embeddings", &json!({"input": long})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["usage"]["total_tokens"].as_u64(),
+        Some(info.max_tokens as u64),
+        "cut to the model's cap"
+    );
+
+    let (status, body) = server
+        .post(
+            "/api/v1/embed",
+            &json!({"inputs": ["short", long], "truncate": false}),
+        )
+        .await;
+    let message = assert_error(status, &body, 422, "invalid_request");
+    assert!(
+        message.contains("index 1") && message.contains("tokens"),
+        "names the index and the token count: {message}"
+    );
     server.stop().await.unwrap();
 }

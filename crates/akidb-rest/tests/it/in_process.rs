@@ -12,10 +12,10 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-fn state(config: &Config) -> AppState {
+async fn state(config: &Config) -> AppState {
     let state = AppState::new(config);
     let mock: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(16));
-    state.install(vec![mock]).unwrap();
+    state.install(vec![mock]).await.unwrap();
     state
 }
 
@@ -36,7 +36,7 @@ async fn answer(state: AppState, request: Request<Body>) -> (StatusCode, Value) 
 #[tokio::test]
 async fn embeds_through_the_router() {
     let (status, body) = answer(
-        state(&Config::default()),
+        state(&Config::default()).await,
         post(
             "/api/v1/embed",
             &json!({"inputs": ["a", "b"], "dimensions": 8}),
@@ -74,12 +74,12 @@ async fn refuses_bodies_over_the_limit_and_requests_without_the_key() {
     request
         .headers_mut()
         .insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
-    let (status, body) = answer(state(&config), request).await;
+    let (status, body) = answer(state(&config).await, request).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["error"]["type"], "payload_too_large");
 
     let (status, body) = answer(
-        state(&config),
+        state(&config).await,
         post("/api/v1/embed", &json!({"inputs": ["a"]})),
     )
     .await;
@@ -90,14 +90,14 @@ async fn refuses_bodies_over_the_limit_and_requests_without_the_key() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_in_the_error_shape() {
     let (status, body) = answer(
-        state(&Config::default()),
+        state(&Config::default()).await,
         Request::get("/v2/embed").body(Body::empty()).unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["type"], "not_found");
     let (status, body) = answer(
-        state(&Config::default()),
+        state(&Config::default()).await,
         Request::delete("/health").body(Body::empty()).unwrap(),
     )
     .await;

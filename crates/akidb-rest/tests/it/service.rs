@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +155,8 @@ async fn a_full_queue_answers_503_with_retry_after() {
         })
     };
     let running = send("first");
-    wait_until(|| async { slow.calls() == 1 }).await; // `first` is running
+    // Run 1 calibrated the model's cost before it was ready; run 2 is `first`.
+    wait_until(|| async { slow.calls() == 2 }).await; // `first` is running
     let waiting = send("second");
     wait_until(|| queue_depth_is(&server, 1)).await; // `second` fills the queue
 
@@ -236,7 +237,8 @@ async fn without_dynamic_batching_every_request_runs_alone() {
     for task in tasks {
         assert_eq!(task.await.unwrap().0, 200);
     }
-    assert_eq!(counted.batch_sizes(), vec![2; 8]);
+    // The first run is the calibration before the model was ready.
+    assert_eq!(counted.batch_sizes()[1..], [2; 8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +255,8 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
             .send()
             .await
     });
-    wait_until(|| async { slow.calls() == 1 }).await; // the request is being embedded
+    // Run 1 calibrated the model before it was ready; run 2 is the request's.
+    wait_until(|| async { slow.calls() == 2 }).await; // the request is being embedded
     server.stop().await.unwrap();
     let response = in_flight
         .await
@@ -267,6 +270,150 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
             .await
             .is_err(),
         "no longer accepting connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_text_is_tokenised_once_per_request_through_the_service() {
+    let counting = Arc::new(MockEmbeddingProvider::new(16));
+    let provider: Arc<dyn EmbeddingProvider> = counting.clone();
+    let config = Config {
+        batch_wait_ms: 20,
+        ..config()
+    };
+    let server = Arc::new(TestServer::start(config, vec![provider]).await);
+    // The calibration run (before the model was ready) tokenised its one text.
+    assert_eq!(counting.tokenizer_calls(), 1);
+    let bodies: Vec<serde_json::Value> = vec![
+        json!({"inputs": ["one", "two words", "three more words"]}),
+        json!({"inputs": ["query text"], "prompt_name": "query", "dimensions": 8}),
+        json!({"inputs": ["x y z"], "truncate": false, "normalize": false}),
+        json!({"inputs": ["alpha", "beta"]}),
+    ];
+    let texts: usize = bodies
+        .iter()
+        .map(|body| body["inputs"].as_array().unwrap().len())
+        .sum();
+    let answers = server.post_all_at_once("/api/v1/embed", bodies).await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let (status, _) = server
+        .post("/v1/embeddings", &json!({"input": ["a", "b"]}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        counting.tokenizer_calls() - 1,
+        texts as u64 + 2,
+        "one tokenisation per text per request: validation, the token limit, admission and \
+         the model run all use the same encodings"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_own_timeout_is_honoured_and_capped_by_the_service() {
+    let slow = || -> Arc<dyn EmbeddingProvider> {
+        Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(600)))
+    };
+    // The body's `timeout` field (seconds) shortens the service's 30 s deadline.
+    let server = TestServer::start(config(), vec![slow()]).await;
+    let started = std::time::Instant::now();
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"], "timeout": 0.1}))
+        .await;
+    let message = assert_error(status, &body, 504, "timeout");
+    assert!(message.contains("100 ms"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.stop().await.unwrap();
+
+    // So does a `timeout` header, on the OpenAI route too.
+    let server = TestServer::start(config(), vec![slow()]).await;
+    let response = server
+        .client
+        .post(server.url("/v1/embeddings"))
+        .header("timeout", "0.15")
+        .json(&json!({"input": "a"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::json_of(response).await;
+    let message = assert_error(status, &body, 504, "timeout");
+    assert!(message.contains("150 ms"), "{message}");
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"], "timeout": -1}))
+        .await;
+    assert_error(status, &body, 422, "invalid_request");
+    server.stop().await.unwrap();
+
+    // A longer one is capped by the service's own deadline.
+    let capped = Config {
+        request_timeout_ms: 200,
+        ..config()
+    };
+    let server = TestServer::start(capped, vec![slow()]).await;
+    let (status, body) = server
+        .post("/api/v1/embed", &json!({"inputs": ["a"], "timeout": 60}))
+        .await;
+    let message = assert_error(status, &body, 504, "timeout");
+    assert!(message.contains("200 ms"), "{message}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_finish_in_time_gets_503_at_once() {
+    // Runs cost 2 ms per padded token; the calibration run (before the model is ready)
+    // teaches the service so.
+    let slow =
+        Arc::new(MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(2)));
+    let provider: Arc<dyn EmbeddingProvider> = slow.clone();
+    let server = Arc::new(TestServer::start(config(), vec![provider]).await);
+    assert_eq!(slow.calls(), 1, "calibrated");
+    let hundred_words = "word ".repeat(100);
+    let running = {
+        let server = Arc::clone(&server);
+        let body = json!({"inputs": [hundred_words]});
+        tokio::spawn(async move { server.post("/api/v1/embed", &body).await })
+    };
+    wait_until(|| async { slow.calls() == 2 }).await;
+    // ~200 ms of work ahead and ~200 ms of its own cannot finish within 250 ms: refused
+    // before its deadline, not at it.
+    let started = std::time::Instant::now();
+    let response = server
+        .client
+        .post(server.url("/api/v1/embed"))
+        .json(&json!({"inputs": [hundred_words], "timeout": 0.25}))
+        .send()
+        .await
+        .unwrap();
+    let answered = started.elapsed();
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, body) = common::json_of(response).await;
+    let message = assert_error(status, &body, 503, "overloaded");
+    assert!(message.contains("deadline"), "{message}");
+    assert!(retry >= 1, "{retry}");
+    assert!(
+        answered < Duration::from_millis(250),
+        "answered after {answered:?}, not before the deadline"
+    );
+    assert_eq!(running.await.unwrap().0, 200);
+    assert_eq!(slow.calls(), 2, "the refused request never ran");
+    // With time enough, the same request is served.
+    let (status, _) = server
+        .post(
+            "/api/v1/embed",
+            &json!({"inputs": [hundred_words], "timeout": 5}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let metrics = server.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"503\"} 1"),
+        "{metrics}"
     );
 }
 

@@ -1,4 +1,4 @@
-//! Splitting a request into model runs.
+//! Forming model runs from encodings: the least-padding planner.
 //!
 //! A run is padded to its longest text, so the cost of a run is about
 //! `texts × longest + RUN_OVERHEAD_TOKENS` (the fixed cost of one ONNX Runtime call, in
@@ -7,6 +7,9 @@
 //! `max_batch_size` texts and `max_batch_tokens` padded tokens per run (which also bounds the
 //! memory ONNX Runtime's arena keeps after its largest run). One long text therefore never
 //! pads a run of short ones: it runs alone when that is cheaper.
+//!
+//! The same planner serves a provider splitting one request and a service merging the
+//! encodings of several requests ([`crate::TokenizedRequest`]) into shared runs.
 
 /// The fixed cost of one model run, in padded-token equivalents (measured on 2 cores with
 /// MiniLM: ≈ 2 ms per call against ≈ 0.15 ms per padded token in a batch).
@@ -59,7 +62,6 @@ pub fn padded_tokens(lengths: &[usize], runs: &[Vec<usize>]) -> usize {
         .map(|run| run.len() * run.iter().map(|&i| lengths[i]).max().unwrap_or(0))
         .sum()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

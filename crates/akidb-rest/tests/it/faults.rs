@@ -4,16 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use akidb_embedding_core::{
-    EmbedRequest, EmbedResponse, EmbeddingProvider, ModelInfo, Result as EmbedResult,
-};
+use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
 use akidb_embedding_mock::{FailureMode, MockEmbeddingProvider};
 use akidb_embedding_onnx::WeightsMapping;
 use akidb_rest::Config;
@@ -32,6 +30,7 @@ async fn load_as_the_service_does(dir: &Path, weights_mapping: WeightsMapping) -
         models: vec![dir.to_string_lossy().into_owned()],
         threads: Some(1),
         max_batch_size: 32,
+        max_batch_tokens: 16_384,
         weights_mapping,
         weights_copy_dir: None,
     };
@@ -310,36 +309,14 @@ async fn a_provider_failing_every_nth_run_never_gives_a_wrong_vector() {
     );
 }
 
-/// A provider with a bug: it panics on texts containing `panic`.
-struct PanickingProvider(MockEmbeddingProvider);
-
-#[async_trait::async_trait]
-impl EmbeddingProvider for PanickingProvider {
-    async fn embed(&self, request: EmbedRequest) -> EmbedResult<EmbedResponse> {
-        if request.texts.iter().any(|text| text.contains("panic")) {
-            panic!("a provider bug, triggered on purpose");
-        }
-        self.0.embed(request).await
-    }
-
-    async fn token_counts(&self, request: &EmbedRequest) -> EmbedResult<Vec<usize>> {
-        self.0.token_counts(request).await
-    }
-
-    fn model_info(&self) -> &ModelInfo {
-        self.0.model_info()
-    }
-
-    async fn health_check(&self) -> EmbedResult<()> {
-        self.0.health_check().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_provider_fails_only_its_own_requests() {
-    let provider: Arc<dyn EmbeddingProvider> = Arc::new(PanickingProvider(
-        MockEmbeddingProvider::new(16).with_latency(Duration::from_millis(20)),
-    ));
+    // A provider with a bug: it panics in any run holding a text containing `panic`.
+    let provider: Arc<dyn EmbeddingProvider> = Arc::new(
+        MockEmbeddingProvider::new(16)
+            .with_latency(Duration::from_millis(20))
+            .with_failures(FailureMode::PanicWhenTextContains("panic".into())),
+    );
     let config = Config {
         batch_wait_ms: 50,
         ..config()

@@ -1,0 +1,14 @@
+//! The service's integration tests, one binary (one link) for all of them: each module is
+//! what used to be a test binary of its own.
+
+mod common;
+
+mod abuse;
+mod binary;
+mod faults;
+mod http;
+mod in_process;
+mod library_findings;
+mod openai_client;
+mod security;
+mod service;
