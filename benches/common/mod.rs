@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 use serde::Deserialize;
 
 /// The shared benchmark texts (`benches/texts.json`), also read by the Python and fastembed
@@ -55,7 +55,7 @@ fn load(bench: &str, name: &str, folder: &Path) -> Option<OnnxEmbeddingProvider>
         return None;
     }
     match OnnxEmbeddingProvider::load(
-        LoadOptions::new(folder.display().to_string()).with_intra_threads(2),
+        akidb_embeddings::install::load_options(folder.display().to_string()).with_intra_threads(2),
     ) {
         Ok(provider) => Some(provider),
         Err(e) => {
