@@ -28,6 +28,7 @@
 pub mod batching;
 pub mod model_spec;
 pub mod pooling;
+pub mod quantize;
 mod provider;
 pub mod runtime;
 pub mod source;
