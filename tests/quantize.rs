@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
+use akidb_embedding_core::EmbedRequest;
 use akidb_embedding_onnx::quantize::cache::{BESIDE_DIR, cached_q8};
 use akidb_embedding_onnx::quantize::{
     NodeOverride, Q8_FILE, QuantizeError, QuantizeRecipe, quantize_file, quantize_folder,
@@ -25,9 +25,12 @@ use akidb_test_support::{
 /// Constant-weight MatMuls of the tiny double: 7 per layer × 6 layers + 2 Dense heads.
 const TINY_MATMULS: usize = 44;
 
-/// Measured worst cosine of the q8 tiny double against the sentence-transformers fp32
-/// reference over every shared sentence: 0.99959 (8 bits, block 32, accuracy level 4).
-const MIN_Q8_COSINE: f64 = 0.999;
+/// Worst cosine of the q8 tiny double against the sentence-transformers fp32 reference over
+/// every shared sentence. Measured: 0.998683 (s06), mean 0.999629 (8 bits, block 32,
+/// accuracy level 4). A packing or layout error drops it far below.
+const MIN_Q8_COSINE: f64 = 0.998;
+/// The same with the embedding table quantised too. Measured: 0.998135 (s06), mean 0.999503.
+const MIN_Q8_GATHER_COSINE: f64 = 0.997;
 
 /// A writable folder that links every file of the tiny double (the shared copy is read-only).
 fn linked_double(name: &str) -> Option<TempDir> {
@@ -116,7 +119,11 @@ fn packed_weights_and_scales_match_onnx_runtime_python_byte_for_byte() {
             );
             assert_eq!(a.packed_dims, b.packed_dims, "{name}: {}", a.name);
             assert_eq!(a.scales_dims, b.scales_dims, "{name}: {}", a.name);
-            assert!(a.packed == b.packed, "{name}: packed B of {} differs", a.name);
+            assert!(
+                a.packed == b.packed,
+                "{name}: packed B of {} differs",
+                a.name
+            );
             let bits_of = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(
                 bits_of(&a.scales),
@@ -128,10 +135,12 @@ fn packed_weights_and_scales_match_onnx_runtime_python_byte_for_byte() {
     }
 }
 
-fn embed_all_and_compare(provider: &OnnxEmbeddingProvider) -> Option<f64> {
+/// Embeds every shared sentence: token counts must be exact, and every cosine against the
+/// fp32 reference at least `min_cosine`. Returns the worst and mean cosine.
+fn embed_all_and_compare(provider: &OnnxEmbeddingProvider, min_cosine: f64) -> Option<(f64, f64)> {
     let sentences = sentences()?;
     let reference = reference("tiny-embeddinggemma.st.json")?;
-    let mut worst = f64::MAX;
+    let mut similarities = Vec::new();
     for sentence in &sentences {
         let expected = &reference.items[&sentence.id];
         let mut request = EmbedRequest::new([sentence.text.as_str()]);
@@ -142,15 +151,26 @@ fn embed_all_and_compare(provider: &OnnxEmbeddingProvider) -> Option<f64> {
             "token count of {}",
             sentence.id
         );
-        let similarity = cosine(&response.embeddings[0], &expected.embedding);
-        worst = worst.min(similarity);
-        assert!(
-            similarity >= MIN_Q8_COSINE,
-            "{}: cosine {similarity} below {MIN_Q8_COSINE}",
-            sentence.id
-        );
+        similarities.push((
+            cosine(&response.embeddings[0], &expected.embedding),
+            sentence.id.clone(),
+        ));
     }
-    Some(worst)
+    let (worst, worst_id) =
+        similarities.iter().cloned().fold(
+            (f64::MAX, String::new()),
+            |a, b| if b.0 < a.0 { b } else { a },
+        );
+    let mean = similarities.iter().map(|s| s.0).sum::<f64>() / similarities.len() as f64;
+    eprintln!(
+        "{} sentences: worst cosine {worst:.6} ({worst_id}), mean {mean:.6}",
+        similarities.len()
+    );
+    assert!(
+        worst >= min_cosine,
+        "{worst_id}: cosine {worst} below {min_cosine}"
+    );
+    Some((worst, mean))
 }
 
 #[test]
@@ -181,7 +201,10 @@ fn the_quantised_folder_loads_and_keeps_the_vectors() {
     ] {
         assert!(out.join(file).is_file(), "{file} missing from the output");
     }
-    assert!(!out.join("model.onnx").exists(), "the fp32 graph is not copied");
+    assert!(
+        !out.join("model.onnx").exists(),
+        "the fp32 graph is not copied"
+    );
 
     let provider = OnnxEmbeddingProvider::load(
         LoadOptions::new(out.to_str().unwrap())
@@ -189,9 +212,7 @@ fn the_quantised_folder_loads_and_keeps_the_vectors() {
             .with_intra_threads(1),
     )
     .unwrap();
-    if let Some(worst) = embed_all_and_compare(&provider) {
-        eprintln!("q8 tiny double: worst cosine {worst:.6} against the fp32 reference");
-    }
+    embed_all_and_compare(&provider, MIN_Q8_COSINE);
 
     // The Dense heads kept fp32, the rest at 4 bits in blocks of 16: a mixed recipe loads too.
     let mixed = temp_dir("q8-mixed");
@@ -236,9 +257,7 @@ fn the_embedding_table_can_be_quantised_too() {
             .with_intra_threads(1),
     )
     .unwrap();
-    if let Some(worst) = embed_all_and_compare(&provider) {
-        eprintln!("q8 + quantised embedding table: worst cosine {worst:.6}");
-    }
+    embed_all_and_compare(&provider, MIN_Q8_GATHER_COSINE);
 }
 
 fn mtime(path: &Path) -> std::time::SystemTime {
@@ -268,7 +287,7 @@ fn q8_without_model_q8_quantises_at_first_load_and_caches_beside_the_model() {
     assert_eq!(entries.len(), 1, "one cache entry: {entries:?}");
     let graph = entries[0].join(Q8_FILE);
     let before = mtime(&graph);
-    embed_all_and_compare(&provider);
+    embed_all_and_compare(&provider, MIN_Q8_COSINE);
     drop(provider);
     let _again = load();
     assert_eq!(mtime(&graph), before, "the second load rebuilt the cache");
@@ -289,10 +308,13 @@ fn the_cache_is_reused_and_rebuilt_when_stale_or_corrupt() {
     assert!(first.dir.starts_with(&roots[0]));
     let reused = cached_q8(&source, Some(&data), &roots, &recipe).unwrap();
     assert!(!reused.built, "a valid entry is reused");
-    assert_eq!(reused, akidb_embedding_onnx::quantize::cache::CacheEntry {
-        built: false,
-        ..first.clone()
-    });
+    assert_eq!(
+        reused,
+        akidb_embedding_onnx::quantize::cache::CacheEntry {
+            built: false,
+            ..first.clone()
+        }
+    );
 
     // Truncated weights: rebuilt, same key.
     let full = std::fs::metadata(&first.data).unwrap().len();
@@ -310,11 +332,19 @@ fn the_cache_is_reused_and_rebuilt_when_stale_or_corrupt() {
     let mut bytes = std::fs::read(&rebuilt.data).unwrap();
     bytes[1000] ^= 0x55;
     std::fs::write(&rebuilt.data, &bytes).unwrap();
-    assert!(cached_q8(&source, Some(&data), &roots, &recipe).unwrap().built);
+    assert!(
+        cached_q8(&source, Some(&data), &roots, &recipe)
+            .unwrap()
+            .built
+    );
 
     // Manifest gone: rebuilt.
     std::fs::remove_file(rebuilt.dir.join("manifest.json")).unwrap();
-    assert!(cached_q8(&source, Some(&data), &roots, &recipe).unwrap().built);
+    assert!(
+        cached_q8(&source, Some(&data), &roots, &recipe)
+            .unwrap()
+            .built
+    );
 
     // The source changes (one weight byte): a new entry replaces the old one.
     let mut weights = std::fs::read(&data).unwrap();
@@ -324,7 +354,10 @@ fn the_cache_is_reused_and_rebuilt_when_stale_or_corrupt() {
     std::fs::write(&data, &weights).unwrap();
     let changed = cached_q8(&source, Some(&data), &roots, &recipe).unwrap();
     assert!(changed.built);
-    assert_ne!(changed.dir, first.dir, "the key follows the source's checksum");
+    assert_ne!(
+        changed.dir, first.dir,
+        "the key follows the source's checksum"
+    );
     assert!(!first.dir.exists(), "the outdated entry is removed");
 
     // Another recipe is another entry.
@@ -358,7 +391,10 @@ fn a_read_only_model_folder_sends_the_cache_to_the_cache_folder() {
     let entry = entry.unwrap();
     assert!(entry.built);
     assert!(entry.dir.starts_with(&*cache), "{}", entry.dir.display());
-    assert!(!beside.exists(), "nothing is written into a read-only folder");
+    assert!(
+        !beside.exists(),
+        "nothing is written into a read-only folder"
+    );
 }
 
 #[test]

@@ -28,8 +28,8 @@
 pub mod batching;
 pub mod model_spec;
 pub mod pooling;
-pub mod quantize;
 mod provider;
+pub mod quantize;
 pub mod runtime;
 pub mod source;
 pub mod st_config;

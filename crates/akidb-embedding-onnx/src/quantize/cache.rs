@@ -145,13 +145,7 @@ pub fn cached_q8(
             failures.push(format!("{}: read-only", root.display()));
             continue;
         }
-        match build(
-            source_onnx,
-            &source_checksum,
-            &key,
-            root,
-            recipe,
-        ) {
+        match build(source_onnx, &source_checksum, &key, root, recipe) {
             Ok(entry) => return Ok(entry),
             Err(QuantizeError::Io { path, source }) => {
                 tracing::debug!(root = %root.display(), error = %source, "cannot build the q8 cache here");
@@ -235,7 +229,10 @@ fn verify(entry_dir: &Path, source_checksum: &str) -> Result<(), String> {
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| format!("unreadable manifest: {e}"))?;
     if manifest.format != FORMAT_VERSION {
-        return Err(format!("format {} (expected {FORMAT_VERSION})", manifest.format));
+        return Err(format!(
+            "format {} (expected {FORMAT_VERSION})",
+            manifest.format
+        ));
     }
     if manifest.source_checksum != source_checksum {
         return Err("made from other source files".to_string());
@@ -250,7 +247,10 @@ fn verify(entry_dir: &Path, source_checksum: &str) -> Result<(), String> {
             .map_err(|e| format!("{name}: {e}"))?
             .len();
         if bytes != sum.bytes {
-            return Err(format!("{name} has {bytes} bytes, the manifest says {}", sum.bytes));
+            return Err(format!(
+                "{name} has {bytes} bytes, the manifest says {}",
+                sum.bytes
+            ));
         }
         let actual = checksum_files(&[Some(&path)]).map_err(|e| e.to_string())?;
         if actual != sum.xxh3 {
@@ -269,7 +269,11 @@ fn build(
 ) -> Result<CacheEntry, QuantizeError> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(root).map_err(|e| QuantizeError::io(root, e))?;
-    let unique = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let temp = root.join(format!(".tmp-{key}-{unique}"));
     std::fs::create_dir(&temp).map_err(|e| QuantizeError::io(&temp, e))?;
     let cleanup = |dir: &Path| {
@@ -359,8 +363,12 @@ fn remove_outdated(root: &Path, key: &str, source_onnx: &Path) {
             .is_some_and(|m| m.source_graph == source);
         if outdated {
             match std::fs::remove_dir_all(&dir) {
-                Ok(()) => tracing::info!(entry = %dir.display(), "removed an outdated q8 cache entry"),
-                Err(e) => tracing::debug!(entry = %dir.display(), error = %e, "cannot remove an outdated q8 cache entry"),
+                Ok(()) => {
+                    tracing::info!(entry = %dir.display(), "removed an outdated q8 cache entry")
+                }
+                Err(e) => {
+                    tracing::debug!(entry = %dir.display(), error = %e, "cannot remove an outdated q8 cache entry")
+                }
             }
         }
     }
@@ -403,7 +411,10 @@ mod tests {
         std::fs::write(&b, changed).unwrap();
         assert_ne!(both, checksum_files(&[Some(&a), Some(&b)]).unwrap());
         let missing = checksum_files(&[Some(&dir.join("nope"))]).unwrap_err();
-        assert!(matches!(missing, QuantizeError::Missing { .. }), "{missing}");
+        assert!(
+            matches!(missing, QuantizeError::Missing { .. }),
+            "{missing}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

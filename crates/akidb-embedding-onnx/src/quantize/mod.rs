@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use rewrite::{QuantizedMatMul, read_matmul_nbits, quantize_file};
+pub use rewrite::{QuantizedMatMul, quantize_file, read_matmul_nbits};
 
 /// The graph file a quantised folder holds (`OnnxVariant::Q8` loads it).
 pub const Q8_FILE: &str = "model_q8.onnx";
@@ -473,7 +473,9 @@ fn copy_support_files(from: &Path, to: &Path) -> Result<(), QuantizeError> {
         let entry = entry.map_err(|e| QuantizeError::io(from, e))?;
         let name = entry.file_name();
         let name_text = name.to_string_lossy();
-        if name_text.starts_with('.') || name_text.ends_with(".onnx") || name_text.contains(".onnx_data")
+        if name_text.starts_with('.')
+            || name_text.ends_with(".onnx")
+            || name_text.contains(".onnx_data")
         {
             continue;
         }
@@ -501,8 +503,14 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(glob_match("/d1/*", "/d1/MatMul"));
         assert!(!glob_match("/d1/*", "/t/d1/MatMul"));
-        assert!(glob_match("*/mlp/*_proj/MatMul", "/t/layers.0/mlp/down_proj/MatMul"));
-        assert!(glob_match("/t/layers.?/*", "/t/layers.5/self_attn/q_proj/MatMul"));
+        assert!(glob_match(
+            "*/mlp/*_proj/MatMul",
+            "/t/layers.0/mlp/down_proj/MatMul"
+        ));
+        assert!(glob_match(
+            "/t/layers.?/*",
+            "/t/layers.5/self_attn/q_proj/MatMul"
+        ));
         assert!(!glob_match("/t/layers.?/*", "/t/layers.10/x"));
         assert!(!glob_match("abc", "abcd"));
         assert!(glob_match("a*c*e", "abcdeXe"));
@@ -514,9 +522,13 @@ mod tests {
             .with_override(NodeOverride::new("*/mlp/*").block_size(128))
             .with_override(NodeOverride::new("*").bits(4))
             .keep_fp32("/d?/*");
-        let mlp = recipe.settings_for("/t/layers.0/mlp/up_proj/MatMul").unwrap();
+        let mlp = recipe
+            .settings_for("/t/layers.0/mlp/up_proj/MatMul")
+            .unwrap();
         assert_eq!((mlp.bits, mlp.block_size, mlp.accuracy_level), (8, 128, 4));
-        let other = recipe.settings_for("/t/layers.0/self_attn/q_proj/MatMul").unwrap();
+        let other = recipe
+            .settings_for("/t/layers.0/self_attn/q_proj/MatMul")
+            .unwrap();
         assert_eq!((other.bits, other.block_size), (4, 32));
         assert_eq!(recipe.settings_for("/d1/MatMul"), None);
     }
@@ -528,13 +540,19 @@ mod tests {
         assert!(err(QuantizeRecipe::default().with_block_size(48)).contains("power of two"));
         assert!(err(QuantizeRecipe::default().with_block_size(8)).contains("at least 16"));
         assert!(err(QuantizeRecipe::default().with_accuracy_level(5)).contains("0 to 4"));
-        let text = err(
-            QuantizeRecipe::default().with_override(NodeOverride::new("*/mlp/*").block_size(20)),
-        );
+        let text =
+            err(QuantizeRecipe::default()
+                .with_override(NodeOverride::new("*/mlp/*").block_size(20)));
         assert!(text.contains("*/mlp/*"), "{text}");
-        assert!(err(QuantizeRecipe::default().with_embedding_table(Some(10))).contains("embedding"));
+        assert!(
+            err(QuantizeRecipe::default().with_embedding_table(Some(10))).contains("embedding")
+        );
         QuantizeRecipe::default().validate().unwrap();
-        QuantizeRecipe::default().with_bits(4).with_block_size(128).validate().unwrap();
+        QuantizeRecipe::default()
+            .with_bits(4)
+            .with_block_size(128)
+            .validate()
+            .unwrap();
     }
 
     #[test]
@@ -544,7 +562,10 @@ mod tests {
             .keep_fp32("/d1/*")
             .with_embedding_table(Some(32));
         let json = serde_json::to_string(&recipe).unwrap();
-        assert_eq!(serde_json::from_str::<QuantizeRecipe>(&json).unwrap(), recipe);
+        assert_eq!(
+            serde_json::from_str::<QuantizeRecipe>(&json).unwrap(),
+            recipe
+        );
         let minimal: QuantizeRecipe =
             serde_json::from_str(r#"{"bits":4,"block_size":64,"accuracy_level":0}"#).unwrap();
         assert_eq!(minimal.bits, 4);

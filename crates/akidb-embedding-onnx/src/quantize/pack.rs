@@ -112,11 +112,7 @@ pub fn quantize_matmul_weight(
 /// `block_size` (`GatherBlockQuantized` with `quantize_axis` 1, 8 bits, no zero points):
 /// the same symmetric rule as [`quantize_matmul_weight`], values stored as `uint8` with the
 /// implied zero point 128, `scales` `[rows, ceil(cols / block_size)]`.
-pub fn quantize_gather_rows(
-    table: &[f32],
-    cols: usize,
-    block_size: usize,
-) -> (Vec<u8>, Vec<f32>) {
+pub fn quantize_gather_rows(table: &[f32], cols: usize, block_size: usize) -> (Vec<u8>, Vec<f32>) {
     let rows = table.len() / cols.max(1);
     let blocks = cols.div_ceil(block_size);
     let mut data = vec![0u8; rows * cols];
@@ -153,8 +149,8 @@ mod tests {
         let mid = (1i32 << (bits - 1)) as f32;
         for col in 0..n {
             for row in 0..k {
-                let byte_index = col * w.blocks * w.blob_size
-                    + if bits == 8 { row } else { row / 2 };
+                let byte_index =
+                    col * w.blocks * w.blob_size + if bits == 8 { row } else { row / 2 };
                 let byte = w.packed[byte_index];
                 let q = if bits == 8 {
                     byte
@@ -200,7 +196,10 @@ mod tests {
         assert_eq!(q.packed[16], 0);
         assert_eq!(q.packed[1], 160); // 1 / (4/128) + 128
         assert_eq!(q.packed[2], 128);
-        assert!(q.packed[3..16].iter().all(|&b| b == 0), "padding rows stay 0");
+        assert!(
+            q.packed[3..16].iter().all(|&b| b == 0),
+            "padding rows stay 0"
+        );
     }
 
     #[test]

@@ -11,9 +11,9 @@ use prost::Message;
 
 use super::pack::{quantize_gather_rows, quantize_matmul_weight};
 use super::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, attribute_proto::AttributeType,
-    tensor_proto::DataLocation, tensor_proto::DataType,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, attribute_proto::AttributeType, tensor_proto::DataLocation,
+    tensor_proto::DataType,
 };
 use super::{NodeSettings, QuantizeError, QuantizeRecipe, QuantizeReport, QuantizedNodeInfo};
 
@@ -62,11 +62,8 @@ pub fn read_matmul_nbits(onnx: &Path) -> Result<Vec<QuantizedMatMul>, QuantizeEr
         .graph
         .ok_or_else(|| QuantizeError::invalid(onnx, "the model has no graph"))?;
     let mut source = Source::new(onnx);
-    let inits: HashMap<&str, &TensorProto> = graph
-        .initializer
-        .iter()
-        .map(|t| (t.name(), t))
-        .collect();
+    let inits: HashMap<&str, &TensorProto> =
+        graph.initializer.iter().map(|t| (t.name(), t)).collect();
     let mut found = Vec::new();
     for node in graph.node.iter().filter(|n| n.op_type() == "MatMulNBits") {
         let attr = |name: &str| {
@@ -243,7 +240,10 @@ pub fn quantize_file(
             let Some((rows, cols)) = float_2d(&node.input[0]) else {
                 continue;
             };
-            if axis != 0 || embedding.as_ref().is_some_and(|(_, e)| e.rows * e.cols >= rows * cols)
+            if axis != 0
+                || embedding
+                    .as_ref()
+                    .is_some_and(|(_, e)| e.rows * e.cols >= rows * cols)
             {
                 continue;
             }
@@ -417,7 +417,9 @@ pub fn quantize_file(
             initializers.extend(write_embedding(job, tensor, &mut src, &mut sink, source)?);
         }
         graph.initializer = initializers;
-        graph.input.retain(|i| !replaced.contains(i.name()) || used.contains(i.name()));
+        graph
+            .input
+            .retain(|i| !replaced.contains(i.name()) || used.contains(i.name()));
         sink.finish()?;
 
         if !model.opset_import.iter().any(|o| o.domain() == MS_DOMAIN) {
@@ -884,7 +886,14 @@ impl Sink {
             ));
         }
         self.offset += len;
-        let fresh = external_tensor(t.name(), DataType::Float, Vec::new(), &self.location, start, len);
+        let fresh = external_tensor(
+            t.name(),
+            DataType::Float,
+            Vec::new(),
+            &self.location,
+            start,
+            len,
+        );
         t.external_data = fresh.external_data;
         t.data_location = Some(DataLocation::External as i32);
         t.raw_data = None;
@@ -951,17 +960,24 @@ mod tests {
     fn a_graph_without_matmul_has_nothing_to_quantise() {
         let dir = scratch("nomatmul");
         let graph = write_model(&dir, vec![node("Add", "add", &["x", "x"], "y")], Vec::new());
-        let err = quantize_file(&graph, &dir.join("q.onnx"), &QuantizeRecipe::default())
-            .unwrap_err();
+        let err =
+            quantize_file(&graph, &dir.join("q.onnx"), &QuantizeRecipe::default()).unwrap_err();
         assert!(
             matches!(&err, QuantizeError::NothingToQuantize { reason, .. } if reason.contains("no MatMul")),
             "{err}"
         );
         // A MatMul of two activations has no constant weight either.
-        let graph = write_model(&dir, vec![node("MatMul", "mm", &["x", "z"], "y")], Vec::new());
-        let err = quantize_file(&graph, &dir.join("q.onnx"), &QuantizeRecipe::default())
-            .unwrap_err();
-        assert!(err.to_string().contains("constant 2-D fp32 weight"), "{err}");
+        let graph = write_model(
+            &dir,
+            vec![node("MatMul", "mm", &["x", "z"], "y")],
+            Vec::new(),
+        );
+        let err =
+            quantize_file(&graph, &dir.join("q.onnx"), &QuantizeRecipe::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("constant 2-D fp32 weight"),
+            "{err}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1025,9 +1041,13 @@ mod tests {
             external_data: vec![entry("location", "../../etc/passwd")],
             ..Default::default()
         };
-        let graph = write_model(&dir, vec![node("MatMul", "mm", &["x", "w"], "y")], vec![weight]);
-        let err = quantize_file(&graph, &dir.join("q.onnx"), &QuantizeRecipe::default())
-            .unwrap_err();
+        let graph = write_model(
+            &dir,
+            vec![node("MatMul", "mm", &["x", "w"], "y")],
+            vec![weight],
+        );
+        let err =
+            quantize_file(&graph, &dir.join("q.onnx"), &QuantizeRecipe::default()).unwrap_err();
         assert!(err.to_string().contains("not a plain path"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
