@@ -50,7 +50,8 @@ struct Args {
     /// ONNX Runtime intra-op threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// ONNX export: fp32, fp16, q4, quantized, or a file name.
+    /// ONNX export: fp32, fp16, q4, quantized, q8 (made and cached from fp32 when the folder
+    /// has no model_q8.onnx), or a file name.
     #[arg(long, default_value = "fp32")]
     variant: String,
     /// Texts to embed (when no --input is given).

@@ -11,7 +11,7 @@
 //! `batch32_texts_per_s` (32 texts of 20–60 words in one call; median of several calls). The
 //! texts come from `benches/texts.json`, which all three implementations read.
 //!
-//! Options: `--variant fp32|fp16|q4|quantized|<file>.onnx`, `--texts <file>`,
+//! Options: `--variant fp32|fp16|q4|quantized|q8|<file>.onnx`, `--texts <file>`,
 //! `--vectors <file>` (writes the medium and batch32 vectors, to check that implementations
 //! agree), `--cold` (load, embed the short text once, print only `load_ms`, `rss_mb`,
 //! `first_embed_ms` and, given `--t0-ns <caller's wall clock in ns before exec>`,
@@ -58,7 +58,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: latency --model <id or folder> [--threads N] [--runs N] [--variant fp32|fp16|q4|quantized] \
+        "usage: latency --model <id or folder> [--threads N] [--runs N] [--variant fp32|fp16|q4|quantized|q8] \
          [--texts FILE] [--vectors FILE] [--cold [--t0-ns NS]]"
     );
     std::process::exit(2)

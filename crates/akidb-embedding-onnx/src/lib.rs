@@ -34,6 +34,7 @@ pub mod model_spec;
 mod options;
 pub mod pooling;
 mod provider;
+pub mod quantize;
 pub mod runtime;
 mod session;
 pub mod source;

@@ -50,6 +50,10 @@ pub enum OnnxVariant {
     Q4,
     /// `model_quantized.onnx`: int8 weights.
     Quantized,
+    /// `model_q8.onnx`: the project's own 8-bit block-wise `MatMulNBits` weights. A folder
+    /// without that file gets it made from its fp32 graph at first load and cached (see
+    /// [`crate::quantize::cache`]).
+    Q8,
     /// Any other file name (e.g. `model_qint8_avx512.onnx`).
     File(String),
 }
@@ -62,17 +66,19 @@ impl OnnxVariant {
             Self::Fp16 => "model_fp16.onnx",
             Self::Q4 => "model_q4.onnx",
             Self::Quantized => "model_quantized.onnx",
+            Self::Q8 => crate::quantize::Q8_FILE,
             Self::File(name) => name,
         }
     }
 
-    /// Parses `fp32`, `fp16`, `q4`, `quantized`/`int8`, or a file name ending in `.onnx`.
+    /// Parses `fp32`, `fp16`, `q4`, `quantized`/`int8`, `q8`, or a file name ending in `.onnx`.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "fp32" | "" => Some(Self::Fp32),
             "fp16" => Some(Self::Fp16),
             "q4" => Some(Self::Q4),
-            "quantized" | "int8" | "q8" => Some(Self::Quantized),
+            "quantized" | "int8" => Some(Self::Quantized),
+            "q8" => Some(Self::Q8),
             name if name.ends_with(".onnx") => Some(Self::File(name.to_string())),
             _ => None,
         }
@@ -343,6 +349,8 @@ mod tests {
             "model_q4.onnx"
         );
         assert_eq!(OnnxVariant::parse("x.onnx").unwrap().file_name(), "x.onnx");
+        assert_eq!(OnnxVariant::parse("q8"), Some(OnnxVariant::Q8));
+        assert_eq!(OnnxVariant::Q8.file_name(), "model_q8.onnx");
         assert!(OnnxVariant::parse("fp8").is_none());
     }
 

@@ -86,6 +86,9 @@ pub fn local_files(
     let file = variant.file_name();
     let candidates = [dir.join(file), dir.join("onnx").join(file)];
     let Some(onnx) = candidates.iter().find(|p| p.is_file()).cloned() else {
+        if *variant == OnnxVariant::Q8 {
+            return crate::quantize::cache::q8_model_files(dir, spec);
+        }
         return Err(EmbeddingError::model_load(
             dir.display(),
             format!(

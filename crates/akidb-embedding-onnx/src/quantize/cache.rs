@@ -1,0 +1,420 @@
+//! The q8 cache: `OnnxVariant::Q8` on a folder without `model_q8.onnx` quantises the fp32
+//! graph at first load and keeps the result for later loads.
+//!
+//! Where: beside the graph, in `<graph folder>/.akidb-q8/`, when that folder is writable (a
+//! folder without write permission bits counts as read-only, also for root); else in the
+//! per-user cache folder, `$XDG_CACHE_HOME/akidb-embeddings/q8`, else
+//! `$HOME/.cache/akidb-embeddings/q8`. [`cached_q8`] takes the folders to try from the caller.
+//!
+//! Each entry is a folder named by a key: the checksum (XXH3-128) of the source graph and its
+//! `model.onnx_data`, mixed with the recipe and the quantiser's format version. It holds
+//! `model_q8.onnx`, `model_q8.onnx_data` and `manifest.json` (source path and checksum,
+//! recipe, each output's size and checksum). On every load the source is checksummed to find
+//! the key, and the entry's outputs are checked against its manifest: a missing, truncated or
+//! altered entry is rebuilt, never used. Checksumming reads the source and the outputs once
+//! per load (about a second for the 1.2 GB EmbeddingGemma from the page cache); run the
+//! `quantize` example once and ship `model_q8.onnx` in the folder to skip it.
+//!
+//! An entry is built in a private temporary folder and renamed into place when complete, so
+//! concurrent first loads (threads or processes) never see a half-written entry: the first
+//! rename wins, the others use the winner's entry. When a source changes, the entries made
+//! from the same graph path with the old content are removed once the new one is in place.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use akidb_embedding_core::Result;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::{Q8_FILE, QuantizeError, QuantizeRecipe, quantize_file};
+use crate::source::{self, ModelFiles};
+use crate::{ModelSpec, OnnxVariant};
+
+/// Bumped whenever the quantiser's output changes for the same source and recipe.
+const FORMAT_VERSION: u32 = 1;
+const MANIFEST: &str = "manifest.json";
+/// Folder name of the cache beside a model's graph.
+pub const BESIDE_DIR: &str = ".akidb-q8";
+
+/// The files of a model's `q8` variant for the loader: the folder's own `model_q8.onnx`
+/// is found by the caller first; this is called when there is none. Quantises the folder's
+/// fp32 graph with the default [`QuantizeRecipe`] into the cache (or reuses a valid entry)
+/// and returns the cached graph with the folder's tokenizer and configuration.
+pub fn q8_model_files(dir: &Path, spec: Option<&ModelSpec>) -> Result<ModelFiles> {
+    let fp32 = source::local_files(dir, &OnnxVariant::Fp32, spec)?;
+    let mut roots = vec![beside_root(&fp32.onnx)];
+    roots.extend(user_cache_root());
+    let entry = cached_q8(
+        &fp32.onnx,
+        fp32.onnx_data.as_deref(),
+        &roots,
+        &QuantizeRecipe::default(),
+    )?;
+    Ok(ModelFiles {
+        dir: fp32.dir,
+        onnx: entry.onnx,
+        onnx_data: Some(entry.data),
+    })
+}
+
+/// The cache folder beside a graph: `<graph folder>/.akidb-q8`.
+pub fn beside_root(source_onnx: &Path) -> PathBuf {
+    source_onnx
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join(BESIDE_DIR)
+}
+
+/// The per-user cache folder: `$XDG_CACHE_HOME/akidb-embeddings/q8`, else
+/// `$HOME/.cache/akidb-embeddings/q8`; `None` when neither variable is set.
+pub fn user_cache_root() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    Some(base.join("akidb-embeddings").join("q8"))
+}
+
+/// A usable cache entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The entry's folder.
+    pub dir: PathBuf,
+    /// Its graph (`model_q8.onnx`).
+    pub onnx: PathBuf,
+    /// Its weights (`model_q8.onnx_data`).
+    pub data: PathBuf,
+    /// True when this call quantised; false when a valid entry was reused.
+    pub built: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    source_graph: String,
+    source_checksum: String,
+    recipe: QuantizeRecipe,
+    files: Vec<FileSum>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileSum {
+    name: String,
+    bytes: u64,
+    xxh3: String,
+}
+
+/// Returns a valid cache entry for `source_onnx` (with its weights file `source_data`)
+/// quantised with `recipe`, building it when needed in the first of `roots` that accepts it.
+///
+/// A root is skipped when its parent folder has no write permission bits or when creating
+/// files there fails; quantisation errors other than I/O (an invalid model, nothing to
+/// quantise) end the search at once.
+pub fn cached_q8(
+    source_onnx: &Path,
+    source_data: Option<&Path>,
+    roots: &[PathBuf],
+    recipe: &QuantizeRecipe,
+) -> Result<CacheEntry, QuantizeError> {
+    recipe.validate()?;
+    let source_checksum = checksum_files(&[Some(source_onnx), source_data])?;
+    let key = entry_key(&source_checksum, recipe)?;
+    let mut failures = Vec::new();
+    for root in roots {
+        let entry_dir = root.join(&key);
+        if entry_dir.is_dir() {
+            match verify(&entry_dir, &source_checksum) {
+                Ok(()) => {
+                    tracing::debug!(entry = %entry_dir.display(), "q8 cache hit");
+                    return Ok(entry(entry_dir, false));
+                }
+                Err(reason) => {
+                    tracing::warn!(entry = %entry_dir.display(), reason, "q8 cache entry is invalid; rebuilding it");
+                }
+            }
+        }
+        if read_only_parent(root) {
+            tracing::debug!(root = %root.display(), "read-only folder; trying the next cache folder");
+            failures.push(format!("{}: read-only", root.display()));
+            continue;
+        }
+        match build(source_onnx, &source_checksum, &key, root, recipe) {
+            Ok(entry) => return Ok(entry),
+            Err(QuantizeError::Io { path, source }) => {
+                tracing::debug!(root = %root.display(), error = %source, "cannot build the q8 cache here");
+                failures.push(format!("{}: {source}", path.display()));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(QuantizeError::Io {
+        path: roots.first().cloned().unwrap_or_default(),
+        source: std::io::Error::other(format!(
+            "no writable folder for the q8 cache (tried: {})",
+            if failures.is_empty() {
+                "none".to_string()
+            } else {
+                failures.join("; ")
+            }
+        )),
+    })
+}
+
+fn entry(dir: PathBuf, built: bool) -> CacheEntry {
+    CacheEntry {
+        onnx: dir.join(Q8_FILE),
+        data: dir.join(format!("{Q8_FILE}_data")),
+        dir,
+        built,
+    }
+}
+
+/// The folder that would hold `root` (or `root` itself, once it exists) has no write bits.
+fn read_only_parent(root: &Path) -> bool {
+    let probe = if root.exists() {
+        Some(root)
+    } else {
+        root.parent()
+    };
+    probe
+        .and_then(|p| std::fs::metadata(p).ok())
+        .is_some_and(|m| m.permissions().readonly())
+}
+
+fn entry_key(source_checksum: &str, recipe: &QuantizeRecipe) -> Result<String, QuantizeError> {
+    let recipe_json = serde_json::to_string(recipe)
+        .map_err(|e| QuantizeError::Recipe(format!("cannot serialise the recipe: {e}")))?;
+    let mut hasher = Xxh3::new();
+    hasher.update(&FORMAT_VERSION.to_le_bytes());
+    hasher.update(source_checksum.as_bytes());
+    hasher.update(recipe_json.as_bytes());
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+/// XXH3-128 over the files in order (absent ones skipped), streamed.
+fn checksum_files(files: &[Option<&Path>]) -> Result<String, QuantizeError> {
+    let mut hasher = Xxh3::new();
+    let mut buffer = vec![0u8; 4 << 20];
+    for path in files.iter().flatten() {
+        let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => QuantizeError::Missing {
+                what: "model file",
+                path: path.to_path_buf(),
+            },
+            _ => QuantizeError::io(path, e),
+        })?;
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(|e| QuantizeError::io(path, e))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+    }
+    Ok(format!("{:032x}", hasher.digest128()))
+}
+
+fn verify(entry_dir: &Path, source_checksum: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(entry_dir.join(MANIFEST))
+        .map_err(|e| format!("no readable manifest: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| format!("unreadable manifest: {e}"))?;
+    if manifest.format != FORMAT_VERSION {
+        return Err(format!(
+            "format {} (expected {FORMAT_VERSION})",
+            manifest.format
+        ));
+    }
+    if manifest.source_checksum != source_checksum {
+        return Err("made from other source files".to_string());
+    }
+    let expected = [Q8_FILE.to_string(), format!("{Q8_FILE}_data")];
+    for name in &expected {
+        let Some(sum) = manifest.files.iter().find(|f| &f.name == name) else {
+            return Err(format!("the manifest does not list {name}"));
+        };
+        let path = entry_dir.join(name);
+        let bytes = std::fs::metadata(&path)
+            .map_err(|e| format!("{name}: {e}"))?
+            .len();
+        if bytes != sum.bytes {
+            return Err(format!(
+                "{name} has {bytes} bytes, the manifest says {}",
+                sum.bytes
+            ));
+        }
+        let actual = checksum_files(&[Some(&path)]).map_err(|e| e.to_string())?;
+        if actual != sum.xxh3 {
+            return Err(format!("{name} does not match its checksum"));
+        }
+    }
+    Ok(())
+}
+
+fn build(
+    source_onnx: &Path,
+    source_checksum: &str,
+    key: &str,
+    root: &Path,
+    recipe: &QuantizeRecipe,
+) -> Result<CacheEntry, QuantizeError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    std::fs::create_dir_all(root).map_err(|e| QuantizeError::io(root, e))?;
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let temp = root.join(format!(".tmp-{key}-{unique}"));
+    std::fs::create_dir(&temp).map_err(|e| QuantizeError::io(&temp, e))?;
+    let cleanup = |dir: &Path| {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::debug!(folder = %dir.display(), error = %e, "cannot remove a temporary q8 folder");
+        }
+    };
+    let built = (|| {
+        let report = quantize_file(source_onnx, &temp.join(Q8_FILE), recipe)?;
+        let mut files = Vec::new();
+        for name in [Q8_FILE.to_string(), format!("{Q8_FILE}_data")] {
+            let path = temp.join(&name);
+            let bytes = std::fs::metadata(&path)
+                .map_err(|e| QuantizeError::io(&path, e))?
+                .len();
+            files.push(FileSum {
+                xxh3: checksum_files(&[Some(&path)])?,
+                name,
+                bytes,
+            });
+        }
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            source_graph: source_onnx.display().to_string(),
+            source_checksum: source_checksum.to_string(),
+            recipe: recipe.clone(),
+            files,
+        };
+        let json = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| QuantizeError::invalid(source_onnx, e.to_string()))?;
+        let manifest_path = temp.join(MANIFEST);
+        std::fs::write(&manifest_path, json).map_err(|e| QuantizeError::io(&manifest_path, e))?;
+        Ok(report)
+    })();
+    let report = match built {
+        Ok(report) => report,
+        Err(e) => {
+            cleanup(&temp);
+            return Err(e);
+        }
+    };
+
+    let entry_dir = root.join(key);
+    if entry_dir.exists() {
+        // Invalid (checked by the caller) or just made by a concurrent load: keep a valid one.
+        if verify(&entry_dir, source_checksum).is_ok() {
+            cleanup(&temp);
+            return Ok(entry(entry_dir, false));
+        }
+        let stale = root.join(format!(".stale-{key}-{unique}"));
+        if std::fs::rename(&entry_dir, &stale).is_ok() {
+            cleanup(&stale);
+        }
+    }
+    if let Err(e) = std::fs::rename(&temp, &entry_dir) {
+        // Another load installed its entry between our check and our rename.
+        if verify(&entry_dir, source_checksum).is_ok() {
+            cleanup(&temp);
+            return Ok(entry(entry_dir, false));
+        }
+        cleanup(&temp);
+        return Err(QuantizeError::io(&entry_dir, e));
+    }
+    tracing::info!(
+        entry = %entry_dir.display(),
+        source = %source_onnx.display(),
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "q8 cache entry built"
+    );
+    remove_outdated(root, key, source_onnx);
+    Ok(entry(entry_dir, true))
+}
+
+/// Removes the entries of `root` made from the same graph path with other content.
+fn remove_outdated(root: &Path, key: &str, source_onnx: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let source = source_onnx.display().to_string();
+    for dir in entries.flatten().map(|e| e.path()) {
+        if dir.file_name().and_then(|n| n.to_str()) == Some(key) {
+            continue;
+        }
+        let outdated = std::fs::read_to_string(dir.join(MANIFEST))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Manifest>(&text).ok())
+            .is_some_and(|m| m.source_graph == source);
+        if outdated {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(entry = %dir.display(), "removed an outdated q8 cache entry")
+                }
+                Err(e) => {
+                    tracing::debug!(entry = %dir.display(), error = %e, "cannot remove an outdated q8 cache entry")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_source_and_recipe() {
+        let a = entry_key("0011", &QuantizeRecipe::default()).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_eq!(a, entry_key("0011", &QuantizeRecipe::default()).unwrap());
+        assert_ne!(a, entry_key("0012", &QuantizeRecipe::default()).unwrap());
+        assert_ne!(
+            a,
+            entry_key("0011", &QuantizeRecipe::default().with_block_size(64)).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_user_cache_folder_ends_in_q8() {
+        if let Some(root) = user_cache_root() {
+            assert!(root.ends_with("akidb-embeddings/q8"), "{}", root.display());
+        }
+    }
+
+    #[test]
+    fn checksums_cover_every_byte_of_every_file() {
+        let dir = std::env::temp_dir().join(format!("akidb-q8-sum-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, b"graph").unwrap();
+        std::fs::write(&b, vec![7u8; 9 << 20]).unwrap();
+        let both = checksum_files(&[Some(&a), Some(&b)]).unwrap();
+        assert_ne!(both, checksum_files(&[Some(&a), None]).unwrap());
+        let mut changed = vec![7u8; 9 << 20];
+        changed[(9 << 20) - 1] = 8;
+        std::fs::write(&b, changed).unwrap();
+        assert_ne!(both, checksum_files(&[Some(&a), Some(&b)]).unwrap());
+        let missing = checksum_files(&[Some(&dir.join("nope"))]).unwrap_err();
+        assert!(
+            matches!(missing, QuantizeError::Missing { .. }),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
