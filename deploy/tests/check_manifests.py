@@ -16,7 +16,8 @@ overlay (its patch merged the way kustomize's strategic merge does for the field
   limit = AKIDB_THREADS (ONNX Runtime threads), every AKIDB_* variable is one the service
   knows;
 - wiring: the API key from a Secret; the Service, HPA and PDB select or target the
-  Deployment; the kustomization lists every manifest of its folder.
+  Deployment; the kustomization lists every manifest of its folder;
+- deploy/compose.yaml: `docker stop` waits out the drain and the shutdown timeout.
 
 Prints one line per check and, last, `N passed, F failed`; exits 1 if any failed.
 """
@@ -238,6 +239,22 @@ def check_folder(folder, defaults, image):
         check(mounted, f"{name}: the model folder {model} is on a mounted volume")
 
 
+def check_compose(defaults):
+    """deploy/compose.yaml: docker stop waits out the drain and the shutdown timeout."""
+    service = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]["akidb-rest"]
+    env = service.get("environment", {})
+    drain_s = seconds_of(env.get("AKIDB_DRAIN_DELAY_MS", defaults["AKIDB_DRAIN_DELAY_MS"]))
+    shutdown_s = seconds_of(env.get("AKIDB_SHUTDOWN_TIMEOUT_MS", defaults["AKIDB_SHUTDOWN_TIMEOUT_MS"]))
+    grace = service.get("stop_grace_period", "10s")
+    grace_s = float(grace.rstrip("s"))
+    check(
+        grace_s > drain_s + shutdown_s,
+        f"deploy/compose.yaml: stop_grace_period {grace} > drain {drain_s} s + shutdown timeout {shutdown_s} s",
+    )
+    unknown = [v for v in env if v.startswith("AKIDB_") and v not in defaults]
+    check(not unknown, f"deploy/compose.yaml: every AKIDB_* variable is a setting of the service ({unknown or 'all known'})")
+
+
 def mebibytes(quantity):
     units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi)", str(quantity))
@@ -263,6 +280,7 @@ def main():
     check(image.get("AKIDB_BIND", "").endswith(":8080"), f"the image binds port 8080 ({image.get('AKIDB_BIND')})")
     for folder in [KUBE] + sorted(p for p in (KUBE / "overlays").iterdir() if p.is_dir()):
         check_folder(folder, defaults, image)
+    check_compose(defaults)
     print(f"{passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

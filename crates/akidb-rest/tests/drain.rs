@@ -234,11 +234,11 @@ async fn sigterm_drains_in_the_logged_order() {
     // /health turns 503 while the listener still accepts.
     let mut saw_503 = false;
     while signalled.elapsed() < Duration::from_millis(800) {
-        if let Ok(mut stream) = TcpStream::connect(addr).await {
-            if one_answer(&mut stream, HEALTH).await.status == 503 {
-                saw_503 = true;
-                break;
-            }
+        if let Ok(mut stream) = TcpStream::connect(addr).await
+            && one_answer(&mut stream, HEALTH).await.status == 503
+        {
+            saw_503 = true;
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
