@@ -8,14 +8,15 @@
 #     `proxy_next_upstream error timeout http_502 http_503 non_idempotent`, `max_fails`,
 #     upstream keep-alive shorter than the drain delay);
 #   - drives nginx with the project's soak client (crates/akidb-rest/examples/soak_client.rs:
-#     good requests of 1-32 texts on both routes, probes, bad requests each with its status);
+#     its light mix: good requests of 1-8 texts on both routes, probes, bad requests each with
+#     its status);
 #   - restarts every replica in turn, RR_ROUNDS (2) times, with SIGTERM, waiting for it to
 #     exit and for the new process's /health to answer 200 before the next;
 #   - prints each restart's drain sequence (from the replica's log), what nginx retried, and
 #     as its last line `N requests, F failed, M mismatched`. Fails unless F = 0 and M = 0,
 #     and unless nginx never saw a replica close a connection it had written a request into.
 #
-# Settings: RR_REPLICAS, RR_ROUNDS, RR_CLIENTS (8), RR_DRAIN_MS, RR_MODEL (default the MiniLM
+# Settings: RR_REPLICAS, RR_ROUNDS, RR_CLIENTS (6), RR_DRAIN_MS, RR_MODEL (default the MiniLM
 # scripts/setup.sh installs), RR_OUT (target/rolling-restart), RR_PROFILE (release | debug).
 # Takes about 1.5 minutes after the build on 2 cores.
 set -euo pipefail
@@ -23,7 +24,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 replicas="${RR_REPLICAS:-3}"
 rounds="${RR_ROUNDS:-2}"
-clients="${RR_CLIENTS:-8}"
+clients="${RR_CLIENTS:-6}"
 drain_ms="${RR_DRAIN_MS:-3000}"
 model="${RR_MODEL:-.akidb/models/all-MiniLM-L6-v2}"
 out="${RR_OUT:-target/rolling-restart}"
@@ -143,7 +144,7 @@ curl -sf -o /dev/null "http://127.0.0.1:$front_port/health" || die "nginx does n
 say "nginx on 127.0.0.1:$front_port (upstream keepalive_timeout ${keepalive_timeout_s}s, drain ${drain_ms} ms)"
 
 "$client_bin" --url "http://127.0.0.1:$front_port" --seconds 600 --warmup-seconds 0 \
-  --clients "$clients" --stop-file "$out/stop" --json "$out/summary.json" \
+  --clients "$clients" --light --stop-file "$out/stop" --json "$out/summary.json" \
   >"$out/client.out" 2>"$out/client.log" &
 client_pid=$!
 sleep 5

@@ -65,6 +65,11 @@ struct Args {
     /// Stop the measured time early once this file exists.
     #[arg(long)]
     stop_file: Option<std::path::PathBuf>,
+    /// A light mix: good requests of 1-8 texts of at most 60 words, and no opening with the
+    /// largest request (steady load a few replicas sustain on a small machine, rather than
+    /// saturation).
+    #[arg(long)]
+    light: bool,
 }
 
 /// Why an answer was not the one expected.
@@ -171,7 +176,7 @@ struct Request {
     inputs: Vec<String>,
 }
 
-fn make_request(rng: &mut Rng, model: &str) -> Request {
+fn make_request(rng: &mut Rng, model: &str, light: bool) -> Request {
     let roll = rng.below(100);
     let json_request = |kind, path, body: Value, texts, normalize| Request {
         kind,
@@ -240,6 +245,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
             // Sizes as an embedding service sees them: mostly small requests of short texts,
             // a tail of full batches and of texts past the 256-token cap.
             let count = match rng.below(10) {
+                _ if light => 1 + rng.below(8),
                 0..=4 => 1 + rng.below(4),
                 5..=7 => 5 + rng.below(12),
                 _ => 17 + rng.below(16),
@@ -248,6 +254,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
                 .map(|_| {
                     let words = match rng.below(10) {
                         0..=5 => 1 + rng.below(12),
+                        _ if light => 20 + rng.below(40),
                         6..=8 => 20 + rng.below(60),
                         _ => 150 + rng.below(150),
                     } as usize;
@@ -502,6 +509,7 @@ async fn main() {
     let clients: Vec<_> = (0..args.clients)
         .map(|client| {
             let (http, base, model) = (http.clone(), base.clone(), model.clone());
+            let light = args.light;
             let (measuring, stop, tally, probe_vector, known_texts) = (
                 Arc::clone(&measuring),
                 Arc::clone(&stop),
@@ -512,13 +520,13 @@ async fn main() {
             tokio::spawn(async move {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x1000_0001));
                 // Four clients open with the largest request (more would only queue).
-                let mut first = client < 4;
+                let mut first = client < 4 && !light;
                 while !stop.load(Ordering::Acquire) {
                     let request = if first {
                         first = false;
                         largest_request(&mut rng, &model)
                     } else {
-                        make_request(&mut rng, &model)
+                        make_request(&mut rng, &model, light)
                     };
                     let sent = Instant::now();
                     let outcome = http
