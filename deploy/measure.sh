@@ -11,18 +11,22 @@
 #
 # Settings: MEASURE_SECONDS (soak time per model, default 60), MEASURE_CLIENTS (8),
 # MEASURE_STARTS (cold starts per model for the load time, default 3), MEASURE_OUT
-# (target/measure). Run on an idle machine: the figures are only as good as the CPU it gets.
+# (target/measure), NICE (benches/priority.sh). Run on an idle machine: the figures are only as good as the CPU it gets.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# NICE (e.g. -15): own session with a raised group priority, as the benches do.
+source benches/priority.sh
 
 seconds="${MEASURE_SECONDS:-60}"
 clients="${MEASURE_CLIENTS:-8}"
 starts="${MEASURE_STARTS:-3}"
 out="${MEASURE_OUT:-target/measure}"
 mkdir -p "$out"
-cargo build --quiet --release --locked -p akidb-rest --bin akidb-rest --example soak_client
-bin="${CARGO_TARGET_DIR:-target}/release/akidb-rest"
-client="${CARGO_TARGET_DIR:-target}/release/examples/soak_client"
+# The executable the image ships; the soak client as the test suite builds it.
+bash scripts/image/build.sh "$out/bin" >/dev/null
+cargo build --quiet --locked -p akidb-rest --example soak_client
+bin="$out/bin/akidb-rest"
+client="${CARGO_TARGET_DIR:-target}/debug/examples/soak_client"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 
 rss_mib() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }

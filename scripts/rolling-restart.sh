@@ -16,8 +16,11 @@
 #     as its last line `N requests, F failed, M mismatched`. Fails unless F = 0 and M = 0,
 #     and unless nginx never saw a replica close a connection it had written a request into.
 #
+# The replicas run the executable the image ships (built by scripts/image/build.sh: release,
+# without the dev-dependencies' features); the soak client is a debug build (the test suite
+# has built it already; it needs no speed here).
 # Settings: RR_REPLICAS, RR_ROUNDS, RR_CLIENTS (6), RR_DRAIN_MS, RR_MODEL (default the MiniLM
-# scripts/setup.sh installs), RR_OUT (target/rolling-restart), RR_PROFILE (release | debug).
+# scripts/setup.sh installs), RR_OUT (target/rolling-restart).
 # Takes about 1.5 minutes after the build on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,7 +31,6 @@ clients="${RR_CLIENTS:-6}"
 drain_ms="${RR_DRAIN_MS:-3000}"
 model="${RR_MODEL:-.akidb/models/all-MiniLM-L6-v2}"
 out="${RR_OUT:-target/rolling-restart}"
-profile="${RR_PROFILE:-release}"
 # nginx drops an idle upstream connection after this long: shorter than the drain delay, so
 # every connection nginx keeps to a draining replica is either used (and closed by the
 # replica's `Connection: close` answer) or dropped by nginx before the replica's listener
@@ -54,16 +56,14 @@ if [ -z "$nginx_bin" ]; then
 fi
 [ -x "$nginx_bin" ] || die "nginx is still missing after apt-get install"
 
-profile_flag=()
-[ "$profile" = "release" ] && profile_flag=(--release)
-say "building akidb-rest and the soak client ($profile)"
-cargo build --quiet --locked "${profile_flag[@]}" -p akidb-rest --bin akidb-rest --example soak_client
-target_dir="${CARGO_TARGET_DIR:-target}"
-server_bin="$target_dir/$profile/akidb-rest"
-client_bin="$target_dir/$profile/examples/soak_client"
-
 rm -rf "$out"
 mkdir -p "$out/nginx/tmp"
+say "building akidb-rest as the image does (release) and the soak client (debug)"
+bash scripts/image/build.sh "$out/bin" >/dev/null
+cargo build --quiet --locked -p akidb-rest --example soak_client
+server_bin="$out/bin/akidb-rest"
+client_bin="${CARGO_TARGET_DIR:-target}/debug/examples/soak_client"
+
 chmod -R a+rwx "$out/nginx/tmp"   # nginx workers may run as another user when started as root
 out="$(cd "$out" && pwd)"
 

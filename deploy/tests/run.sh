@@ -42,3 +42,19 @@ for version in "${versions[@]}"; do
 done
 echo "== manifests against the service's defaults ($binary --help)"
 python3 deploy/tests/check_manifests.py "$binary"
+
+# The check must be able to fail: a copy whose grace period no longer covers the drain and the
+# shutdown timeout, and whose memory limit is under the measured peak, must be refused.
+broken="$merged/broken/kubernetes"
+mkdir -p "$broken"
+cp -r deploy/kubernetes/. "$broken/"
+sed -i 's/terminationGracePeriodSeconds: .*/terminationGracePeriodSeconds: 30/' "$broken/deployment.yaml"
+sed -i 's/memory: .*Gi$/memory: 256Mi/' "$broken/deployment.yaml"
+if AKIDB_KUBE_DIR="$broken" python3 deploy/tests/check_manifests.py "$binary" >"$merged/broken.log"; then
+  echo "the manifest check passed a broken copy:" >&2; cat "$merged/broken.log" >&2; exit 1
+fi
+for expected in "FAILED: kubernetes: terminationGracePeriodSeconds 30" "FAILED: kubernetes: memory limit 256 MiB"; do
+  grep -qF "$expected" "$merged/broken.log" || { echo "the broken copy was refused, but not for: $expected" >&2; cat "$merged/broken.log" >&2; exit 1; }
+done
+echo "ok: a copy with a short grace period and a small memory limit is refused"
+
