@@ -211,7 +211,9 @@ access="$out/nginx/access.log"
 retried=$(grep -c 'upstream=[^ ]*, ' "$access" || true)
 retried_503=$(grep -c 'ustatus=503, ' "$access" || true)
 refused=$(grep -c 'connect() failed (111' "$out/nginx/error.log" || true)
-closing=$(grep -cE 'prematurely closed|reset by peer|Broken pipe|broken pipe' "$out/nginx/error.log" || true)
+# A request written into a connection the replica was closing shows as one of these, on the
+# upstream side (nginx retried it thanks to non_idempotent, so only its log tells).
+closing=$(grep -E 'prematurely closed|reset by peer|Broken pipe|broken pipe' "$out/nginx/error.log" | grep -c 'upstream' || true)
 say "nginx: $(wc -l <"$access") requests proxied, $retried retried on another replica ($retried_503 after a 503 from a replica still loading, $refused connection attempts refused by a closed listener), $closing closed under a request"
 say "client: $(tail -1 "$out/client.log")"
 [ -f "$out/summary.json" ] || die "the soak client wrote no summary (status $client_status): $(tail -5 "$out/client.log")"
