@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine and runs the whole test suite: formatting, lints, every test.
+# Sets up a fresh machine and runs the whole test suite: formatting, lints, every test, and
+# the deployment checks (manifests, the Dockerfile's steps, a rolling restart behind nginx).
 # Under CI=true, tests that need a model or ../shared fail instead of skipping.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
-# The OpenAI-compatibility test drives the service with the official Python client.
+# The OpenAI-compatibility test drives the service with the official Python client;
+# kubernetes-validate checks deploy/kubernetes.
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+
+# Deployment (docs/deploy.md): manifests validated and checked against the service's
+# defaults; the Dockerfile's steps run outside a container and the result served as the
+# image's user; every replica restarted under load behind nginx with no failed request.
+bash deploy/tests/run.sh
+bash scripts/image-check.sh
+bash scripts/rolling-restart.sh

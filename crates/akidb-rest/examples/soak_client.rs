@@ -11,10 +11,16 @@
 //! ```
 //!
 //! Prints a summary and one JSON line (`--json <file>` also writes it): requests, requests/s,
-//! unexpected answers (any status other than the expected one, a transport error, a vector
-//! of the wrong shape or norm, or a probe text whose vector drifted), latency percentiles of
-//! the good requests, and the server's RSS (`/proc/<pid>/status`) sampled every few seconds
-//! after the warm-up. Exits non-zero if any answer was unexpected.
+//! unexpected answers, split into `failed` (any status other than the expected one, a
+//! transport error, an error without the error shape) and `mismatched` (a vector of the wrong
+//! count, shape or norm, a probe text whose vector drifted, or a text whose vector differs
+//! from the one an earlier answer gave for the same text), latency percentiles of the good
+//! requests, and the server's RSS (`/proc/<pid>/status`) sampled every few seconds after the
+//! warm-up. The last line on stderr is `N requests, F failed, M mismatched`. Exits non-zero
+//! if any answer was unexpected.
+//!
+//! `--stop-file <path>` ends the measured time early once that file exists (how
+//! `scripts/rolling-restart.sh` stops the load when its restarts are done).
 
 #![allow(
     clippy::print_stdout,
@@ -25,7 +31,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -59,7 +65,27 @@ struct Args {
     /// Also write the JSON summary here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Stop the measured time early once this file exists.
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
+    /// A light mix: good requests of 1-8 texts of at most 60 words, and no opening with the
+    /// largest request (steady load a few replicas sustain on a small machine, rather than
+    /// saturation).
+    #[arg(long)]
+    light: bool,
 }
+
+/// Why an answer was not the one expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Problem {
+    /// A wrong status, a transport error, an error body without the error shape.
+    Failed,
+    /// A 200 whose vectors are wrong: count, shape, norm, or not the vector of its text.
+    Mismatched,
+}
+
+/// Most distinct texts whose vectors are remembered for the repeat check.
+const REMEMBERED_TEXTS: usize = 20_000;
 
 /// What a request is and what it must get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,9 +159,11 @@ struct Request {
     body: Vec<u8>,
     texts: usize,
     normalize: bool,
+    /// The texts of a good request, in order (empty for the others).
+    inputs: Vec<String>,
 }
 
-fn make_request(rng: &mut Rng, model: &str) -> Request {
+fn make_request(rng: &mut Rng, model: &str, light: bool) -> Request {
     let roll = rng.below(100);
     let json_request = |kind, path, body: Value, texts, normalize| Request {
         kind,
@@ -144,6 +172,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
         body: body.to_string().into_bytes(),
         texts,
         normalize,
+        inputs: Vec::new(),
     };
     match roll {
         0..=2 => json_request(
@@ -160,6 +189,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
             body: b"{\"inputs\": [\"unterminated".to_vec(),
             texts: 0,
             normalize: true,
+            inputs: Vec::new(),
         },
         6..=8 => json_request(
             Kind::UnknownModel,
@@ -182,6 +212,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
             body: b"{\"inputs\": [\"a\"]}".to_vec(),
             texts: 0,
             normalize: true,
+            inputs: Vec::new(),
         },
         14 => json_request(
             Kind::TooManyInputs,
@@ -201,6 +232,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
             // Sizes as an embedding service sees them: mostly small requests of short texts,
             // a tail of full batches and of texts past the 256-token cap.
             let count = match rng.below(10) {
+                _ if light => 1 + rng.below(8),
                 0..=4 => 1 + rng.below(4),
                 5..=7 => 5 + rng.below(12),
                 _ => 17 + rng.below(16),
@@ -209,6 +241,7 @@ fn make_request(rng: &mut Rng, model: &str) -> Request {
                 .map(|_| {
                     let words = match rng.below(10) {
                         0..=5 => 1 + rng.below(12),
+                        _ if light => 20 + rng.below(40),
                         6..=8 => 20 + rng.below(60),
                         _ => 150 + rng.below(150),
                     } as usize;
@@ -233,14 +266,14 @@ fn good_request(rng: &mut Rng, model: &str, texts: Vec<String>) -> Request {
         let normalize = rng.below(4) != 0;
         (
             "/api/v1/embed",
-            json!({"model": model, "inputs": texts, "normalize": normalize}),
+            json!({"model": model, "inputs": &texts, "normalize": normalize}),
             normalize,
         )
     } else {
         let format = if rng.below(3) == 0 { "base64" } else { "float" };
         (
             "/v1/embeddings",
-            json!({"model": model, "input": texts, "encoding_format": format}),
+            json!({"model": model, "input": &texts, "encoding_format": format}),
             true,
         )
     };
@@ -251,18 +284,19 @@ fn good_request(rng: &mut Rng, model: &str, texts: Vec<String>) -> Request {
         body: body.to_string().into_bytes(),
         texts: count,
         normalize,
+        inputs: texts,
     }
 }
 
 /// Checks a good answer's shape: `texts` vectors of `dimension` finite values, unit norm
-/// when normalised. Returns the first vector.
+/// when normalised. Returns the vectors.
 fn check_vectors(
     path: &str,
     body: &Value,
     texts: usize,
     dimension: usize,
     normalize: bool,
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<Vec<f32>>, String> {
     let vectors: Vec<Vec<f32>> = if path == "/v1/embeddings" {
         body["data"]
             .as_array()
@@ -293,7 +327,7 @@ fn check_vectors(
             return Err(format!("norm {norm}"));
         }
     }
-    Ok(vectors.into_iter().next().unwrap_or_default())
+    Ok(vectors)
 }
 
 fn floats(value: &Value) -> Vec<f32> {
@@ -323,9 +357,78 @@ fn decode_base64(encoded: &str) -> Vec<f32> {
 struct Tally {
     by_kind: BTreeMap<String, (u64, u64)>,
     unexpected: Vec<String>,
+    failed: u64,
+    mismatched: u64,
     latencies_ms: Vec<f64>,
     requests: u64,
     texts_embedded: u64,
+}
+
+impl Tally {
+    fn count(&mut self, problem: Problem) {
+        match problem {
+            Problem::Failed => self.failed += 1,
+            Problem::Mismatched => self.mismatched += 1,
+        }
+    }
+}
+
+/// Checks a 200 answer: its vectors' shape ([`check_vectors`]), the probe's vector against
+/// its first answer, and every normalised vector against the one an earlier answer gave for
+/// the same text (cosine >= 0.9999): an answer meant for another request, or from a replica
+/// with another model, cannot pass.
+async fn check_answer(
+    request: &Request,
+    body: &Value,
+    dimension: usize,
+    probe_vector: &Mutex<Option<Vec<f32>>>,
+    known_texts: &Mutex<HashMap<String, Vec<f32>>>,
+) -> Result<(), String> {
+    let vectors = check_vectors(
+        request.path,
+        body,
+        request.texts,
+        dimension,
+        request.normalize,
+    )
+    .map_err(|problem| format!("{:?}: {problem}", request.kind))?;
+    if request.kind == Kind::Probe {
+        let first = vectors.into_iter().next().unwrap_or_default();
+        let mut known = probe_vector.lock().await;
+        return match known.as_ref() {
+            None => {
+                *known = Some(first);
+                Ok(())
+            }
+            Some(want) if akidb_test_support::cosine(want, &first) >= 0.9999 => Ok(()),
+            Some(want) => Err(format!(
+                "probe vector drifted: cosine {}",
+                akidb_test_support::cosine(want, &first)
+            )),
+        };
+    }
+    if !request.normalize {
+        return Ok(());
+    }
+    let mut known = known_texts.lock().await;
+    for (index, (text, vector)) in request.inputs.iter().zip(vectors).enumerate() {
+        match known.get(text) {
+            Some(want) => {
+                let cosine = akidb_test_support::cosine(want, &vector);
+                if cosine < 0.9999 {
+                    return Err(format!(
+                        "the vector of text {index} differs from an earlier answer for the \
+                         same text: cosine {cosine}"
+                    ));
+                }
+            }
+            None if known.len() < REMEMBERED_TEXTS => {
+                known.insert(text.clone(), vector);
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -389,25 +492,28 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Mutex::new(Tally::default()));
     let probe_vector: Arc<Mutex<Option<Vec<f32>>>> = Arc::new(Mutex::new(None));
+    let known_texts: Arc<Mutex<HashMap<String, Vec<f32>>>> = Arc::new(Mutex::new(HashMap::new()));
     let clients: Vec<_> = (0..args.clients)
         .map(|client| {
             let (http, base, model) = (http.clone(), base.clone(), model.clone());
-            let (measuring, stop, tally, probe_vector) = (
+            let light = args.light;
+            let (measuring, stop, tally, probe_vector, known_texts) = (
                 Arc::clone(&measuring),
                 Arc::clone(&stop),
                 Arc::clone(&tally),
                 Arc::clone(&probe_vector),
+                Arc::clone(&known_texts),
             );
             tokio::spawn(async move {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((client as u64 + 1) * 0x1000_0001));
                 // Four clients open with the largest request (more would only queue).
-                let mut first = client < 4;
+                let mut first = client < 4 && !light;
                 while !stop.load(Ordering::Acquire) {
                     let request = if first {
                         first = false;
                         largest_request(&mut rng, &model)
                     } else {
-                        make_request(&mut rng, &model)
+                        make_request(&mut rng, &model, light)
                     };
                     let sent = Instant::now();
                     let outcome = http
@@ -416,50 +522,36 @@ async fn main() {
                         .body(request.body.clone())
                         .send()
                         .await;
-                    let result: Result<(), String> = match outcome {
-                        Err(error) => Err(format!("transport error: {error}")),
+                    let result: Result<(), (Problem, String)> = match outcome {
+                        Err(error) => Err((Problem::Failed, format!("transport error: {error}"))),
                         Ok(response) => {
                             let status = response.status().as_u16();
                             let body: Value = response.json().await.unwrap_or(Value::Null);
                             if status != request.kind.expected() {
-                                Err(format!(
-                                    "{:?} got {status}, expected {}: {}",
-                                    request.kind,
-                                    request.kind.expected(),
-                                    body.to_string().chars().take(200).collect::<String>()
+                                Err((
+                                    Problem::Failed,
+                                    format!(
+                                        "{:?} got {status}, expected {}: {}",
+                                        request.kind,
+                                        request.kind.expected(),
+                                        body.to_string().chars().take(200).collect::<String>()
+                                    ),
                                 ))
                             } else if status == 200 {
-                                match check_vectors(
-                                    request.path,
+                                check_answer(
+                                    &request,
                                     &body,
-                                    request.texts,
                                     dimension,
-                                    request.normalize,
-                                ) {
-                                    Err(problem) => Err(format!("{:?}: {problem}", request.kind)),
-                                    Ok(first) if request.kind == Kind::Probe => {
-                                        let mut known = probe_vector.lock().await;
-                                        match known.as_ref() {
-                                            None => {
-                                                *known = Some(first);
-                                                Ok(())
-                                            }
-                                            Some(want)
-                                                if akidb_test_support::cosine(want, &first)
-                                                    >= 0.9999 =>
-                                            {
-                                                Ok(())
-                                            }
-                                            Some(want) => Err(format!(
-                                                "probe vector drifted: cosine {}",
-                                                akidb_test_support::cosine(want, &first)
-                                            )),
-                                        }
-                                    }
-                                    Ok(_) => Ok(()),
-                                }
+                                    &probe_vector,
+                                    &known_texts,
+                                )
+                                .await
+                                .map_err(|problem| (Problem::Mismatched, problem))
                             } else if body["error"]["type"].as_str().is_none() {
-                                Err(format!("{:?}: error without the error shape", request.kind))
+                                Err((
+                                    Problem::Failed,
+                                    format!("{:?}: error without the error shape", request.kind),
+                                ))
                             } else {
                                 Ok(())
                             }
@@ -468,12 +560,10 @@ async fn main() {
                     let elapsed_ms = sent.elapsed().as_secs_f64() * 1e3;
                     if !measuring.load(Ordering::Acquire) {
                         // Warm-up: count nothing, but never hide a wrong answer.
-                        if let Err(problem) = result {
-                            tally
-                                .lock()
-                                .await
-                                .unexpected
-                                .push(format!("(warm-up) {problem}"));
+                        if let Err((problem, text)) = result {
+                            let mut tally = tally.lock().await;
+                            tally.count(problem);
+                            tally.unexpected.push(format!("(warm-up) {text}"));
                         }
                         continue;
                     }
@@ -491,9 +581,10 @@ async fn main() {
                             }
                             tally.texts_embedded += request.texts as u64;
                         }
-                        Err(problem) => {
+                        Err((problem, text)) => {
                             entry.1 += 1;
-                            tally.unexpected.push(problem);
+                            tally.count(problem);
+                            tally.unexpected.push(text);
                         }
                     }
                 }
@@ -510,9 +601,14 @@ async fn main() {
         rss_samples.push((0.0, kib));
     }
     let until = measured_from + Duration::from_secs(args.seconds);
-    while Instant::now() < until {
+    let stop_asked = || args.stop_file.as_ref().is_some_and(|path| path.exists());
+    while Instant::now() < until && !stop_asked() {
         let left = until.saturating_duration_since(Instant::now());
-        tokio::time::sleep(left.min(Duration::from_secs(args.sample_seconds))).await;
+        let pause = left.min(Duration::from_secs(args.sample_seconds));
+        let slept = Instant::now();
+        while slept.elapsed() < pause && !stop_asked() {
+            tokio::time::sleep(pause.min(Duration::from_millis(100))).await;
+        }
         if let Some(kib) = args.pid.and_then(rss_kib) {
             rss_samples.push((measured_from.elapsed().as_secs_f64(), kib));
         }
@@ -557,6 +653,8 @@ async fn main() {
         "texts_embedded_per_s": ((tally.texts_embedded as f64 / measured) * 10.0).round() / 10.0,
         "by_kind": tally.by_kind.iter().map(|(kind, (count, bad))| (kind.clone(), json!({"requests": count, "unexpected": bad}))).collect::<serde_json::Map<_, _>>(),
         "unexpected": tally.unexpected.len(),
+        "failed": tally.failed,
+        "mismatched": tally.mismatched,
         "unexpected_examples": unexpected_kinds,
         "good_latency_ms": {
             "count": latencies.len(),
@@ -579,6 +677,12 @@ async fn main() {
     }
     if !tally.unexpected.is_empty() {
         eprintln!("soak: {} unexpected answers", tally.unexpected.len());
+    }
+    eprintln!(
+        "{} requests, {} failed, {} mismatched",
+        tally.requests, tally.failed, tally.mismatched
+    );
+    if !tally.unexpected.is_empty() {
         std::process::exit(1);
     }
 }

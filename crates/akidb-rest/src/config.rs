@@ -36,6 +36,11 @@ pub const DEFAULT_CLIENT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Shutdown bound when `AKIDB_SHUTDOWN_TIMEOUT_MS` is not set.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+/// Drain delay when `AKIDB_DRAIN_DELAY_MS` is not set: none, so Ctrl-C and a plain
+/// `docker stop` end the process at once. Behind a load balancer set it longer than the
+/// balancer takes to notice `/health` turning 503 and longer than its idle keep-alive
+/// timeout (`deploy/` sets it; see `docs/deploy.md`).
+pub const DEFAULT_DRAIN_DELAY_MS: u64 = 0;
 /// Dynamic-batching wait when `AKIDB_BATCH_WAIT_MS` is not set: none. Requests that arrive
 /// while the model is busy merge into its next run anyway, so waiting only adds latency to an
 /// idle server (measured: 5 ms of wait cut one client's requests/s from 344 to 107).
@@ -169,6 +174,13 @@ pub struct Config {
     #[arg(long, env = "AKIDB_SHUTDOWN_TIMEOUT_MS", default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_MS)]
     pub shutdown_timeout_ms: u64,
 
+    /// On SIGTERM or SIGINT, how long the service keeps accepting and serving requests with
+    /// `/health` answering 503 (and every answer saying `Connection: close`) before it closes
+    /// its listener, in milliseconds: the time load balancers need to stop routing to it.
+    /// `AKIDB_SHUTDOWN_TIMEOUT_MS` counts from the end of this delay.
+    #[arg(long, env = "AKIDB_DRAIN_DELAY_MS", default_value_t = DEFAULT_DRAIN_DELAY_MS)]
+    pub drain_delay_ms: u64,
+
     /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
     #[arg(long, env = "AKIDB_API_KEY", hide_env_values = true)]
     pub api_key: Option<ApiKey>,
@@ -212,6 +224,7 @@ impl Default for Config {
             client_timeout_ms: DEFAULT_CLIENT_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             shutdown_timeout_ms: DEFAULT_SHUTDOWN_TIMEOUT_MS,
+            drain_delay_ms: DEFAULT_DRAIN_DELAY_MS,
             api_key: None,
             batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -244,6 +257,12 @@ impl Config {
     /// How long a graceful shutdown waits for in-flight requests.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// How long a signalled service keeps serving, `/health` at 503, before it closes its
+    /// listener.
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
     }
 
     /// The dynamic batcher's settings.
@@ -304,6 +323,11 @@ mod tests {
         assert_eq!(defaults.client_timeout_ms, config.client_timeout_ms);
         assert_eq!(defaults.max_connections, config.max_connections);
         assert_eq!(defaults.shutdown_timeout_ms, config.shutdown_timeout_ms);
+        assert_eq!(defaults.drain_delay_ms, config.drain_delay_ms);
+        assert_eq!(
+            parse(&["--drain-delay-ms", "5000"]).unwrap().drain_delay(),
+            Duration::from_secs(5)
+        );
         assert_eq!(defaults.weights_mapping, config.weights_mapping);
         assert_eq!(
             parse(&["--weights-mapping", "in-place"])

@@ -6,6 +6,9 @@
 //!   closed: trickled headers and idle sockets cannot hold a connection for ever;
 //! - a client must take response bytes within the client timeout ([`TimedStream`]), else the
 //!   connection is closed: a client that stops reading cannot pin a response in memory;
+//! - while the service drains ([`AppState::is_draining`]), every answer carries
+//!   `Connection: close`, so a client never sends another request on a connection the
+//!   service is about to close;
 //! - on shutdown, no new connections are accepted, in-flight requests finish, idle
 //!   connections close, and after `shutdown_timeout` whatever is still open is dropped;
 //! - a connection the service closes after answering is half-closed first, and what the
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -119,6 +123,7 @@ pub async fn serve(
         ));
     }
     drop(listener);
+    let closed_at = std::time::Instant::now();
     let open = connections.len();
     tracing::info!(
         open,
@@ -137,6 +142,10 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
+    tracing::info!(
+        elapsed_ms = closed_at.elapsed().as_millis() as u64,
+        "every connection closed"
+    );
 }
 
 /// Errors of one incoming connection (the peer gave up), not of the listener.
@@ -158,7 +167,7 @@ async fn serve_connection(
     mut closing: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let _counted = CountedConnection::new(state);
+    let _counted = CountedConnection::new(state.clone());
     // Small requests and answers: send them at once rather than waiting to fill a segment.
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(TimedStream::new(stream, client_timeout));
@@ -167,8 +176,17 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(client_timeout);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let app = app.clone();
-        Box::pin(async move { app.oneshot(request.map(Body::new)).await }) as Answer
+        let (app, state) = (app.clone(), state.clone());
+        Box::pin(async move {
+            let mut response = app.oneshot(request.map(Body::new)).await?;
+            if state.is_draining() {
+                // hyper closes the connection once this answer is written.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        }) as Answer
     });
     let mut connection = builder.serve_connection(io, service);
     let mut shutting_down = false;

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
 use tokio::net::TcpListener;
@@ -40,6 +40,7 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     limits: ConnectionLimits,
+    drain_delay: Duration,
 }
 
 impl Server {
@@ -55,6 +56,7 @@ impl Server {
             listener,
             state: AppState::new(config),
             limits: ConnectionLimits::from(config),
+            drain_delay: config.drain_delay(),
         })
     }
 
@@ -69,10 +71,11 @@ impl Server {
     }
 
     /// Serves requests at once (`/health` answers 503) while `loader` builds the providers;
-    /// once they are loaded and pass their health check, requests reach them. Stops
-    /// gracefully (no new connections, in-flight requests finish, within the configured
-    /// shutdown timeout) when `shutdown` completes, and with [`ServeError::Load`] when loading
-    /// fails.
+    /// once they are loaded and pass their health check, requests reach them. When
+    /// `shutdown` completes the service drains: `/health` answers 503 and every answer
+    /// carries `Connection: close` while requests are still served for the drain delay; then
+    /// the listener closes, idle connections close, and in-flight requests finish within the
+    /// shutdown timeout. Stops at once with [`ServeError::Load`] when loading fails.
     pub async fn run<L, S>(self, loader: L, shutdown: S) -> Result<(), ServeError>
     where
         L: Future<Output = Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError>>
@@ -84,6 +87,7 @@ impl Server {
             listener,
             state,
             limits,
+            drain_delay,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
         let load_failed = Arc::new(Notify::new());
@@ -98,10 +102,13 @@ impl Server {
                 result
             }
         });
-        let stop = async move {
-            tokio::select! {
-                () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
-                () = load_failed.notified() => {}
+        let stop = {
+            let state = state.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => drain(&state, drain_delay).await,
+                    () = load_failed.notified() => {}
+                }
             }
         };
         connections::serve(listener, router(state.clone()), state, limits, stop).await;
@@ -116,6 +123,21 @@ impl Server {
                 "(loader)", join_error,
             ))),
         }
+    }
+}
+
+/// The first step of a shutdown: `/health` turns 503 so load balancers stop routing here,
+/// and answers close their connections, while requests are still accepted and served for
+/// `delay`; then the listener may close.
+async fn drain(state: &AppState, delay: Duration) {
+    state.start_draining();
+    tracing::info!(
+        drain_delay_ms = delay.as_millis() as u64,
+        "shutting down: draining (/health answers 503, answers close their connections)"
+    );
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+        tracing::info!("drain delay over: closing the listener");
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the HTTP handlers share: limits, metrics, and the served models once they are loaded.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ struct Shared {
     batcher: BatcherConfig,
     metrics: Arc<Metrics>,
     models: OnceLock<Models>,
+    /// Set once a shutdown signal arrived: `/health` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// The served models, in configuration order, each behind its batcher.
@@ -135,6 +138,7 @@ impl AppState {
                 batcher: config.batcher(),
                 metrics: Arc::new(Metrics::default()),
                 models: OnceLock::new(),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -186,9 +190,14 @@ impl AppState {
             .map_err(|_| already_installed())
     }
 
-    /// The served models if every one can take requests: 503 while they are loading, and
-    /// when a model's batcher has stopped.
+    /// The served models if every one can take requests: 503 while they are loading, when
+    /// a model's batcher has stopped, and once the service is draining.
     pub fn healthy_models(&self) -> Result<&Models, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::NotReady(
+                "the service is shutting down; send requests elsewhere".to_string(),
+            ));
+        }
         let models = self.models()?;
         if let Some(stopped) = models.batchers.iter().find(|batcher| !batcher.is_running()) {
             return Err(ApiError::NotReady(format!(
@@ -204,6 +213,17 @@ impl AppState {
         self.shared.models.get().ok_or_else(|| {
             ApiError::NotReady("the models are still loading; retry shortly".to_string())
         })
+    }
+
+    /// Marks the service as draining: `/health` answers 503 and every answer closes its
+    /// connection, while requests are still served.
+    pub fn start_draining(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether a shutdown has begun ([`AppState::start_draining`]).
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
     }
 
     /// Whether every model is loaded and warmed up.

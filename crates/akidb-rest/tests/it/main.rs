@@ -5,6 +5,7 @@ mod common;
 
 mod abuse;
 mod binary;
+mod drain;
 mod faults;
 mod http;
 mod in_process;

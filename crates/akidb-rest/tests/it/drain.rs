@@ -1,0 +1,277 @@
+//! Drain on shutdown: `/health` turns 503 at once while requests are still accepted and
+//! served for `AKIDB_DRAIN_DELAY_MS`, every answer in that time carries `Connection: close`
+//! (and its connection is closed after it), then the listener closes, idle keep-alive
+//! connections close and in-flight requests finish. In process over the mock (timings under
+//! the test's control), then the executable with a real SIGTERM (the log's sequence).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use akidb_embedding_core::EmbeddingProvider;
+use akidb_embedding_mock::MockEmbeddingProvider;
+use akidb_rest::Config;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::raw::{RawResponse, parse_responses};
+use common::{TestServer, config};
+
+const DRAIN: Duration = Duration::from_millis(3000);
+
+/// A keep-alive POST of `{"inputs": [text]}` to `/api/v1/embed`.
+fn keep_alive_embed(text: &str) -> Vec<u8> {
+    let body = json!({ "inputs": [text] }).to_string();
+    format!(
+        "POST /api/v1/embed HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A keep-alive `GET /health`.
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n";
+
+/// Sends `request` on `stream` and reads exactly one answer (the connection may stay open).
+async fn one_answer(stream: &mut TcpStream, request: &[u8]) -> RawResponse {
+    stream.write_all(request).await.expect("write the request");
+    let mut bytes = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(response) = parse_responses(&bytes).into_iter().next() {
+            return response;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = tokio::time::timeout(left, stream.read(&mut buffer))
+            .await
+            .expect("an answer within 20 s")
+            .expect("read the answer");
+        assert!(
+            read > 0,
+            "closed before a whole answer: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// Whether the server has closed `stream` (EOF or reset) by now, without waiting long.
+async fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) => panic!("unexpected bytes on an idle connection"),
+        Err(_) => false,
+    }
+}
+
+async fn wait_closed(stream: &mut TcpStream, within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(within, stream.read(&mut byte)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => started.elapsed(),
+        Ok(Ok(_)) => panic!("unexpected bytes on an idle connection"),
+        Err(_) => panic!("the connection was still open after {within:?}"),
+    }
+}
+
+fn drain_config(drain: Duration) -> Config {
+    Config {
+        drain_delay_ms: drain.as_millis() as u64,
+        shutdown_timeout_ms: 10_000,
+        ..config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_accepting() {
+    // Every run takes 1 s, so a request sent just before the listener closes is still in
+    // flight after it.
+    let provider: Arc<dyn EmbeddingProvider> = Arc::new(
+        MockEmbeddingProvider::new(8)
+            .with_id("slow")
+            .with_latency(Duration::from_millis(1000)),
+    );
+    let server = TestServer::start(drain_config(DRAIN), vec![provider]).await;
+    let addr: SocketAddr = server.addr;
+
+    // Before the signal: keep-alive answers, the connection stays open.
+    let mut used_during_drain = TcpStream::connect(addr).await.unwrap();
+    let before = one_answer(&mut used_during_drain, HEALTH).await;
+    assert_eq!(before.status, 200);
+    assert_ne!(before.header("connection"), Some("close"));
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(one_answer(&mut idle, HEALTH).await.status, 200);
+    assert!(!is_closed(&mut idle).await, "keep-alive before the drain");
+
+    let stopping = tokio::spawn(server.stop());
+    let signalled = Instant::now();
+
+    // At once: /health 503 on a new connection (the listener still accepts), and the
+    // answer closes its connection.
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    let health = loop {
+        let answer = one_answer(&mut fresh, HEALTH).await;
+        if answer.status == 503 {
+            break answer;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(500),
+            "/health still {} 500 ms after the signal",
+            answer.status
+        );
+        fresh = TcpStream::connect(addr).await.unwrap();
+    };
+    assert_eq!(health.json()["error"]["type"], "not_ready", "{:?}", health);
+    assert_eq!(health.header("connection"), Some("close"));
+    wait_closed(&mut fresh, Duration::from_secs(2)).await;
+
+    // A keep-alive connection opened before the drain is still served, told to close, and
+    // closed after the answer.
+    let served = one_answer(
+        &mut used_during_drain,
+        &keep_alive_embed("during the drain"),
+    )
+    .await;
+    assert_eq!(
+        served.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&served.body)
+    );
+    assert_eq!(served.json()["count"], 1);
+    assert_eq!(served.header("connection"), Some("close"));
+    wait_closed(&mut used_during_drain, Duration::from_secs(2)).await;
+    assert!(
+        signalled.elapsed() < DRAIN,
+        "this part must happen within the drain delay; the machine is too slow"
+    );
+
+    // A request sent just before the listener closes is still running after it, and
+    // finishes.
+    let until_close = DRAIN.saturating_sub(signalled.elapsed());
+    tokio::time::sleep(until_close.saturating_sub(Duration::from_millis(300))).await;
+    let mut in_flight = TcpStream::connect(addr).await.unwrap();
+    in_flight
+        .write_all(&keep_alive_embed("in flight"))
+        .await
+        .unwrap();
+
+    // The idle keep-alive connection was left open during the drain and is closed when the
+    // listener closes.
+    let idle_closed_after =
+        signalled.elapsed() + wait_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(
+        idle_closed_after >= DRAIN,
+        "an idle connection was closed {idle_closed_after:?} after the signal, within the drain"
+    );
+    // New connections are refused once the listener is closed.
+    let refused = loop {
+        match TcpStream::connect(addr).await {
+            Err(error) => break error,
+            Ok(_) => {
+                assert!(
+                    signalled.elapsed() < DRAIN + Duration::from_secs(2),
+                    "the listener still accepts 2 s after the drain delay"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    let refused_after = signalled.elapsed();
+    assert!(refused_after >= DRAIN, "refused after {refused_after:?}");
+
+    let answer = one_answer(&mut in_flight, b"").await;
+    let finished_after = signalled.elapsed();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(
+        finished_after > refused_after,
+        "the in-flight request finished ({finished_after:?}) after the listener closed \
+         ({refused_after:?})"
+    );
+    stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_drain_delay_the_listener_closes_at_once() {
+    let provider: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(8));
+    let server = TestServer::start(drain_config(Duration::ZERO), vec![provider]).await;
+    let addr = server.addr;
+    let signalled = Instant::now();
+    server.stop().await.unwrap();
+    assert!(TcpStream::connect(addr).await.is_err());
+    assert!(signalled.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_the_logged_order() {
+    let mut service = common::process::Service::start(&[
+        ("AKIDB_EMBEDDING_PROVIDER", "mock"),
+        ("AKIDB_DRAIN_DELAY_MS", "1000"),
+        ("AKIDB_SHUTDOWN_TIMEOUT_MS", "5000"),
+    ]);
+    service.wait_ready().await;
+    let addr: SocketAddr = service.addr.parse().unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(one_answer(&mut idle, HEALTH).await.status, 200);
+
+    service.terminate();
+    let signalled = Instant::now();
+    // /health turns 503 while the listener still accepts.
+    let mut saw_503 = false;
+    while signalled.elapsed() < Duration::from_millis(800) {
+        if let Ok(mut stream) = TcpStream::connect(addr).await
+            && one_answer(&mut stream, HEALTH).await.status == 503
+        {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        saw_503,
+        "no 503 from /health during the drain:\n{}",
+        service.log()
+    );
+    let idle_closed = signalled.elapsed() + wait_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(
+        idle_closed >= Duration::from_millis(1000),
+        "{idle_closed:?}"
+    );
+    let status = service
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", service.log()));
+    assert!(status.success(), "exit {status}:\n{}", service.log());
+
+    let log = service.log();
+    let position = |what: &str| {
+        log.find(what)
+            .unwrap_or_else(|| panic!("`{what}` is not in the log:\n{log}"))
+    };
+    let steps = [
+        position("shutting down: draining"),
+        position("drain delay over"),
+        position("no longer accepting connections"),
+        position("every connection closed"),
+    ];
+    assert!(
+        steps.is_sorted(),
+        "the steps were logged out of order:\n{log}"
+    );
+    assert!(log.contains("drain_delay_ms=1000"), "{log}");
+}
