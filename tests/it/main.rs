@@ -10,6 +10,8 @@ mod errors;
 mod hub;
 mod model_files;
 mod proptest_unicode;
+mod quantize;
+mod real_gemma;
 mod reference;
 mod runtime_missing;
 mod truncation;

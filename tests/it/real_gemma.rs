@@ -5,10 +5,10 @@
 //!
 //! Without `AKIDB_GEMMA_DIR` each test prints why it was skipped; the model is too big for CI.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![allow(clippy::print_stderr)]
 
 use akidb_embedding_core::EmbedRequest;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, OnnxVariant};
+use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
 use akidb_test_support::{
     Reference, Sentence, cosine, real_gemma_dir, reference, sentences, workspace_reference,
 };
@@ -29,7 +29,11 @@ fn fidelity(
         let mut request = EmbedRequest::new([text.text.as_str()]);
         request.prompt_name = text.prompt_name.clone();
         let response = provider.embed_blocking(request).unwrap();
-        assert_eq!(response.token_counts[0], expected.tokens, "token count of {}", text.id);
+        assert_eq!(
+            response.token_counts[0], expected.tokens,
+            "token count of {}",
+            text.id
+        );
         let similarity = cosine(&response.embeddings[0], &expected.embedding);
         sum += similarity;
         if similarity < worst {
@@ -41,7 +45,7 @@ fn fidelity(
 
 fn load(variant: OnnxVariant) -> Option<OnnxEmbeddingProvider> {
     let dir = real_gemma_dir()?;
-    let options = LoadOptions::new(dir.to_str().unwrap())
+    let options = crate::load_options(dir.to_str().unwrap())
         .with_intra_threads(2)
         .with_variant(variant);
     Some(OnnxEmbeddingProvider::load(options).unwrap())
@@ -49,8 +53,10 @@ fn load(variant: OnnxVariant) -> Option<OnnxEmbeddingProvider> {
 
 /// Checks both text sets against the bounds and prints the measured figures.
 fn check(provider: &OnnxEmbeddingProvider, label: &str, min_worst: f64, min_mean: f64) {
-    let (shared_texts, shared_reference) =
-        (sentences().unwrap(), reference("embeddinggemma-300m.st.json").unwrap());
+    let (shared_texts, shared_reference) = (
+        sentences().unwrap(),
+        reference("embeddinggemma-300m.st.json").unwrap(),
+    );
     let (eval_texts, eval_reference) = workspace_reference(EVAL_TEXTS, EVAL_REFERENCE);
     assert_eq!(eval_texts.len(), eval_reference.items.len());
     for (set, texts, reference) in [
@@ -62,7 +68,10 @@ fn check(provider: &OnnxEmbeddingProvider, label: &str, min_worst: f64, min_mean
             "{label} on the {set} ({} texts): worst cosine {worst:.6} ({worst_id}), mean {mean:.6}",
             texts.len()
         );
-        assert!(worst >= min_worst, "{label} {set}: worst cosine {worst} ({worst_id})");
+        assert!(
+            worst >= min_worst,
+            "{label} {set}: worst cosine {worst} ({worst_id})"
+        );
         assert!(mean >= min_mean, "{label} {set}: mean cosine {mean}");
     }
 }
@@ -75,7 +84,7 @@ fn real_embeddinggemma_fp32_reproduces_sentence_transformers() {
     let info = akidb_embedding_core::EmbeddingProvider::model_info(&provider);
     assert_eq!((info.dimension, info.max_tokens), (768, 2048));
     assert_eq!(
-        provider.tokenize("Hello, world!", None).unwrap(),
+        provider.token_ids("Hello, world!", None).unwrap(),
         vec![2, 9259, 236764, 1902, 236888, 1]
     );
     check(&provider, "fp32", 0.9999, 0.9999);

@@ -5,7 +5,7 @@
 //!   folder when the model folder is read-only, and survives concurrent first loads;
 //! - bad inputs give typed errors.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+#![allow(clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +17,7 @@ use akidb_embedding_onnx::quantize::{
     NodeOverride, Q8_FILE, QuantizeError, QuantizeRecipe, quantize_file, quantize_folder,
     read_matmul_nbits,
 };
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, OnnxVariant};
+use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
 use akidb_test_support::{
     TempDir, cosine, in_ci, reference, sentences, temp_dir, tiny_gemma_dir, workspace_root,
 };
@@ -207,7 +207,7 @@ fn the_quantised_folder_loads_and_keeps_the_vectors() {
     );
 
     let provider = OnnxEmbeddingProvider::load(
-        LoadOptions::new(out.to_str().unwrap())
+        crate::load_options(out.to_str().unwrap())
             .with_variant(OnnxVariant::Q8)
             .with_intra_threads(1),
     )
@@ -229,7 +229,7 @@ fn the_quantised_folder_loads_and_keeps_the_vectors() {
         .unwrap();
     assert_eq!((mlp.bits, mlp.block_size), (4, 16));
     OnnxEmbeddingProvider::load(
-        LoadOptions::new(mixed.to_str().unwrap())
+        crate::load_options(mixed.to_str().unwrap())
             .with_variant(OnnxVariant::Q8)
             .with_intra_threads(1),
     )
@@ -252,7 +252,7 @@ fn the_embedding_table_can_be_quantised_too() {
         report.output_bytes
     );
     let provider = OnnxEmbeddingProvider::load(
-        LoadOptions::new(out.to_str().unwrap())
+        crate::load_options(out.to_str().unwrap())
             .with_variant(OnnxVariant::Q8)
             .with_intra_threads(1),
     )
@@ -271,7 +271,7 @@ fn q8_without_model_q8_quantises_at_first_load_and_caches_beside_the_model() {
     };
     let load = || {
         OnnxEmbeddingProvider::load(
-            LoadOptions::new(dir.to_str().unwrap())
+            crate::load_options(dir.to_str().unwrap())
                 .with_variant(OnnxVariant::Q8)
                 .with_intra_threads(1),
         )
@@ -484,7 +484,7 @@ fn bad_inputs_give_typed_errors() {
     );
     // Through the loader: a typed load error, not a silent fallback to fp32.
     let err = OnnxEmbeddingProvider::load(
-        LoadOptions::new(dir.to_str().unwrap()).with_variant(OnnxVariant::Q8),
+        crate::load_options(dir.to_str().unwrap()).with_variant(OnnxVariant::Q8),
     )
     .unwrap_err();
     assert!(err.to_string().contains("q8 quantisation failed"), "{err}");
