@@ -126,7 +126,7 @@ struct Answer {
     embeddings: Vec<Vec<f32>>,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
     let per_token = Duration::from_secs_f64(args.ms_per_token / 1e3);
@@ -139,12 +139,27 @@ async fn main() {
         request_timeout_ms: args.request_timeout_ms,
         ..Config::default()
     };
-    let server = Server::bind(&config).await.expect("bind");
-    let addr = server.local_addr().unwrap();
+    // The service gets a runtime and threads of its own, as in a process of its own: the
+    // clients' work (building bodies, checking every vector) must not delay its answers.
     let (stop, stopped) = oneshot::channel::<()>();
-    let service = tokio::spawn(server.run(async move { Ok(vec![served]) }, async move {
-        let _ = stopped.await;
-    }));
+    let (bound, addr) = std::sync::mpsc::channel();
+    let service = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let server = Server::bind(&config).await.expect("bind");
+            bound.send(server.local_addr().unwrap()).unwrap();
+            server
+                .run(async move { Ok(vec![served]) }, async move {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    });
+    let addr = addr.recv().unwrap();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients)
         .build()
@@ -245,7 +260,7 @@ async fn main() {
         client.await.unwrap();
     }
     let _ = stop.send(());
-    let _ = service.await;
+    service.join().unwrap().unwrap();
 
     let tally = tally.lock().await;
     let requests = tally.ok.len()
@@ -257,6 +272,8 @@ async fn main() {
     let max_503 = tally.shed.iter().max().copied().unwrap_or_default();
     let mut ok = tally.ok.clone();
     ok.sort();
+    let mut shed = tally.shed.clone();
+    shed.sort();
     let percentile = |sorted: &[Duration], p: f64| {
         sorted
             .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
@@ -274,6 +291,7 @@ async fn main() {
         "other": tally.other.len(),
         "share_504": share_504,
         "max_503_ms": max_503.as_secs_f64() * 1e3,
+        "shed_latency_ms": {"p50": percentile(&shed, 0.5) * 1e3, "p95": percentile(&shed, 0.95) * 1e3},
         "ok_latency_s": {"p50": percentile(&ok, 0.5), "p95": percentile(&ok, 0.95), "max": percentile(&ok, 1.0)},
     });
     println!(
@@ -285,6 +303,12 @@ async fn main() {
         tally.timeouts,
         share_504 * 100.0,
         tally.other.len()
+    );
+    println!(
+        "503 latency p50 / p95 / max: {:.1} / {:.1} / {:.1} ms",
+        percentile(&shed, 0.5) * 1e3,
+        percentile(&shed, 0.95) * 1e3,
+        max_503.as_secs_f64() * 1e3
     );
     println!(
         "200 latency p50 / p95 / max: {:.2} / {:.2} / {:.2} s",
