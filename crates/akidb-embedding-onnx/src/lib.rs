@@ -23,7 +23,9 @@
 //! Model files are found by [`source`]; what a model needs is described by [`ModelSpec`]
 //! (built-in rows in [`model_spec`], overridden by the sentence-transformers files of a folder,
 //! read in [`st_config`]). Split weights are mapped from a private copy ([`weights`]), so
-//! changes to the model folder cannot harm a loaded model.
+//! changes to the model folder cannot harm a loaded model. [`quantize`] makes the project's own
+//! `q8` variant (`MatMulNBits` weights) from an fp32 graph, ahead of time or at first load
+//! ([`OnnxVariant::Q8`]).
 
 pub mod batching;
 pub mod model_spec;
