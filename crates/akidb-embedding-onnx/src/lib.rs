@@ -29,6 +29,8 @@
 //! found by [`runtime`] from what the caller names (this crate knows no install layout). Split
 //! weights are mapped from a private copy ([`weights`]), so changes to the model folder cannot
 //! harm a loaded model.
+//! [`quantize`] makes the project's own `q8` variant (`MatMulNBits` weights) from an fp32
+//! graph, ahead of time or at first load ([`OnnxVariant::Q8`]).
 
 pub mod model_spec;
 mod options;

@@ -482,12 +482,13 @@ fn copy_support_files(from: &Path, to: &Path) -> Result<(), QuantizeError> {
         let path = entry.path();
         let target = to.join(&name);
         if path.is_dir() {
-            if same(&path, to) {
-                continue;
+            if !same(&path, to) {
+                copy_support_files(&path, &target)?;
             }
-            std::fs::create_dir_all(&target).map_err(|e| QuantizeError::io(&target, e))?;
-            copy_support_files(&path, &target)?;
         } else {
+            // Folders are made only for the files they receive (the hub layout's `onnx/`
+            // holds nothing to copy).
+            std::fs::create_dir_all(to).map_err(|e| QuantizeError::io(to, e))?;
             std::fs::copy(&path, &target).map_err(|e| QuantizeError::io(&target, e))?;
         }
     }
@@ -553,6 +554,40 @@ mod tests {
             .with_block_size(128)
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn support_files_are_copied_without_graphs_weights_or_hidden_files() {
+        let base = std::env::temp_dir().join(format!("akidb-q8-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let from = base.join("from");
+        for file in [
+            "tokenizer.json",
+            "1_Pooling/config.json",
+            "onnx/model.onnx",
+            "onnx/model.onnx_data",
+            "model_q4.onnx",
+            ".akidb-q8/x/model_q8.onnx",
+        ] {
+            let path = from.join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, file).unwrap();
+        }
+        let to = base.join("to");
+        copy_support_files(&from, &to).unwrap();
+        assert_eq!(
+            std::fs::read(to.join("tokenizer.json")).unwrap(),
+            b"tokenizer.json"
+        );
+        assert!(to.join("1_Pooling/config.json").is_file());
+        assert!(!to.join("onnx").exists());
+        assert!(!to.join("model_q4.onnx").exists());
+        assert!(!to.join(".akidb-q8").exists());
+        // Into a folder inside the source: no endless recursion.
+        copy_support_files(&from, &from.join("out")).unwrap();
+        assert!(from.join("out/tokenizer.json").is_file());
+        assert!(!from.join("out/out").exists());
+        std::fs::remove_dir_all(base).unwrap();
     }
 
     #[test]
