@@ -154,6 +154,7 @@ for round in $(seq 1 "$rounds"); do
   for index in $(seq 0 $((replicas - 1))); do
     pid="${pids[$index]}"
     signalled=$(date +%s.%N)
+    echo "${replica_ports[$index]} $signalled" >>"$out/signals"
     kill -TERM "$pid"
     wait "$pid" || die "replica $index exited with status $? after SIGTERM"
     exited=$(date +%s.%N)
@@ -208,13 +209,30 @@ for index in range(replicas):
 PY
 
 access="$out/nginx/access.log"
+# Requests nginx completed on a replica between its SIGTERM and the end of its drain delay:
+# the drain was crossed under load, not avoided.
+during_drain=$(python3 - "$access" "$out/signals" "$drain_ms" <<'PY'
+import re, sys
+access, signals, drain_ms = sys.argv[1], sys.argv[2], int(sys.argv[3])
+windows = [(port, float(t), float(t) + drain_ms / 1000) for port, t in (l.split() for l in open(signals))]
+count = 0
+for line in open(access):
+    m = re.match(r"([\d.]+) (\d+) ([\d.]+) .* upstream=(\S+?:(\d+))(?: |$)", line)
+    if not m:
+        continue
+    done, took, port = float(m.group(1)), float(m.group(3)), m.group(5)
+    if any(port == p and start <= done - took and done <= end for p, start, end in windows):
+        count += 1
+print(count)
+PY
+)
 retried=$(grep -c 'upstream=[^ ]*, ' "$access" || true)
 retried_503=$(grep -c 'ustatus=503, ' "$access" || true)
 refused=$(grep -c 'connect() failed (111' "$out/nginx/error.log" || true)
 # A request written into a connection the replica was closing shows as one of these, on the
 # upstream side (nginx retried it thanks to non_idempotent, so only its log tells).
 closing=$(grep -E 'prematurely closed|reset by peer|Broken pipe|broken pipe' "$out/nginx/error.log" | grep -c 'upstream' || true)
-say "nginx: $(wc -l <"$access") requests proxied, $retried retried on another replica ($retried_503 after a 503 from a replica still loading, $refused connection attempts refused by a closed listener), $closing closed under a request"
+say "nginx: $(wc -l <"$access") requests proxied, $during_drain of them sent to and answered by a replica during its drain, $retried retried on another replica ($retried_503 after a 503 from a replica still loading, $refused connection attempts refused by a closed listener), $closing closed under a request"
 say "client: $(tail -1 "$out/client.log")"
 [ -f "$out/summary.json" ] || die "the soak client wrote no summary (status $client_status): $(tail -5 "$out/client.log")"
 
