@@ -188,18 +188,49 @@ async fn concurrent_callers_get_the_same_vectors() {
 fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
     let Some(dir) = minilm_dir() else { return };
     let folder = akidb_test_support::temp_dir("optimized-cache");
+    let model = akidb_test_support::copy_model(&dir, "optimized-cache-model", &[]);
     let cache = folder.join("minilm.optimized.onnx");
-    let first = load(&dir, |o| o.with_optimized_model_cache(&cache));
+    let sidecar = folder.join("minilm.optimized.onnx.source");
+    let first = load(&model, |o| o.with_optimized_model_cache(&cache));
     assert!(cache.is_file(), "the optimised graph was saved");
-    let second = load(&dir, |o| o.with_optimized_model_cache(&cache));
+    assert!(
+        folder.join("minilm.optimized.onnx_data").is_file(),
+        "its weights were saved beside it"
+    );
+    let recorded = std::fs::read_to_string(&sidecar).expect("the sidecar records the source");
+    let second = load(&model, |o| o.with_optimized_model_cache(&cache));
     let texts = mixed_texts();
     let a = first
         .embed_blocking(EmbedRequest::new(texts.clone()))
         .unwrap();
-    let b = second.embed_blocking(EmbedRequest::new(texts)).unwrap();
+    let b = second
+        .embed_blocking(EmbedRequest::new(texts.clone()))
+        .unwrap();
     for (x, y) in a.embeddings.iter().zip(&b.embeddings) {
         assert!(cosine(x, y) >= 0.999_999);
     }
+    assert_eq!(std::fs::read_to_string(&sidecar).unwrap(), recorded);
+
+    // A source file replaced after the cache was made: the cache is rebuilt, not used.
+    let onnx = model.join("model.onnx");
+    let bytes = std::fs::read(&onnx).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&onnx, bytes).unwrap();
+    let third = load(&model, |o| o.with_optimized_model_cache(&cache));
+    let rebuilt = std::fs::read_to_string(&sidecar).expect("the sidecar was written again");
+    assert_ne!(
+        rebuilt, recorded,
+        "the cache was rebuilt for the new source"
+    );
+    let c = third.embed_blocking(EmbedRequest::new(texts)).unwrap();
+    for (x, y) in a.embeddings.iter().zip(&c.embeddings) {
+        assert!(cosine(x, y) >= 0.999_999);
+    }
+
+    // An interrupted save (graph without sidecar) is never used either.
+    std::fs::remove_file(&sidecar).unwrap();
+    let _fourth = load(&model, |o| o.with_optimized_model_cache(&cache));
+    assert!(sidecar.is_file(), "the cache was saved again");
 }
 
 /// `tokenize` (whose counts a service checks its token limit against) agrees with `embed`,

@@ -189,9 +189,13 @@ impl LoadOptions {
         self
     }
 
-    /// Saves the optimised graph to this file on first load and loads it from there later,
-    /// so later starts skip graph optimisation. The file must be thrown away when the model
-    /// or ONNX Runtime changes.
+    /// Saves the optimised graph to this file (its weights beside it, in `<file>_data`) on first
+    /// load and loads it from there later, so later starts skip graph optimisation (0.9 s →
+    /// 0.5 s for the real EmbeddingGemma here). A sidecar `<file>.source` records the source
+    /// files' sizes and modification times and the settings; when they differ, the cache is
+    /// rebuilt, never used. It is not keyed by the ONNX Runtime library: delete the files when
+    /// you change ONNX Runtime (the optimised graph may hold kernels specific to this CPU, too).
+    /// The cached weights are mapped in place: keep the folder private to the service.
     #[must_use]
     pub fn with_optimized_model_cache(mut self, path: impl Into<PathBuf>) -> Self {
         self.optimized_model_cache = Some(path.into());

@@ -263,19 +263,50 @@ pub(crate) fn build(
     if options.cuda {
         builder = with_cuda(builder).map_err(|e| load_error(&e))?;
     }
+    // The optimised-graph cache is used only when its sidecar names exactly these source files
+    // (size and modification time) and settings; anything else is rebuilt, never used.
+    let mut record_cache = None;
     let source: &Path = match &options.optimized_model_cache {
-        Some(cache) if cache.is_file() => {
-            tracing::info!(cache = %cache.display(), "loading the optimised graph saved earlier");
-            builder = builder
-                .with_optimization_level(GraphOptimizationLevel::Disable)
-                .map_err(|e| load_error(&e))?;
-            cache
-        }
         Some(cache) => {
-            builder = builder
-                .with_optimized_model_path(cache)
-                .map_err(|e| load_error(&e))?;
-            onnx
+            let identity = optimized_cache_identity(files, options);
+            let sidecar = optimized_cache_sidecar(cache);
+            let fresh = cache.is_file()
+                && std::fs::read_to_string(&sidecar).is_ok_and(|saved| saved == identity);
+            if fresh {
+                tracing::info!(cache = %cache.display(), "loading the optimised graph saved earlier");
+                builder = builder
+                    .with_optimization_level(GraphOptimizationLevel::Disable)
+                    .map_err(|e| load_error(&e))?;
+                cache
+            } else {
+                if cache.exists() {
+                    tracing::info!(
+                        cache = %cache.display(),
+                        "the optimised graph was made from other files or settings; rebuilding it"
+                    );
+                }
+                // A stale sidecar must not vouch for the files about to be rewritten.
+                let _ = std::fs::remove_file(&sidecar);
+                // Weights go to a file of their own beside the graph, as in the source: a
+                // 1.2 GB graph cannot be one protobuf, and the file is mapped, not read.
+                builder = builder
+                    .with_optimized_model_path(cache)
+                    .and_then(|b| {
+                        b.with_config_entry(
+                            "session.optimized_model_external_initializers_file_name",
+                            optimized_cache_weights_name(cache),
+                        )
+                    })
+                    .and_then(|b| {
+                        b.with_config_entry(
+                            "session.optimized_model_external_initializers_min_size_in_bytes",
+                            "1024",
+                        )
+                    })
+                    .map_err(|e| load_error(&e))?;
+                record_cache = Some((sidecar, identity));
+                onnx
+            }
         }
         None => onnx,
     };
@@ -289,7 +320,53 @@ pub(crate) fn build(
         _ => None,
     };
     let source = private.as_ref().map_or(source, PrivateWeights::onnx);
-    builder.commit_from_file(source).map_err(|e| load_error(&e))
+    let session = builder
+        .commit_from_file(source)
+        .map_err(|e| load_error(&e))?;
+    if let Some((sidecar, identity)) = record_cache {
+        // Written last, after ONNX Runtime has written the graph and its weights: a cache
+        // without its sidecar (an interrupted save) is never used.
+        if let Err(error) = std::fs::write(&sidecar, identity) {
+            tracing::warn!(sidecar = %sidecar.display(), %error, "cannot record the optimised graph's source; it will be rebuilt at the next load");
+        }
+    }
+    Ok(session)
+}
+
+/// What an optimised graph depends on: each source file's size and modification time, and
+/// the settings that shape the optimised graph (level, threads, execution provider).
+fn optimized_cache_identity(files: &ModelFiles, options: &LoadOptions) -> String {
+    let mut identity = format!(
+        "akidb optimised graph v1\noptimization {:?}\nintra_threads {:?}\ncuda {}\n",
+        options.optimization, options.intra_threads, options.cuda
+    );
+    for path in std::iter::once(&files.onnx).chain(files.onnx_data.as_ref()) {
+        let stamp = std::fs::metadata(path).ok().map(|m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos());
+            (m.len(), modified)
+        });
+        identity.push_str(&format!("{} {stamp:?}\n", path.display()));
+    }
+    identity
+}
+
+/// The sidecar recording what the optimised graph at `cache` was made from.
+fn optimized_cache_sidecar(cache: &Path) -> std::path::PathBuf {
+    let mut name = cache.as_os_str().to_owned();
+    name.push(".source");
+    std::path::PathBuf::from(name)
+}
+
+/// The file name (beside `cache`) of the optimised graph's weights.
+fn optimized_cache_weights_name(cache: &Path) -> String {
+    let name = cache
+        .file_name()
+        .map_or_else(|| "optimized.onnx".into(), |n| n.to_string_lossy());
+    format!("{name}_data")
 }
 
 #[cfg(feature = "cuda")]
