@@ -5,6 +5,10 @@
 //! cargo run --release --example quantize -- --model DIR --output DIR2 [--bits 8] [--block-size 32]
 //! cargo run --release --example embed -- --model DIR2 --variant q8 "Hello"
 //! ```
+//! Without recipe options it writes the `q8` variant's own recipe (`QuantizeRecipe::q8`: blocks
+//! of 128, 16 for `down_proj`, 32 for `v_proj`, the Dense heads in fp32, the embedding table in
+//! 8 bits; chosen by measurement, see `benches/README.md`); any recipe option makes a uniform
+//! recipe from the options instead.
 //! Recipe options: `--accuracy-level N` (default 4), `--keep-fp32 PATTERN` (repeatable),
 //! `--block-size-for PATTERN=SIZE` (repeatable, first match wins), `--embedding-block-size N`
 //! (quantise the token-embedding table into `GatherBlockQuantized`), or `--recipe FILE.json`
@@ -34,15 +38,16 @@ struct Args {
     /// Folder to write model_q8.onnx, model_q8.onnx_data and the tokenizer/config files into.
     #[arg(long)]
     output: PathBuf,
-    /// Bits per weight: 8 or 4.
-    #[arg(long, default_value_t = 8)]
-    bits: u32,
-    /// Weights per block along K (a power of two, at least 16).
-    #[arg(long, default_value_t = 32)]
-    block_size: usize,
-    /// MatMulNBits accuracy level: 0 (unset) to 4 (int8 activations).
-    #[arg(long, default_value_t = 4)]
-    accuracy_level: u32,
+    /// Bits per weight: 8 or 4 (default 8). Any recipe option turns the default `q8` recipe
+    /// (`QuantizeRecipe::q8`, mixed blocks) into a uniform one built from these options.
+    #[arg(long)]
+    bits: Option<u32>,
+    /// Weights per block along K (a power of two, at least 16; default 32 when uniform).
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// MatMulNBits accuracy level: 0 (unset) to 4 (int8 activations; the default).
+    #[arg(long)]
+    accuracy_level: Option<u32>,
     /// Keep the MatMuls whose node name matches this glob in fp32 (repeatable).
     #[arg(long = "keep-fp32", value_name = "PATTERN")]
     keep_fp32: Vec<String>,
@@ -116,11 +121,21 @@ fn recipe(args: &Args) -> Result<QuantizeRecipe, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+    } else if args.bits.is_none()
+        && args.block_size.is_none()
+        && args.accuracy_level.is_none()
+        && args.keep_fp32.is_empty()
+        && args.block_size_for.is_empty()
+        && args.embedding_block_size.is_none()
+    {
+        QuantizeRecipe::q8()
     } else {
-        let mut recipe = QuantizeRecipe::default()
-            .with_bits(args.bits)
-            .with_block_size(args.block_size)
-            .with_accuracy_level(args.accuracy_level)
+        let uniform = QuantizeRecipe::default();
+        let mut recipe = uniform
+            .clone()
+            .with_bits(args.bits.unwrap_or(uniform.bits))
+            .with_block_size(args.block_size.unwrap_or(uniform.block_size))
+            .with_accuracy_level(args.accuracy_level.unwrap_or(uniform.accuracy_level))
             .with_embedding_table(args.embedding_block_size);
         for pattern in &args.keep_fp32 {
             recipe = recipe.keep_fp32(pattern);

@@ -50,7 +50,7 @@ pub fn q8_model_files(dir: &Path, spec: Option<&ModelSpec>) -> Result<ModelFiles
         &fp32.onnx,
         fp32.onnx_data.as_deref(),
         &roots,
-        &QuantizeRecipe::default(),
+        &QuantizeRecipe::q8(),
     )?;
     Ok(ModelFiles {
         dir: fp32.dir,
