@@ -3,6 +3,8 @@
 //! varied evaluation set (`benches/quality/eval_texts.json`: 306 texts of 1 to 2,048 tokens in
 //! ten languages, code, emoji), with exact token counts.
 //!
+//! The project's `q8` variant is held to the fidelity bounds on the same texts.
+//!
 //! Without `AKIDB_GEMMA_DIR` each test prints why it was skipped; the model is too big for CI.
 
 #![allow(clippy::print_stderr)]
@@ -88,4 +90,15 @@ fn real_embeddinggemma_fp32_reproduces_sentence_transformers() {
         vec![2, 9259, 236764, 1902, 236888, 1]
     );
     check(&provider, "fp32", 0.9999, 0.9999);
+}
+
+/// The project's `q8` variant (quantised at first load and cached, see
+/// `akidb_embedding_onnx::quantize`) keeps the vectors: worst cosine ≥ 0.997 and mean ≥ 0.999
+/// against sentence-transformers fp32 on every text, token counts unchanged.
+#[test]
+fn real_embeddinggemma_q8_keeps_the_vectors() {
+    let Some(provider) = load(OnnxVariant::Q8) else {
+        return;
+    };
+    check(&provider, "q8", 0.997, 0.999);
 }
