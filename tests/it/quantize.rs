@@ -448,7 +448,10 @@ fn bad_inputs_give_typed_errors() {
         matches!(err, QuantizeError::NothingToQuantize { .. }),
         "{err}"
     );
-    assert!(err.to_string().contains("keeps every MatMul"), "{err}");
+    assert!(
+        err.to_string().contains("keeps every MatMul") && err.to_string().contains("44 of them"),
+        "{err}"
+    );
     // A bad recipe.
     let err = quantize_folder(&dir, &out, &QuantizeRecipe::default().with_bits(2)).unwrap_err();
     assert!(matches!(err, QuantizeError::Recipe(_)), "{err}");

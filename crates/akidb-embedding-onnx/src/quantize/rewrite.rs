@@ -275,8 +275,10 @@ pub fn quantize_file(
             format!("none of its {matmuls} MatMuls has a constant 2-D fp32 weight")
         } else {
             format!(
-                "the recipe keeps every MatMul with a constant weight in fp32 ({})",
-                kept_fp32.join(", ")
+                "the recipe keeps every MatMul with a constant weight in fp32 ({} of them: {}{})",
+                kept_fp32.len(),
+                kept_fp32[..kept_fp32.len().min(3)].join(", "),
+                if kept_fp32.len() > 3 { ", …" } else { "" }
             )
         };
         return Err(QuantizeError::NothingToQuantize {
@@ -808,7 +810,7 @@ impl Sink {
 
     /// Pads so a tensor of `len` bytes starts where ONNX Runtime can map it.
     fn begin_tensor(&mut self, len: usize) -> Result<(), QuantizeError> {
-        if len >= ALIGN_THRESHOLD && self.offset % ALIGNMENT != 0 {
+        if len >= ALIGN_THRESHOLD && !self.offset.is_multiple_of(ALIGNMENT) {
             let pad = ALIGNMENT - self.offset % ALIGNMENT;
             self.write_raw(&vec![0u8; pad as usize])?;
         }
