@@ -115,7 +115,7 @@ fn a_100k_character_text_is_embedded_when_truncation_is_allowed_and_refused_othe
             }) => {
                 assert_eq!((index, max_tokens), (1, cap));
                 assert_eq!(tokens, full, "the full count, {}", dir.display());
-                assert!(tokens > 10 * cap);
+                assert!(tokens > 5 * cap, "{tokens}");
             }
             other => panic!("{}: {other:?}", dir.display()),
         }
