@@ -6,7 +6,9 @@
 #   fastembed  benches/fastembed-bench (fastembed-rs 7.7.0, UserDefinedEmbeddingModel)
 # Models: all-MiniLM-L6-v2 int8 (.akidb/models), the tiny EmbeddingGemma double
 # (../shared/models/tiny-embeddinggemma) and, when AKIDB_GEMMA_DIR names a folder, a real
-# EmbeddingGemma export (AKIDB_GEMMA_VARIANT, default fp32).
+# EmbeddingGemma export (AKIDB_GEMMA_VARIANT, default fp32; in MODELS, a name
+# `embeddinggemma-<variant>` says the variant, e.g. `embeddinggemma-q8=DIR` for a folder made by
+# `cargo run --release --example quantize`).
 #
 # Needs scripts/setup.sh to have run. Installs the Python requirements and builds both Rust
 # programs itself. Prints a markdown table per model (medians over ROUNDS interleaved rounds;
@@ -88,7 +90,8 @@ for entry in "${models[@]}"; do
   name="${entry%%=*}"
   folder="${entry#*=}"
   variant="fp32"
-  [[ "$name" == embeddinggemma-* ]] && variant="${AKIDB_GEMMA_VARIANT:-fp32}"
+  # embeddinggemma-<variant>=folder: the name says the variant (fp32, q8, quantized, q4...).
+  [[ "$name" == embeddinggemma-* ]] && variant="${name#embeddinggemma-}"
   if [[ ! -d "$folder" ]]; then
     echo "compare: skipping $name: no folder $folder" >&2
     continue

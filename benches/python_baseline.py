@@ -31,6 +31,7 @@ VARIANT_FILES = {
     "q4": "model_q4.onnx",
     "quantized": "model_quantized.onnx",
     "int8": "model_quantized.onnx",
+    "q8": "model_q8.onnx",
 }
 WARMUP_CALLS = 5
 

@@ -102,6 +102,7 @@ fn onnx_file(folder: &Path, variant: &str) -> PathBuf {
         "fp16" => "model_fp16.onnx",
         "q4" => "model_q4.onnx",
         "quantized" | "int8" => "model_quantized.onnx",
+        "q8" => "model_q8.onnx",
         other => other,
     };
     [folder.join(name), folder.join("onnx").join(name)]
