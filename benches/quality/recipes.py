@@ -5,7 +5,8 @@ Exploration tool only (the project's quantiser is Rust: `examples/quantize.rs`);
 same `MatMulNBits` bytes, so what is measured here is what the Rust quantiser produces.
 
   recipes.py quantize SRC_ONNX_DIR OUT_DIR RECIPE_JSON    write OUT_DIR/model.onnx(+_data)
-  recipes.py quality MODEL_DIR ONNX_FILE [REF_JSON...]    worst/mean cosine vs sentence-transformers
+  recipes.py quality MODEL_DIR ONNX_FILE                  worst/mean cosine vs sentence-transformers
+                                                          (QUALITY_SETS=shared: the shared sentences only)
   recipes.py speed ONNX_FILE... --tokenizer DIR            interleaved latency of several graphs
 
 RECIPE_JSON: {"bits": 8, "block": 32, "accuracy": 4,
@@ -200,7 +201,7 @@ def main():
         quantize(sys.argv[2], sys.argv[3], json.loads(open(sys.argv[4]).read() if os.path.exists(sys.argv[4]) else sys.argv[4]))
     elif cmd == "quality":
         refs = [(os.path.join(SHARED, "reference", "embeddinggemma-300m.st.json"), os.path.join(SHARED, "reference", "sentences.json"))]
-        if os.path.exists(os.path.join(HERE, "eval_reference.st.json")):
+        if os.path.exists(os.path.join(HERE, "eval_reference.st.json")) and os.environ.get("QUALITY_SETS") != "shared":
             refs.append((os.path.join(HERE, "eval_reference.st.json"), os.path.join(HERE, "eval_texts.json")))
         print(json.dumps(quality(sys.argv[2], sys.argv[3], refs)))
     elif cmd == "speed":

@@ -116,3 +116,46 @@ fn offline_with_an_empty_cache_says_what_is_missing() {
         "{message}"
     );
 }
+
+/// A repository that publishes no `model_q8.onnx`: `--variant q8` downloads the fp32 files and
+/// quantises them once into `<cache>/akidb-q8`, never into the hub cache's snapshots; the
+/// vectors stay close to the fp32 reference, token counts unchanged.
+#[test]
+fn q8_from_a_repository_without_one_is_quantised_into_the_cache() {
+    let (Some(dir), Some(reference)) = (tiny_gemma_dir(), reference("tiny-embeddinggemma.st.json"))
+    else {
+        return;
+    };
+    let server = HubServer::start(REPO, hub_layout(&dir, true));
+    let cache = temp_dir("hub-q8-cache");
+    let provider = OnnxEmbeddingProvider::load(
+        options(&server.endpoint, &cache).with_variant(akidb_embedding_onnx::OnnxVariant::Q8),
+    )
+    .unwrap();
+    let requested = server.requests();
+    assert!(
+        requested.iter().any(|p| p.ends_with("/onnx/model_q8.onnx")),
+        "the published q8 graph was asked for first: {requested:?}"
+    );
+    assert!(
+        requested
+            .iter()
+            .any(|p| p.ends_with("/onnx/model.onnx_data")),
+        "{requested:?}"
+    );
+    let entries: Vec<PathBuf> = std::fs::read_dir(cache.join("akidb-q8"))
+        .expect("the q8 cache is inside the named cache folder")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("model_q8.onnx").is_file())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let response = provider
+        .embed_blocking(
+            EmbedRequest::new(["Where is the nearest train station?"]).with_prompt("query"),
+        )
+        .unwrap();
+    assert_eq!(response.token_counts[0], reference.items["q07"].tokens);
+    let similarity = cosine(&response.embeddings[0], &reference.items["q07"].embedding);
+    assert!(similarity >= 0.99, "q8 of the double: cosine {similarity}");
+}

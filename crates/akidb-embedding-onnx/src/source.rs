@@ -153,6 +153,11 @@ pub fn hub_files(
         }
     }
     let Some((onnx_path, onnx)) = onnx else {
+        if *variant == OnnxVariant::Q8 {
+            // No published q8 graph: the project's own, made from the fp32 files.
+            let fp32 = hub_files(repo, &OnnxVariant::Fp32, spec, hub)?;
+            return crate::quantize::cache::q8_hub_files(fp32, hub.cache_dir.as_deref());
+        }
         return Err(EmbeddingError::Download {
             model: repo.to_string(),
             reason: format!("the repository has no {}", onnx_paths.join(" or ")),

@@ -24,7 +24,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use akidb_embedding_core::Result;
+use akidb_embedding_core::{EmbeddingError, Result};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -40,16 +40,40 @@ pub const BESIDE_DIR: &str = ".akidb-q8";
 
 /// The files of a model's `q8` variant for the loader: the folder's own `model_q8.onnx`
 /// is found by the caller first; this is called when there is none. Quantises the folder's
-/// fp32 graph with the default [`QuantizeRecipe`] into the cache (or reuses a valid entry)
-/// and returns the cached graph with the folder's tokenizer and configuration.
+/// fp32 graph with [`QuantizeRecipe::q8`] into the cache (or reuses a valid entry) and returns
+/// the cached graph with the folder's tokenizer and configuration.
 pub fn q8_model_files(dir: &Path, spec: Option<&ModelSpec>) -> Result<ModelFiles> {
     let fp32 = source::local_files(dir, &OnnxVariant::Fp32, spec)?;
     let mut roots = vec![beside_root(&fp32.onnx)];
     roots.extend(user_cache_root());
+    q8_of(fp32, &roots)
+}
+
+/// The `q8` variant of a model fetched from the hub whose repository publishes none: its fp32
+/// files are quantised into `<hub cache>/akidb-q8` when the caller named a hub cache folder,
+/// else the user cache folder ([`user_cache_root`]); never into the hub cache's `snapshots/`,
+/// which mirror the repository.
+pub fn q8_hub_files(fp32: ModelFiles, hub_cache: Option<&Path>) -> Result<ModelFiles> {
+    let roots: Vec<PathBuf> = match hub_cache {
+        Some(cache) => vec![cache.join("akidb-q8")],
+        None => user_cache_root().into_iter().collect(),
+    };
+    if roots.is_empty() {
+        return Err(EmbeddingError::model_load(
+            fp32.onnx.display(),
+            "no cache folder for the q8 variant: name one (LoadOptions::with_cache_dir), set \
+             XDG_CACHE_HOME or HOME, or quantise the model ahead of time with the quantize example",
+        ));
+    }
+    q8_of(fp32, &roots)
+}
+
+/// Quantises (or finds in the first usable of `roots`) the `q8` graph of `fp32`'s files.
+fn q8_of(fp32: ModelFiles, roots: &[PathBuf]) -> Result<ModelFiles> {
     let entry = cached_q8(
         &fp32.onnx,
         fp32.onnx_data.as_deref(),
-        &roots,
+        roots,
         &QuantizeRecipe::q8(),
     )?;
     Ok(ModelFiles {
