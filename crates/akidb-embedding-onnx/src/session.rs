@@ -291,18 +291,18 @@ pub(crate) fn build(
                 // 1.2 GB graph cannot be one protobuf, and the file is mapped, not read.
                 builder = builder
                     .with_optimized_model_path(cache)
-                    .and_then(|b| {
-                        b.with_config_entry(
-                            "session.optimized_model_external_initializers_file_name",
-                            optimized_cache_weights_name(cache),
-                        )
-                    })
-                    .and_then(|b| {
-                        b.with_config_entry(
-                            "session.optimized_model_external_initializers_min_size_in_bytes",
-                            "1024",
-                        )
-                    })
+                    .map_err(|e| load_error(&e))?;
+                builder = builder
+                    .with_config_entry(
+                        "session.optimized_model_external_initializers_file_name",
+                        optimized_cache_weights_name(cache),
+                    )
+                    .map_err(|e| load_error(&e))?;
+                builder = builder
+                    .with_config_entry(
+                        "session.optimized_model_external_initializers_min_size_in_bytes",
+                        "1024",
+                    )
                     .map_err(|e| load_error(&e))?;
                 record_cache = Some((sidecar, identity));
                 onnx
