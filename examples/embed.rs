@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider, vector::cosine};
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, OnnxVariant, Pooling};
+use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant, Pooling};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -86,7 +86,7 @@ fn main() {
     let variant = OnnxVariant::parse(&args.variant)
         .unwrap_or_else(|| fail(format!("unknown variant {}", args.variant)));
     let provider = OnnxEmbeddingProvider::load(
-        LoadOptions::new(&args.model)
+        akidb_embeddings::install::load_options(&args.model)
             .with_intra_threads(args.threads)
             .with_variant(variant),
     )

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use akidb_embedding_core::EmbedRequest;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, OnnxVariant};
+use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -163,7 +163,7 @@ fn main() {
 
     let started = Instant::now();
     let provider = OnnxEmbeddingProvider::load(
-        LoadOptions::new(args.model.clone())
+        akidb_embeddings::install::load_options(args.model.clone())
             .with_variant(args.variant.clone())
             .with_intra_threads(args.threads),
     )

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider, vector::cosine};
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 
 const DOCUMENTS: &[&str] = &[
     "The train station is two blocks north of the museum.",
@@ -48,12 +48,13 @@ async fn main() {
     };
 
     let provider: Arc<dyn EmbeddingProvider> = Arc::new(
-        OnnxEmbeddingProvider::load(LoadOptions::new(&model).with_intra_threads(2)).unwrap_or_else(
-            |e| {
-                eprintln!("error: {e}");
-                std::process::exit(1)
-            },
-        ),
+        OnnxEmbeddingProvider::load(
+            akidb_embeddings::install::load_options(&model).with_intra_threads(2),
+        )
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        }),
     );
     let documents = provider
         .embed(EmbedRequest::new(DOCUMENTS.iter().copied()).with_prompt("document"))

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 use serde::Deserialize;
 
 /// The shared benchmark texts (`benches/texts.json`), also read by the Python and fastembed
@@ -28,18 +28,28 @@ pub fn texts() -> Texts {
         .expect("benches/texts.json: expected {short, medium, long, batch32}")
 }
 
-/// The models benchmarked, `(name, provider)`, 2 intra-op threads; `bench` names the
-/// benchmark in the skip messages.
-pub fn models(bench: &str) -> Vec<(&'static str, OnnxEmbeddingProvider)> {
+/// The model folders benchmarked, `(name, folder)`.
+pub fn folders() -> [(&'static str, PathBuf); 2] {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let folders: [(&str, PathBuf); 2] = [
+    [
         ("minilm", root.join(".akidb/models/all-MiniLM-L6-v2")),
         (
             "tiny-gemma",
             root.join("../shared/models/tiny-embeddinggemma"),
         ),
-    ];
-    folders
+    ]
+}
+
+/// The token cap of a model of [`folders`].
+#[allow(dead_code, reason = "only the tokenize bench reads the cap")]
+pub fn cap(name: &str) -> usize {
+    if name == "minilm" { 256 } else { 2048 }
+}
+
+/// The models benchmarked, `(name, provider)`, 2 intra-op threads; `bench` names the
+/// benchmark in the skip messages.
+pub fn models(bench: &str) -> Vec<(&'static str, OnnxEmbeddingProvider)> {
+    folders()
         .into_iter()
         .filter_map(|(name, folder)| load(bench, name, &folder).map(|p| (name, p)))
         .collect()
@@ -55,7 +65,7 @@ fn load(bench: &str, name: &str, folder: &Path) -> Option<OnnxEmbeddingProvider>
         return None;
     }
     match OnnxEmbeddingProvider::load(
-        LoadOptions::new(folder.display().to_string()).with_intra_threads(2),
+        akidb_embeddings::install::load_options(folder.display().to_string()).with_intra_threads(2),
     ) {
         Ok(provider) => Some(provider),
         Err(e) => {

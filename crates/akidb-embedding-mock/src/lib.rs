@@ -2,8 +2,12 @@
 //!
 //! The same text always gives the same vector, different texts give different vectors, and the
 //! request options (`normalize`, `dimensions`, prompts, truncation) behave as in the real
-//! providers, so a service can be tested end to end without a model. Latency and failures can
-//! be injected to test timeouts and error paths.
+//! providers, so a service can be tested end to end without a model: requests go through the
+//! same core pipeline ([`akidb_embedding_core::pipeline`]), one word per token.
+//! Latency and failures ([`FailureMode`]: errors, panics, limits only the model run finds) can
+//! be injected into model runs to test timeouts and error paths, and
+//! [`MockEmbeddingProvider::tokenizer_calls`] and [`MockEmbeddingProvider::batch_sizes`] show
+//! how often a consumer tokenised and how it batched.
 //!
 //! ```
 //! use std::sync::Arc;

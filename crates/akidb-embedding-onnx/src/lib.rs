@@ -6,7 +6,8 @@
 //! use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
 //!
 //! # fn main() -> Result<(), akidb_embedding_core::EmbeddingError> {
-//! // A built-in id (fetched from the Hugging Face hub into its cache) or a local folder.
+//! // A built-in id (fetched from the Hugging Face hub into its cache) or a local folder; the
+//! // ONNX Runtime library comes from ORT_DYLIB_PATH or `with_runtime_library`/`with_runtime_search`.
 //! let provider = OnnxEmbeddingProvider::load(
 //!     LoadOptions::new("onnx-community/embeddinggemma-300m-ONNX").with_intra_threads(2),
 //! )?;
@@ -18,17 +19,23 @@
 //! # }
 //! ```
 //!
-//! The pipeline runs one way: validate → [`tokenize`] → [`batching`] (length-sorted runs) →
-//! ONNX Runtime ([`runtime`]) → [`pooling`] → normalise ([`akidb_embedding_core::vector`]).
-//! Model files are found by [`source`]; what a model needs is described by [`ModelSpec`]
-//! (built-in rows in [`model_spec`], overridden by the sentence-transformers files of a folder,
-//! read in [`st_config`]). Split weights are mapped from a private copy ([`weights`]), so
-//! changes to the model folder cannot harm a loaded model.
+//! The pipeline runs one way, through the core crate's [`akidb_embedding_core::pipeline`]:
+//! validate and prompt (once) → [`tokenize`] → [`batching`] (least-padding runs) → a session
+//! run on ONNX Runtime (`session`, inputs and outputs as `ndarray` views) → [`pooling`] →
+//! Matryoshka cut and normalisation ([`akidb_embedding_core::pipeline::finish`]).
+//! What to load is said with [`LoadOptions`]; the model's files are found by [`source`]; what
+//! a model needs is described by [`ModelSpec`] (built-in rows in [`model_spec`], overridden by
+//! the sentence-transformers files of a folder, read in [`st_config`]); the runtime library is
+//! found by [`runtime`] from what the caller names (this crate knows no install layout). Split
+//! weights are mapped from a private copy ([`weights`]), so changes to the model folder cannot
+//! harm a loaded model.
 
 pub mod model_spec;
+mod options;
 pub mod pooling;
 mod provider;
 pub mod runtime;
+mod session;
 pub mod source;
 pub mod st_config;
 pub mod tokenize;
@@ -39,5 +46,6 @@ pub mod weights;
 pub use akidb_embedding_core::batching;
 
 pub use model_spec::{ModelSpec, OnnxVariant, Pooling};
-pub use provider::{LoadOptions, OnnxEmbeddingProvider, OptimizationLevel};
+pub use options::{LoadOptions, OptimizationLevel};
+pub use provider::OnnxEmbeddingProvider;
 pub use weights::WeightsMapping;

@@ -5,8 +5,13 @@
 //! (see [`crate::st_config`]).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use akidb_embedding_core::{EmbeddingError, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::LoadOptions;
+use crate::st_config::FolderConfig;
 
 /// How token vectors become one text vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +111,8 @@ pub struct ModelSpec {
     /// then be present.
     #[serde(default)]
     pub external_data: bool,
-    /// Name of the folder `scripts/setup.sh` installs this model into under `.akidb/models/`.
+    /// Name of the folder this model is installed under inside a models folder (see
+    /// [`crate::LoadOptions::with_models_dir`]).
     #[serde(default)]
     pub install_dir: Option<String>,
 }
@@ -239,6 +245,70 @@ impl ModelSpec {
     }
 }
 
+/// Combines, in increasing priority: the built-in row (matched by id or by `model_type`), the
+/// folder's sentence-transformers files. An explicit [`LoadOptions::with_spec`] wins over both.
+pub(crate) fn merge(
+    options: &LoadOptions,
+    builtin: Option<ModelSpec>,
+    folder: &FolderConfig,
+    dir: &Path,
+) -> Result<ModelSpec> {
+    if let Some(spec) = &options.spec {
+        let mut spec = spec.clone();
+        if let Some(id) = &options.id {
+            spec.id = id.clone();
+        }
+        return Ok(spec);
+    }
+    let by_type = folder
+        .model_type
+        .as_deref()
+        .and_then(ModelSpec::builtin_for_model_type);
+    let named = builtin.is_some();
+    let base = builtin.or(by_type);
+    let default_id = if named {
+        base.as_ref().map(|s| s.id.clone())
+    } else if Path::new(&options.model).is_dir() {
+        dir.file_name().and_then(|n| n.to_str()).map(str::to_string)
+    } else {
+        Some(options.model.clone())
+    };
+    let id = options
+        .id
+        .clone()
+        .or(default_id)
+        .unwrap_or_else(|| options.model.clone());
+    let max_tokens = folder
+        .max_tokens
+        .or(base.as_ref().map(|s| s.max_tokens))
+        .ok_or_else(|| {
+            EmbeddingError::model_load(
+                dir.display(),
+                "cannot tell the token limit: no sentence_bert_config.json and no built-in description; \
+                 describe the model with LoadOptions::with_spec",
+            )
+        })?;
+    let mut spec = match base {
+        Some(base) => ModelSpec {
+            id,
+            max_tokens,
+            ..base
+        },
+        None => ModelSpec::custom(id, max_tokens),
+    };
+    // A pooling the folder declares is honoured, except that a graph that pools itself
+    // (EmbeddingGemma's `sentence_embedding`) is decided by the graph: see `load`.
+    if spec.pooling != Some(Pooling::SentenceEmbedding)
+        && let Some(pooling) = folder.pooling
+    {
+        spec.pooling = Some(pooling);
+    }
+    if let Some(prompts) = &folder.prompts {
+        spec.prompts = prompts.clone();
+    }
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +344,75 @@ mod tests {
         );
         assert_eq!(OnnxVariant::parse("x.onnx").unwrap().file_name(), "x.onnx");
         assert!(OnnxVariant::parse("fp8").is_none());
+    }
+
+    fn gemma_folder() -> FolderConfig {
+        FolderConfig {
+            model_type: Some("gemma3_text".to_string()),
+            vocab_size: None,
+            pooling: Some(Pooling::Mean),
+            max_tokens: None,
+            prompts: Some([("query".to_string(), "Q: ".to_string())].into()),
+        }
+    }
+
+    #[test]
+    fn merge_takes_the_row_then_the_folders_files() {
+        let folder = std::env::temp_dir().join(format!("my-gemma-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        let dir = folder.as_path();
+        let spec = merge(
+            &LoadOptions::new(folder.to_str().unwrap()),
+            None,
+            &gemma_folder(),
+            dir,
+        )
+        .unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        // Found by model_type; named after the folder; the folder's prompts replace the row's;
+        // a graph that pools itself keeps doing so.
+        assert_eq!(spec.id, format!("my-gemma-{}", std::process::id()));
+        assert_eq!(spec.max_tokens, 2048);
+        assert_eq!(spec.prompts.len(), 1);
+        assert_eq!(spec.pooling, Some(Pooling::SentenceEmbedding));
+        let named = merge(
+            &LoadOptions::new("minilm").with_id("mine"),
+            ModelSpec::builtin("all-MiniLM-L6-v2"),
+            &FolderConfig {
+                max_tokens: Some(128),
+                pooling: Some(Pooling::Cls),
+                ..FolderConfig::default()
+            },
+            dir,
+        )
+        .unwrap();
+        assert_eq!((named.id.as_str(), named.max_tokens), ("mine", 128));
+        assert_eq!(named.pooling, Some(Pooling::Cls));
+    }
+
+    #[test]
+    fn an_explicit_spec_wins_and_an_unknown_model_needs_a_token_limit() {
+        let explicit = ModelSpec::custom("custom", 77);
+        let spec = merge(
+            &LoadOptions::new("x")
+                .with_spec(explicit.clone())
+                .with_id("renamed"),
+            Some(explicit),
+            &gemma_folder(),
+            Path::new("/m"),
+        )
+        .unwrap();
+        assert_eq!((spec.id.as_str(), spec.max_tokens), ("renamed", 77));
+        let err = merge(
+            &LoadOptions::new("owner/unknown"),
+            None,
+            &FolderConfig::default(),
+            Path::new("/m"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot tell the token limit"),
+            "{err}"
+        );
     }
 }

@@ -1,15 +1,19 @@
 //! Finding and loading the ONNX Runtime shared library, once per process.
 //!
 //! `ort` is built with `load-dynamic`: nothing is downloaded at build time, and the library is
-//! looked up at run time, in this order:
-//! 1. `ORT_DYLIB_PATH` (a path to `libonnxruntime.so`); if set, it must exist;
-//! 2. the project's runtime folder that `scripts/setup.sh` fills: `$AKIDB_HOME/runtime`, else
-//!    `.akidb/runtime` in the current directory or in the workspace this crate was built in;
-//! 3. an installed Python `onnxruntime` package (`onnxruntime/capi/libonnxruntime.so*`).
+//! looked up at run time. This crate knows no deployment layout: it honours, in order,
+//! 1. the library its caller names ([`crate::LoadOptions::with_runtime_library`]); it must exist;
+//! 2. `ORT_DYLIB_PATH` (a path to `libonnxruntime.so`); if set, it must exist;
+//! 3. the places its caller lists ([`crate::LoadOptions::with_runtime_search`]): files, or
+//!    folders holding `libonnxruntime.so` or a versioned `libonnxruntime.so.*` (as the
+//!    `onnxruntime/capi/` folder of the Python package does).
+//!
+//! Where a project keeps its runtime (a project folder, Python's site-packages) is the
+//! deployment's business: the service and the examples build that list (see the umbrella
+//! crate's `install` module).
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Mutex;
 
 use akidb_embedding_core::{EmbeddingError, Result};
@@ -24,53 +28,45 @@ pub const ORT_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 /// The runtime's name in [`EmbeddingError::RuntimeUnavailable`].
 const RUNTIME: &str = "ONNX Runtime";
 
+/// How to get the library, for error messages.
+const HOW_TO_GET: &str = "set ORT_DYLIB_PATH to a libonnxruntime.so (`python3 -m pip install onnxruntime` \
+     ships one in its onnxruntime/capi/ folder), or name it with LoadOptions::with_runtime_library";
+
 static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
+
+/// Where the library may be, as the caller of [`environment`] knows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimeSearch<'a> {
+    /// The library to load, if the caller names one (it must exist).
+    pub library: Option<&'a Path>,
+    /// Further places to look, in order, after `ORT_DYLIB_PATH`: library files or folders.
+    pub candidates: &'a [PathBuf],
+}
 
 /// The process-wide ONNX Runtime environment, created on first successful use.
 ///
 /// ONNX Runtime allows one environment per process, so the library chosen by the first
-/// successful call serves every later one; `explicit_library` (from
-/// [`crate::LoadOptions::with_runtime_library`]) takes precedence over the search until then.
-/// A failed attempt is not remembered: fixing the installation and loading again works.
-pub fn environment(explicit_library: Option<&Path>) -> Result<Environment> {
+/// successful call serves every later one. A failed attempt is not remembered: fixing the
+/// installation and loading again works.
+pub fn environment(search: RuntimeSearch<'_>) -> Result<Environment> {
     let mut current = ENVIRONMENT.lock().map_err(|_| {
         EmbeddingError::runtime_unavailable(RUNTIME, "a previous initialisation panicked")
     })?;
     if let Some(env) = current.as_ref() {
         return Ok(env.clone());
     }
-    let env = create_environment(explicit_library)
+    let ort_dylib_path = std::env::var_os(ORT_DYLIB_PATH).filter(|v| !v.is_empty());
+    let env = find_library(search, ort_dylib_path.as_deref())
+        .and_then(|library| create_environment(&library))
         .map_err(|reason| EmbeddingError::runtime_unavailable(RUNTIME, reason))?;
     *current = Some(env.clone());
     Ok(env)
 }
 
-fn create_environment(explicit_library: Option<&Path>) -> std::result::Result<Environment, String> {
-    let library = match explicit_library {
-        Some(path) if path.is_file() => path.to_path_buf(),
-        Some(path) => {
-            return Err(format!(
-                "the runtime library {} does not exist; {}",
-                path.display(),
-                HOW_TO_INSTALL
-            ));
-        }
-        None => {
-            // Asking python3 where `onnxruntime` lives costs a process start (~100 ms): only
-            // when the cheaper places had nothing.
-            let mut places = SearchPlaces::from_environment();
-            match find_library(&places) {
-                Ok(found) => found,
-                Err(_) => {
-                    places.python_package = python_onnxruntime_dir();
-                    find_library(&places)?
-                }
-            }
-        }
-    };
+fn create_environment(library: &Path) -> std::result::Result<Environment, String> {
     tracing::info!(library = %library.display(), "loading ONNX Runtime");
-    let builder = ort::init_from(&library)
-        .map_err(|e| format!("cannot load {}: {e}; {HOW_TO_INSTALL}", library.display()))?;
+    let builder = ort::init_from(library)
+        .map_err(|e| format!("cannot load {}: {e}; {HOW_TO_GET}", library.display()))?;
     builder
         .with_name("akidb-embeddings")
         .with_telemetry(false)
@@ -78,48 +74,24 @@ fn create_environment(explicit_library: Option<&Path>) -> std::result::Result<En
         .map_err(|e| format!("cannot start ONNX Runtime from {}: {e}", library.display()))
 }
 
-const HOW_TO_INSTALL: &str = "run `scripts/setup.sh` (installs ONNX Runtime into .akidb/runtime), \
-     or `python3 -m pip install onnxruntime`, or set ORT_DYLIB_PATH to a libonnxruntime.so";
-
-/// Where [`find_library`] looks; built from the process environment by
-/// [`SearchPlaces::from_environment`], or by hand in tests.
-#[derive(Debug, Clone, Default)]
-pub struct SearchPlaces {
-    /// Value of `ORT_DYLIB_PATH`, if set.
-    pub ort_dylib_path: Option<OsString>,
-    /// Runtime folders of the project, in order.
-    pub runtime_dirs: Vec<PathBuf>,
-    /// The Python `onnxruntime` package folder, if one is installed.
-    pub python_package: Option<PathBuf>,
-}
-
-impl SearchPlaces {
-    /// The places of the documented search order, read from this process's environment
-    /// (without the Python package, which [`environment`] asks for only when needed).
-    pub fn from_environment() -> Self {
-        let mut runtime_dirs = Vec::new();
-        if let Some(home) = std::env::var_os("AKIDB_HOME") {
-            runtime_dirs.push(PathBuf::from(home).join("runtime"));
-        }
-        runtime_dirs.push(PathBuf::from(".akidb/runtime"));
-        runtime_dirs.push(workspace_akidb_home().join("runtime"));
-        Self {
-            ort_dylib_path: std::env::var_os(ORT_DYLIB_PATH).filter(|v| !v.is_empty()),
-            runtime_dirs,
-            python_package: None,
-        }
+/// Picks the runtime library: the caller's own, else `ort_dylib_path` (the value of
+/// `ORT_DYLIB_PATH`), else the first candidate that holds one. The error lists every place
+/// looked at and says how to get the library.
+pub fn find_library(
+    search: RuntimeSearch<'_>,
+    ort_dylib_path: Option<&OsStr>,
+) -> std::result::Result<PathBuf, String> {
+    if let Some(path) = search.library {
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(format!(
+                "the runtime library {} does not exist; {HOW_TO_GET}",
+                path.display()
+            ))
+        };
     }
-}
-
-/// The `.akidb` folder of the workspace this crate was built in (where `scripts/setup.sh`
-/// installs the runtime and models).
-pub fn workspace_akidb_home() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.akidb")
-}
-
-/// Picks the runtime library from `places`, in the documented order.
-pub fn find_library(places: &SearchPlaces) -> std::result::Result<PathBuf, String> {
-    if let Some(explicit) = &places.ort_dylib_path {
+    if let Some(explicit) = ort_dylib_path {
         let path = PathBuf::from(explicit);
         return if path.is_file() {
             Ok(path)
@@ -130,30 +102,28 @@ pub fn find_library(places: &SearchPlaces) -> std::result::Result<PathBuf, Strin
             ))
         };
     }
-    let mut looked = Vec::new();
-    for dir in &places.runtime_dirs {
-        let candidate = dir.join(LIBRARY_NAME);
+    let mut looked = vec![format!("{ORT_DYLIB_PATH} (not set)")];
+    for candidate in search.candidates {
         if candidate.is_file() {
-            return Ok(candidate);
+            return Ok(candidate.clone());
         }
-        looked.push(candidate.display().to_string());
-    }
-    if let Some(package) = &places.python_package {
-        let capi = package.join("capi");
-        if let Some(found) = versioned_library_in(&capi) {
+        if let Some(found) = library_in(candidate) {
             return Ok(found);
         }
-        looked.push(capi.join("libonnxruntime.so*").display().to_string());
-    } else {
-        looked.push("python3 package `onnxruntime` (not installed)".to_string());
+        looked.push(candidate.join(LIBRARY_NAME).display().to_string());
     }
     Err(format!(
-        "no ONNX Runtime library found (looked in: {}); {HOW_TO_INSTALL}",
+        "no ONNX Runtime library found (looked in: {}); {HOW_TO_GET}",
         looked.join(", ")
     ))
 }
 
-fn versioned_library_in(dir: &Path) -> Option<PathBuf> {
+/// `libonnxruntime.so` in `dir`, else its newest versioned file (`libonnxruntime.so.1.32.0`).
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let plain = dir.join(LIBRARY_NAME);
+    if plain.is_file() {
+        return Some(plain);
+    }
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -167,65 +137,108 @@ fn versioned_library_in(dir: &Path) -> Option<PathBuf> {
     found.pop()
 }
 
-/// Asks `python3` where the `onnxruntime` package lives, without importing it.
-fn python_onnxruntime_dir() -> Option<PathBuf> {
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.util as u; s = u.find_spec('onnxruntime'); \
-             print(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')",
-        ])
-        .output()
-        .ok()?;
-    let dir = String::from_utf8(output.stdout).ok()?.trim().to_string();
-    (!dir.is_empty()).then(|| PathBuf::from(dir))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn explicit_path_wins_and_must_exist() {
-        let places = SearchPlaces {
-            ort_dylib_path: Some("/nonexistent/libonnxruntime.so".into()),
-            runtime_dirs: vec![workspace_akidb_home().join("runtime")],
-            python_package: None,
-        };
-        let err = find_library(&places).unwrap_err();
-        assert!(err.contains("ORT_DYLIB_PATH"), "{err}");
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("akidb-ort-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
-    fn nothing_found_explains_how_to_install() {
-        let dir = std::env::temp_dir().join("akidb-no-runtime-here");
-        let places = SearchPlaces {
-            ort_dylib_path: None,
-            runtime_dirs: vec![dir.clone()],
-            python_package: Some(dir.join("onnxruntime")),
+    fn the_callers_library_wins_then_ort_dylib_path_and_both_must_exist() {
+        let dir = scratch("order");
+        let real = dir.join(LIBRARY_NAME);
+        std::fs::write(&real, b"").unwrap();
+        let candidates = [dir.clone()];
+        let search = RuntimeSearch {
+            library: Some(&real),
+            candidates: &candidates,
         };
-        let err = find_library(&places).unwrap_err();
+        let bogus = OsStr::new("/nonexistent/libonnxruntime.so");
+        assert_eq!(find_library(search, Some(bogus)).unwrap(), real);
+        let missing = dir.join("missing.so");
+        let err = find_library(
+            RuntimeSearch {
+                library: Some(&missing),
+                ..search
+            },
+            None,
+        )
+        .unwrap_err();
         assert!(
-            err.contains("scripts/setup.sh") && err.contains("pip install onnxruntime"),
+            err.contains("missing.so") && err.contains(ORT_DYLIB_PATH),
             "{err}"
         );
-        assert!(err.contains("akidb-no-runtime-here"), "{err}");
+        let err = find_library(
+            RuntimeSearch {
+                library: None,
+                ..search
+            },
+            Some(bogus),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("ORT_DYLIB_PATH is set to /nonexistent"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
-    fn python_package_layout_is_searched() {
-        let dir = std::env::temp_dir().join(format!("akidb-fake-ort-{}", std::process::id()));
+    fn nothing_found_lists_the_places_and_says_how_to_get_it() {
+        let dir = scratch("none");
+        let candidates = [dir.join("runtime"), dir.join("onnxruntime/capi")];
+        let err = find_library(
+            RuntimeSearch {
+                library: None,
+                candidates: &candidates,
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("pip install onnxruntime") && err.contains("ORT_DYLIB_PATH"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&candidates[0].display().to_string())
+                && err.contains(&candidates[1].display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn candidates_are_files_or_folders_with_a_versioned_library() {
+        let dir = scratch("capi");
         let capi = dir.join("capi");
         std::fs::create_dir_all(&capi).unwrap();
+        std::fs::write(capi.join("libonnxruntime.so.1.31.0"), b"").unwrap();
         std::fs::write(capi.join("libonnxruntime.so.1.32.0"), b"").unwrap();
-        let places = SearchPlaces {
-            ort_dylib_path: None,
-            runtime_dirs: vec![],
-            python_package: Some(dir.clone()),
+        let candidates = [dir.join("empty"), capi.clone()];
+        let search = RuntimeSearch {
+            library: None,
+            candidates: &candidates,
         };
         assert_eq!(
-            find_library(&places).unwrap(),
+            find_library(search, None).unwrap(),
             capi.join("libonnxruntime.so.1.32.0")
+        );
+        let file = [capi.join("libonnxruntime.so.1.31.0")];
+        assert_eq!(
+            find_library(
+                RuntimeSearch {
+                    library: None,
+                    candidates: &file
+                },
+                None
+            )
+            .unwrap(),
+            file[0]
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

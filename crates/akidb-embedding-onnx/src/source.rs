@@ -1,5 +1,6 @@
-//! Finding a model's files: a local folder, the folder `scripts/setup.sh` installed, or the
-//! Hugging Face hub through `hf-hub` and its cache.
+//! Finding a model's files: a local folder, an installed copy in the folder the caller names
+//! ([`crate::LoadOptions::with_models_dir`]), or the Hugging Face hub through `hf-hub` and its
+//! cache.
 //!
 //! Paths are never canonicalised: in the hub cache, `snapshots/<rev>/onnx/model.onnx` is a
 //! symlink into `blobs/`, and ONNX Runtime looks for `model.onnx_data` beside the path it is
@@ -11,7 +12,7 @@ use akidb_embedding_core::{EmbeddingError, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
-use crate::{ModelSpec, OnnxVariant};
+use crate::{LoadOptions, ModelSpec, OnnxVariant};
 
 /// The files of one model, ready to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +239,51 @@ impl HubFetcher {
     }
 }
 
+/// Finds the files for `options.model` (a folder, an installed copy in the caller's models
+/// folder, or a hub repository) and the built-in row it names, if any.
+pub(crate) fn resolve(options: &LoadOptions) -> Result<(ModelFiles, Option<ModelSpec>)> {
+    let model = options.model.as_str();
+    let builtin = options.spec.clone().or_else(|| ModelSpec::builtin(model));
+    let path = Path::new(model);
+    if path.is_dir() {
+        return Ok((
+            local_files(path, &options.variant, builtin.as_ref())?,
+            builtin,
+        ));
+    }
+    if let Some(installed) = builtin
+        .as_ref()
+        .and_then(|spec| spec.install_dir.as_deref())
+        .and_then(|name| installed_dir(options, name))
+    {
+        tracing::debug!(model, folder = %installed.display(), "using the installed copy");
+        return Ok((
+            local_files(&installed, &options.variant, builtin.as_ref())?,
+            builtin,
+        ));
+    }
+    let looks_like_repo =
+        model.split('/').count() == 2 && !model.starts_with('.') && !model.starts_with('/');
+    if !looks_like_repo {
+        return Err(EmbeddingError::model_load(
+            model,
+            "no such folder, and not a Hugging Face repository id (owner/name)",
+        ));
+    }
+    let repo = builtin.as_ref().map_or(model, |spec| spec.id.as_str());
+    Ok((
+        hub_files(repo, &options.variant, builtin.as_ref(), &options.hub)?,
+        builtin,
+    ))
+}
+
+/// The installed copy `<models_dir>/<name>` of a built-in model, if the caller gave a models
+/// folder and the copy holds a tokenizer.
+fn installed_dir(options: &LoadOptions, name: &str) -> Option<PathBuf> {
+    let dir = options.models_dir.as_ref()?.join(name);
+    dir.join("tokenizer.json").is_file().then_some(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,6 +341,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tokenizer.json"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_builtin_id_is_found_in_the_callers_models_folder_only() {
+        let models = folder(
+            "installed",
+            &[
+                "all-MiniLM-L6-v2/tokenizer.json",
+                "all-MiniLM-L6-v2/model.onnx",
+            ],
+        );
+        let id = "sentence-transformers/all-MiniLM-L6-v2";
+        let (files, builtin) = resolve(&LoadOptions::new(id).with_models_dir(&models)).unwrap();
+        assert_eq!(files.dir, models.join("all-MiniLM-L6-v2"));
+        assert_eq!(builtin.map(|spec| spec.id), Some(id.to_string()));
+        // Without a models folder, nothing local is guessed: the hub (offline here) is asked.
+        let cache = folder("empty-cache", &[]);
+        let err = resolve(
+            &LoadOptions::new(id)
+                .with_offline(true)
+                .with_cache_dir(&cache),
+        )
+        .unwrap_err();
+        assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
+        for dir in [models, cache] {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    #[test]
+    fn a_local_folder_wins_and_other_strings_must_look_like_repositories() {
+        let dir = folder("plain", &["tokenizer.json", "model.onnx"]);
+        let (files, builtin) = resolve(&LoadOptions::new(dir.to_str().unwrap())).unwrap();
+        assert_eq!(files.onnx, dir.join("model.onnx"));
+        assert!(builtin.is_none());
+        let err = resolve(&LoadOptions::new("./no/such/folder")).unwrap_err();
+        assert!(err.to_string().contains("no such folder"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -5,6 +5,15 @@
 //! Truncation and padding settings baked into `tokenizer.json` are overridden: the MiniLM
 //! file, for one, truncates at 128 and pads every text to 128, which would give different
 //! vectors than the reference.
+//!
+//! Truncation means truncation: any text, however long, is embedded from its first tokens.
+//! To keep a hostile text (megabytes in one request) from costing its full tokenisation,
+//! a text to be truncated is first tokenised only up to a byte budget that covers the cap:
+//! every token stands for at most [`TextTokenizer::max_token_bytes`] bytes of text (the
+//! longest vocabulary entry; byte fallback gives one token per byte at worst), so the first
+//! `cap + PREFIX_MARGIN_TOKENS` tokens lie within `(cap + PREFIX_MARGIN_TOKENS) × that` bytes.
+//! When the prefix nevertheless holds fewer tokens than that (text whose characters the
+//! normaliser drops), the whole text is tokenised: the guard never changes a result.
 
 use std::path::Path;
 
@@ -12,12 +21,17 @@ use akidb_embedding_core::{EmbeddingError, Encoding, Result, Truncation};
 use tokenizers::Model as _;
 use tokenizers::{Tokenizer, TruncationDirection};
 
+/// Tokens past the cap a prefix must yield before its first tokens are trusted to be those of
+/// the whole text (a cut changes at most the tokens of the piece it falls in).
+pub const PREFIX_MARGIN_TOKENS: usize = 64;
+
 /// A tokenizer bound to a model's token limit.
 #[derive(Debug)]
 pub struct TextTokenizer {
     tokenizer: Tokenizer,
     max_tokens: usize,
     special_tokens: usize,
+    max_token_bytes: usize,
     pad_id: u32,
     embedding_rows: Option<usize>,
 }
@@ -29,7 +43,7 @@ impl TextTokenizer {
             EmbeddingError::model_load(path.display(), format!("invalid tokenizer: {e}"))
         })?;
         Self::new(tokenizer, max_tokens).map_err(|e| match e {
-            EmbeddingError::InvalidInput(reason) => {
+            EmbeddingError::ModelLoad { reason, .. } => {
                 EmbeddingError::model_load(path.display(), reason)
             }
             other => other,
@@ -49,34 +63,41 @@ impl TextTokenizer {
                     .find_map(|t| tokenizer.token_to_id(t))
             })
             .unwrap_or(0);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| EmbeddingError::InvalidInput(format!("cannot reset truncation: {e}")))?;
+        tokenizer.with_truncation(None).map_err(|e| {
+            EmbeddingError::model_load(TOKENIZER, format!("cannot reset truncation: {e}"))
+        })?;
         tokenizer.with_padding(None);
         let special_tokens = tokenizer
             .get_post_processor()
             .map(|p| tokenizers::PostProcessor::added_tokens(p, false))
             .unwrap_or(0);
         if max_tokens <= special_tokens {
-            return Err(EmbeddingError::InvalidInput(format!(
-                "a token limit of {max_tokens} leaves no room beside the {special_tokens} special tokens"
-            )));
+            return Err(EmbeddingError::model_load(
+                TOKENIZER,
+                format!(
+                    "a token limit of {max_tokens} leaves no room beside the {special_tokens} special tokens"
+                ),
+            ));
         }
+        let max_token_bytes = longest_token_bytes(&tokenizer);
         Ok(Self {
             tokenizer,
             max_tokens,
             special_tokens,
+            max_token_bytes,
             pad_id,
             embedding_rows: None,
         })
     }
 
     /// Tokenises `text` (prompt already prepended). Over-long texts are cut at the limit, or
-    /// refused with [`EmbeddingError::TextTooLong`] naming `index` when `truncation` says so.
+    /// refused with [`EmbeddingError::TextTooLong`] naming `index` and the text's full token
+    /// count when `truncation` says so.
     pub fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
-        let mut content = self.tokenizer.encode_fast(text, false).map_err(|e| {
-            EmbeddingError::InvalidInput(format!("cannot tokenise text {index}: {e}"))
-        })?;
+        let mut content = match truncation {
+            Truncation::Truncate => self.encode_first_tokens(text, index)?,
+            Truncation::Error => self.encode_content(text, index)?,
+        };
         let total = content.len() + self.special_tokens;
         if total > self.max_tokens {
             if truncation == Truncation::Error {
@@ -112,16 +133,55 @@ impl TextTokenizer {
         })
     }
 
+    /// Tokenises no more of `text` than its first `max_tokens` tokens can come from (see the
+    /// module documentation); the result holds at least those tokens, exactly as the whole
+    /// text would give them.
+    fn encode_first_tokens(&self, text: &str, index: usize) -> Result<tokenizers::Encoding> {
+        let wanted = self.max_tokens - self.special_tokens + PREFIX_MARGIN_TOKENS;
+        let budget = wanted.saturating_mul(self.max_token_bytes);
+        if text.len() <= budget {
+            return self.encode_content(text, index);
+        }
+        let prefix = &text[..floor_char_boundary(text, budget)];
+        let encoding = self.encode_content(prefix, index)?;
+        if encoding.len() >= wanted {
+            return Ok(encoding);
+        }
+        tracing::debug!(
+            index,
+            bytes = text.len(),
+            prefix_tokens = encoding.len(),
+            "few tokens per byte: tokenising the whole text"
+        );
+        self.encode_content(text, index)
+    }
+
+    fn encode_content(&self, text: &str, index: usize) -> Result<tokenizers::Encoding> {
+        self.tokenizer
+            .encode_fast(text, false)
+            .map_err(|e| EmbeddingError::InvalidInput(format!("cannot tokenise text {index}: {e}")))
+    }
+
+    /// Most bytes of text one token stands for: the longest vocabulary entry, with the
+    /// tokenizer's own markers (`▁` for a space, `##` for a word piece) counted as the text
+    /// they replace.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
     /// Tells the tokenizer how many rows the model's embedding table has (`vocab_size` in
     /// `config.json`). Fails when the tokenizer's own vocabulary is larger (tokenizer and model
     /// do not match). Added tokens beyond the table (Gemma's `<image_soft_token>`) are allowed
     /// but refused in texts, by [`TextTokenizer::encode`], before they reach the model.
     pub fn check_embedding_rows(&mut self, rows: usize) -> Result<()> {
         if let Some(max_id) = self.max_model_id().filter(|&id| id as usize >= rows) {
-            return Err(EmbeddingError::InvalidInput(format!(
-                "the tokenizer's vocabulary reaches token id {max_id}, but the model's embedding table has \
-                 only {rows} rows (config.json vocab_size): tokenizer and model do not match"
-            )));
+            return Err(EmbeddingError::model_load(
+                TOKENIZER,
+                format!(
+                    "the tokenizer's vocabulary reaches token id {max_id}, but the model's embedding table has \
+                     only {rows} rows (config.json vocab_size): tokenizer and model do not match"
+                ),
+            ));
         }
         self.embedding_rows = Some(rows);
         Ok(())
@@ -153,4 +213,35 @@ impl TextTokenizer {
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
     }
+}
+
+/// What [`EmbeddingError::ModelLoad`] names before the tokenizer's file is known.
+const TOKENIZER: &str = "tokenizer";
+
+/// The longest entry of the tokenizer's vocabulary, added tokens included, in bytes of the
+/// text it stands for (at least 1).
+fn longest_token_bytes(tokenizer: &Tokenizer) -> usize {
+    let model = tokenizer.get_model();
+    let size = u32::try_from(model.get_vocab_size()).unwrap_or(u32::MAX);
+    let source_bytes = |token: &str| {
+        let token = token.strip_prefix("##").unwrap_or(token);
+        token.len() - token.matches('▁').count() * ('▁'.len_utf8() - 1)
+    };
+    let vocabulary = (0..size)
+        .filter_map(|id| model.id_to_token(id))
+        .map(|token| source_bytes(&token));
+    let added = tokenizer
+        .get_added_tokens_decoder()
+        .into_values()
+        .map(|token| token.content.len());
+    vocabulary.chain(added).max().unwrap_or(1).max(1)
+}
+
+/// The largest char boundary of `text` at or below `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }

@@ -91,7 +91,8 @@ fn mock(model: &str) -> Arc<dyn EmbeddingProvider> {
 
 /// The provider's load options for `model` under `plan`.
 fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
-    let mut options = LoadOptions::new(model)
+    // The project's runtime and installed models (see `akidb_embeddings::install`).
+    let mut options = akidb_embeddings::install::load_options(model)
         .with_max_batch_size(plan.max_batch_size)
         .with_max_batch_tokens(plan.max_batch_tokens)
         .with_weights_mapping(plan.weights_mapping);

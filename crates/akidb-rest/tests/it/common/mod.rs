@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider, ModelInfo};
 use akidb_embedding_mock::MockEmbeddingProvider;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 use akidb_rest::{AppState, Config, ServeError, Server};
 use serde_json::Value;
 use tokio::sync::{OnceCell, oneshot};
@@ -102,7 +102,8 @@ async fn onnx(
         tokio::task::spawn_blocking(move || {
             // One thread per model: tests run in parallel on small machines.
             OnnxEmbeddingProvider::load(
-                LoadOptions::new(dir.to_string_lossy()).with_intra_threads(1),
+                akidb_embeddings::install::load_options(dir.to_string_lossy())
+                    .with_intra_threads(1),
             )
             .expect("load the ONNX test model")
         })

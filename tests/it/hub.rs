@@ -2,8 +2,6 @@
 //! (`HF_ENDPOINT`-style endpoint), never the internet: EmbeddingGemma's layout (configs at the
 //! root, `onnx/model.onnx` + `onnx/model.onnx_data`), the offline cache, a missing data file.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -34,7 +32,7 @@ fn hub_layout(dir: &Path, with_data: bool) -> BTreeMap<String, PathBuf> {
 }
 
 fn options(endpoint: &str, cache: &Path) -> LoadOptions {
-    LoadOptions::new(REPO)
+    crate::load_options(REPO)
         .with_endpoint(endpoint)
         .with_cache_dir(cache)
         .with_models_dir(cache.join("no-installed-models"))

@@ -2,16 +2,14 @@
 //! over-long text with truncation off, untokenisable text) and bad model folders (missing or
 //! truncated weights, a graph that is not ONNX, a tokenizer that does not match the model).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingError, ErrorKind, Truncation};
-use akidb_embedding_onnx::{LoadOptions, ModelSpec, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::{ModelSpec, OnnxEmbeddingProvider};
 use akidb_test_support::{copy_model, minilm_dir, tiny_gemma_dir};
 
 fn load(dir: &Path) -> Result<OnnxEmbeddingProvider, EmbeddingError> {
-    OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_intra_threads(1))
+    OnnxEmbeddingProvider::load(crate::load_options(dir.to_str().unwrap()).with_intra_threads(1))
 }
 
 #[test]
@@ -92,7 +90,7 @@ fn missing_weights_file_is_named() {
     // Described as EmbeddingGemma (whose weights are split), the folder must have model.onnx_data.
     let copy = copy_model(&dir, "no-data-spec", &["model.onnx_data"]);
     let err = OnnxEmbeddingProvider::load(
-        LoadOptions::new(copy.to_str().unwrap()).with_spec(ModelSpec::embedding_gemma_300m()),
+        crate::load_options(copy.to_str().unwrap()).with_spec(ModelSpec::embedding_gemma_300m()),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Load);
@@ -172,11 +170,11 @@ fn tokenizer_larger_than_embedding_table_is_refused_at_load() {
 
 #[test]
 fn unknown_model_id_or_folder_is_a_clear_error() {
-    let err = OnnxEmbeddingProvider::load(LoadOptions::new("./no/such/folder")).unwrap_err();
+    let err = OnnxEmbeddingProvider::load(crate::load_options("./no/such/folder")).unwrap_err();
     assert!(err.to_string().contains("no such folder"), "{err}");
     let cache = akidb_test_support::temp_dir("empty-cache");
     let err = OnnxEmbeddingProvider::load(
-        LoadOptions::new("someone/unknown-model")
+        crate::load_options("someone/unknown-model")
             .with_offline(true)
             .with_cache_dir(cache.path()),
     )
@@ -188,8 +186,9 @@ fn unknown_model_id_or_folder_is_a_clear_error() {
 #[test]
 fn cuda_requested_without_cuda_fails_instead_of_falling_back_to_cpu() {
     let Some(dir) = minilm_dir() else { return };
-    let err = OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_cuda(true))
-        .unwrap_err();
+    let err =
+        OnnxEmbeddingProvider::load(crate::load_options(dir.to_str().unwrap()).with_cuda(true))
+            .unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("CUDA"), "{err}");
 }

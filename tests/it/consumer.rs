@@ -1,13 +1,11 @@
 //! A consumer that knows only `Arc<dyn EmbeddingProvider>` (as AkiDB's storage crates do) runs
 //! unchanged against the mock and the real provider.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::Arc;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider};
 use akidb_embedding_mock::MockEmbeddingProvider;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 use akidb_test_support::{cosine, minilm_dir, tiny_gemma_dir};
 
 /// What a vector store does: index documents, answer a query with the best match.
@@ -63,8 +61,9 @@ async fn consumer_runs_against_the_mock() {
 #[tokio::test]
 async fn consumer_runs_against_real_models() {
     for dir in [minilm_dir(), tiny_gemma_dir()].into_iter().flatten() {
-        let provider: Arc<dyn EmbeddingProvider> =
-            Arc::new(OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap())).unwrap());
+        let provider: Arc<dyn EmbeddingProvider> = Arc::new(
+            OnnxEmbeddingProvider::load(crate::load_options(dir.to_str().unwrap())).unwrap(),
+        );
         assert_eq!(
             index_and_search(provider).await.unwrap(),
             0,

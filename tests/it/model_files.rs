@@ -2,12 +2,10 @@
 //! removed after load change nothing (ONNX Runtime maps a private, unlinked copy), while the
 //! weights stay mapped rather than read into the heap.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use akidb_embedding_core::EmbedRequest;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, WeightsMapping};
+use akidb_embedding_onnx::{OnnxEmbeddingProvider, WeightsMapping};
 use akidb_test_support::{copy_model, temp_dir, tiny_gemma_dir};
 
 const TEXTS: [&str; 3] = [
@@ -51,9 +49,10 @@ fn weights_truncated_emptied_or_removed_in_place_after_load_change_nothing() {
         return;
     };
     let dir = copy_model(&source, "files-in-place-private", &[]);
-    let provider =
-        OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_intra_threads(1))
-            .unwrap();
+    let provider = OnnxEmbeddingProvider::load(
+        crate::load_options(dir.to_str().unwrap()).with_intra_threads(1),
+    )
+    .unwrap();
     let before = embed(&provider);
 
     // The private copy is gone from the folder once the model is loaded.
@@ -88,11 +87,11 @@ fn weights_are_mapped_from_the_private_copy_or_in_place_never_read_into_the_heap
     let private_dir = copy_model(&source, "files-mapped-private", &[]);
     let in_place_dir = copy_model(&source, "files-mapped-in-place", &[]);
     let private = OnnxEmbeddingProvider::load(
-        LoadOptions::new(private_dir.to_str().unwrap()).with_intra_threads(1),
+        crate::load_options(private_dir.to_str().unwrap()).with_intra_threads(1),
     )
     .unwrap();
     let in_place = OnnxEmbeddingProvider::load(
-        LoadOptions::new(in_place_dir.to_str().unwrap())
+        crate::load_options(in_place_dir.to_str().unwrap())
             .with_intra_threads(1)
             .with_weights_mapping(WeightsMapping::InPlace),
     )
@@ -131,7 +130,7 @@ fn the_copy_goes_to_the_folder_asked_for_and_an_unusable_one_is_a_load_error() {
     let dir = copy_model(&source, "files-copy-dir", &[]);
     let copies = temp_dir("files-copy-dir-target");
     let provider = OnnxEmbeddingProvider::load(
-        LoadOptions::new(dir.to_str().unwrap())
+        crate::load_options(dir.to_str().unwrap())
             .with_intra_threads(1)
             .with_weights_copy_dir(copies.path()),
     )
@@ -148,7 +147,7 @@ fn the_copy_goes_to_the_folder_asked_for_and_an_unusable_one_is_a_load_error() {
 
     let missing = copies.join("no-such-folder");
     let err = OnnxEmbeddingProvider::load(
-        LoadOptions::new(dir.to_str().unwrap())
+        crate::load_options(dir.to_str().unwrap())
             .with_intra_threads(1)
             .with_weights_copy_dir(&missing),
     )

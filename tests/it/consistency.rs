@@ -2,8 +2,6 @@
 //! runs, and under concurrent callers; options (normalize, Matryoshka dimensions, prompts)
 //! do what they say.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,7 +50,7 @@ fn assert_alone_equals_batched(provider: &OnnxEmbeddingProvider) {
 
 fn load(dir: &Path, options: impl FnOnce(LoadOptions) -> LoadOptions) -> OnnxEmbeddingProvider {
     OnnxEmbeddingProvider::load(options(
-        LoadOptions::new(dir.to_str().unwrap()).with_intra_threads(2),
+        crate::load_options(dir.to_str().unwrap()).with_intra_threads(2),
     ))
     .unwrap()
 }

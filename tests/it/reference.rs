@@ -1,10 +1,8 @@
 //! Both models reproduce every vector of `../shared/reference/` (cosine ≥ 0.9999, token counts
 //! exact), one text at a time and in one mixed batch, with and without prompts.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 use akidb_test_support::{
     Reference, Sentence, cosine, minilm_dir, reference, sentences, tiny_gemma_dir,
 };
@@ -74,9 +72,10 @@ fn fixture(
     reference_file: &str,
 ) -> Option<(OnnxEmbeddingProvider, Vec<Sentence>, Reference)> {
     let (dir, sentences, reference) = (dir?, sentences()?, reference(reference_file)?);
-    let provider =
-        OnnxEmbeddingProvider::load(LoadOptions::new(dir.to_str().unwrap()).with_intra_threads(2))
-            .unwrap();
+    let provider = OnnxEmbeddingProvider::load(
+        crate::load_options(dir.to_str().unwrap()).with_intra_threads(2),
+    )
+    .unwrap();
     Some((provider, sentences, reference))
 }
 

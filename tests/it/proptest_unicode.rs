@@ -3,12 +3,10 @@
 //! unit-norm vector per input, in order; the same text gives the same vector alone and inside
 //! any batch.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::OnceLock;
 
 use akidb_embedding_core::EmbedRequest;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::OnnxEmbeddingProvider;
 use akidb_test_support::{cosine, minilm_dir, tiny_gemma_dir};
 use proptest::prelude::*;
 
@@ -18,8 +16,10 @@ fn provider(
 ) -> Option<&'static OnnxEmbeddingProvider> {
     cell.get_or_init(|| {
         dir().map(|d| {
-            OnnxEmbeddingProvider::load(LoadOptions::new(d.to_str().unwrap()).with_intra_threads(2))
-                .unwrap()
+            OnnxEmbeddingProvider::load(
+                crate::load_options(d.to_str().unwrap()).with_intra_threads(2),
+            )
+            .unwrap()
         })
     })
     .as_ref()
