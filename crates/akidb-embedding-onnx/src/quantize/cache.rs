@@ -33,7 +33,7 @@ use crate::source::{self, ModelFiles};
 use crate::{ModelSpec, OnnxVariant};
 
 /// Bumped whenever the quantiser's output changes for the same source and recipe.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 /// Folder name of the cache beside a model's graph.
 pub const BESIDE_DIR: &str = ".akidb-q8";
