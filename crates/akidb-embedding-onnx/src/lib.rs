@@ -37,4 +37,5 @@ pub mod weights;
 
 pub use model_spec::{ModelSpec, OnnxVariant, Pooling};
 pub use provider::{LoadOptions, OnnxEmbeddingProvider, OptimizationLevel};
+pub use source::DownloadProgress;
 pub use weights::WeightsMapping;

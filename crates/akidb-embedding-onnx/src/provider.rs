@@ -170,6 +170,21 @@ impl LoadOptions {
         self
     }
 
+    /// Hub access token for gated or private repositories (default: `HF_TOKEN`, else the
+    /// token file `huggingface-cli login` writes).
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.hub.token = Some(source::HubToken(token.into()));
+        self
+    }
+
+    /// Reports every file downloaded from the hub to `progress` (bytes as they arrive).
+    #[must_use]
+    pub fn with_download_progress(mut self, progress: Arc<dyn source::DownloadProgress>) -> Self {
+        self.hub.progress = Some(source::ProgressHook(progress));
+        self
+    }
+
     /// Folder holding installed models by name (default: `$AKIDB_HOME/models`, `.akidb/models`).
     #[must_use]
     pub fn with_models_dir(mut self, dir: impl Into<PathBuf>) -> Self {

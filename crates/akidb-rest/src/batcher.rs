@@ -205,7 +205,12 @@ impl Batcher {
             |name| self.info.prompts.iter().any(|p| p == name).then_some(""),
             &self.info.prompts,
         )?;
+        let timings = crate::observability::Timings::current();
+        let tokenizing = Instant::now();
         let counts = self.provider.token_counts(&request).await?;
+        if let Some(timings) = &timings {
+            timings.record_tokenization(tokenizing.elapsed(), counts.iter().sum());
+        }
         validate::check_total_tokens(&counts, self.max_request_tokens)?;
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
@@ -222,6 +227,7 @@ impl Batcher {
             dimension,
             enqueued: Instant::now(),
             reply,
+            timings,
         };
         let stopped = || BatchError::Stopped {
             model: self.info.id.clone(),
@@ -243,6 +249,8 @@ struct Job {
     chars: usize,
     enqueued: Instant,
     reply: oneshot::Sender<Result<EmbedResponse>>,
+    /// The caller's request timings (queue and inference time are filled in here).
+    timings: Option<crate::observability::Timings>,
 }
 
 impl Job {
@@ -504,6 +512,12 @@ impl Worker {
             }
         });
         let elapsed = started.elapsed();
+        for job in jobs {
+            if let Some(timings) = &job.timings {
+                timings.record_queue(started.duration_since(job.enqueued));
+                timings.record_inference(elapsed);
+            }
+        }
         let tokens = outcome.as_ref().map_or(0, |response| response.total_tokens);
         self.observer.batch_ran(&BatchReport {
             model: &self.model,

@@ -16,7 +16,11 @@
 //! - [`state`]: what handlers share (limits, metrics, the loaded models);
 //! - [`batcher`]: merges concurrent requests into shared provider runs (no HTTP inside);
 //! - [`providers`]: builds the providers the configuration names;
-//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`metrics`]: counters and histograms (`metrics` crate, Prometheus exposition);
+//! - [`openai`], [`tei`]: the OpenAI and text-embeddings-inference dialects;
+//! - [`names`]: the names clients address models by (ids, built-in aliases, served names);
+//! - [`observability`]: request ids, spans, timing headers, log format;
+//! - [`loading`]: each model's loading state and download progress.
 //!
 //! ```no_run
 //! use akidb_rest::{Config, serve};
@@ -36,12 +40,17 @@ pub mod batcher;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod loading;
 pub mod metrics;
+pub mod names;
+pub mod observability;
+pub mod openai;
 pub mod providers;
 pub mod request;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tei;
 
 pub use config::Config;
 pub use error::ApiError;
