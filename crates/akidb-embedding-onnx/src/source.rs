@@ -246,7 +246,7 @@ pub fn hub_files(
 
 enum HubFetcher {
     Online {
-        api: hf_hub::api::sync::ApiRepo,
+        api: Box<hf_hub::api::sync::ApiRepo>,
         cache: hf_hub::CacheRepo,
         progress: Option<ProgressHook>,
     },
@@ -280,7 +280,7 @@ impl HubFetcher {
             reason: e.to_string(),
         })?;
         Ok(Self::Online {
-            api: api.repo(repo_ref),
+            api: Box::new(api.repo(repo_ref)),
             cache: cache_repo,
             progress: hub.progress.clone(),
         })

@@ -422,7 +422,9 @@ impl Config {
 
 /// Entries of a per-model setting, separated by `;` (none when unset).
 fn per_model(value: Option<&str>) -> Vec<&str> {
-    value.map(|value| value.split(';').collect()).unwrap_or_default()
+    value
+        .map(|value| value.split(';').collect())
+        .unwrap_or_default()
 }
 
 fn parse_provider(value: &str) -> Result<ProviderKind, String> {
@@ -557,7 +559,10 @@ mod tests {
                 vec!["gemma".to_string()]
             ]
         );
-        assert_eq!(config.default_prompts(), vec![None, Some("query".to_string())]);
+        assert_eq!(
+            config.default_prompts(),
+            vec![None, Some("query".to_string())]
+        );
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(Config::default().served_names().is_empty());
     }

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+// No logger to report a failed logger set-up through: stderr is all there is.
+#[allow(clippy::print_stderr)]
 #[tokio::main]
 async fn main() -> ExitCode {
     // The log format is a setting itself: read it before anything logs (the provider's

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, with_local_recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::batcher::{BatchObserver, BatchReport};
 use crate::observability::Timings;
@@ -295,7 +297,11 @@ impl ProcessFigures {
         let rest = &stat[stat.rfind(')')? + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // `rest` starts at field 3 (state): field n is fields[n - 3].
-        let field = |n: usize| fields.get(n - 3).and_then(|value| value.parse::<u64>().ok());
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|value| value.parse::<u64>().ok())
+        };
         let ticks = field(14)? + field(15)?;
         Some(Self {
             cpu_seconds: ticks as f64 / CLOCK_TICKS,
@@ -337,13 +343,19 @@ mod tests {
         assert!(
             text.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"422\"} 1")
         );
-        assert!(text.contains(
-            "akidb_http_request_duration_seconds_bucket{route=\"/api/v1/embed\",le=\"0.005\"} 2"
-        ), "{text}");
+        assert!(
+            text.contains(
+                "akidb_http_request_duration_seconds_bucket{route=\"/api/v1/embed\",le=\"0.005\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains(
             "akidb_http_request_duration_seconds_bucket{route=\"/api/v1/embed\",le=\"+Inf\"} 3"
         ));
-        assert!(text.contains("akidb_batch_size_bucket{model=\"m\\\"x\",le=\"2\"} 0"), "{text}");
+        assert!(
+            text.contains("akidb_batch_size_bucket{model=\"m\\\"x\",le=\"2\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("akidb_batch_size_bucket{model=\"m\\\"x\",le=\"4\"} 1"));
         assert!(text.contains("akidb_tokens_embedded_total{model=\"m\\\"x\"} 12"));
         assert!(text.contains("akidb_queue_depth{model=\"m\\\"x\"} 4"));

@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(names.resolve("text-embedding-3-large"), None);
         assert_eq!(names.of(1), ["minilm", "text-embedding-3-small"]);
 
-        let clash = ServedNames::build(&[&gemma, &minilm], &[vec![], vec!["embeddinggemma-300m".into()]]);
+        let clash = ServedNames::build(
+            &[&gemma, &minilm],
+            &[vec![], vec!["embeddinggemma-300m".into()]],
+        );
         assert!(clash.unwrap_err().to_string().contains("both"));
         let too_many = ServedNames::build(&[&minilm], &[vec![], vec![]]);
         assert!(too_many.is_err());

@@ -134,7 +134,11 @@ pub fn new_request_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos() as u64);
     let seed = nanos ^ (u64::from(std::process::id()) << 32);
-    format!("{:016x}{:016x}", mix(seed), mix(seed ^ count.rotate_left(17)))
+    format!(
+        "{:016x}{:016x}",
+        mix(seed),
+        mix(seed ^ count.rotate_left(17))
+    )
 }
 
 /// SplitMix64's finaliser: spreads every input bit over the output.

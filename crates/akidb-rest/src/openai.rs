@@ -45,11 +45,15 @@ pub fn param_of(error: &ApiError) -> Option<&'static str> {
     match error {
         ApiError::ModelNotFound(_) => Some("model"),
         ApiError::PayloadTooLarge(_) => Some("input"),
-        ApiError::InvalidRequest(message) => {
-            ["encoding_format", "dimensions", "prompt_name", "model", "input"]
-                .into_iter()
-                .find(|field| message.contains(field))
-        }
+        ApiError::InvalidRequest(message) => [
+            "encoding_format",
+            "dimensions",
+            "prompt_name",
+            "model",
+            "input",
+        ]
+        .into_iter()
+        .find(|field| message.contains(field)),
         _ => None,
     }
 }
@@ -77,7 +81,8 @@ impl IntoResponse for OpenAiError {
                 code: code_of(&self.0),
             },
         };
-        *response.body_mut() = axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
+        *response.body_mut() =
+            axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
         response
     }
 }

@@ -14,8 +14,8 @@ use akidb_embedding_onnx::{
 };
 
 use crate::config::{Config, ProviderKind};
-use crate::names::TokenizerRegistry;
 use crate::loading::{DownloadLogger, LoadStatus, ModelState, PROGRESS_LOG_INTERVAL};
+use crate::names::TokenizerRegistry;
 
 /// Length of the mock's vectors.
 pub const MOCK_DIMENSION: usize = 384;
@@ -135,11 +135,11 @@ pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, Emb
                 tokio::task::spawn_blocking(move || {
                     onnx(&name, options, status.as_ref(), tokenizers.as_deref())
                 })
-                    .await
-                    .map_err(|err| {
-                        EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
-                    })
-                    .and_then(|result| result)
+                .await
+                .map_err(|err| {
+                    EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
+                })
+                .and_then(|result| result)
             }
         };
         let provider = match loaded {
@@ -218,7 +218,13 @@ fn optimized_graph_name(model: &str, plan: &LoadPlan) -> String {
         plan.graph_optimization
     )
     .chars()
-    .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            c
+        } else {
+            '_'
+        }
+    })
     .collect();
     format!("{}.optimized.onnx", safe.trim_start_matches('.'))
 }

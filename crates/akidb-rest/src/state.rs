@@ -269,7 +269,9 @@ impl AppState {
                 names,
                 default_prompts,
             })
-            .map_err(|_| EmbeddingError::InvalidInput("models are already installed".to_string()))?;
+            .map_err(|_| {
+                EmbeddingError::InvalidInput("models are already installed".to_string())
+            })?;
         self.shared.load_status.all_ready();
         Ok(())
     }

@@ -77,7 +77,8 @@ impl IntoResponse for TeiError {
             error: self.0.to_string(),
             error_type,
         };
-        *response.body_mut() = axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
+        *response.body_mut() =
+            axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
         response
     }
 }
@@ -150,7 +151,9 @@ pub async fn embed(
     let ApiJson(body) = body?;
     let mut texts = body.inputs.into_texts();
     if texts.is_empty() {
-        return Err(ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into());
+        return Err(
+            ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
+        );
     }
     state.limits().check(&texts)?;
     let truncate = body.truncate.unwrap_or(true);
@@ -272,7 +275,9 @@ pub async fn tokenize(
     }
     let texts = body.inputs.into_texts();
     if texts.is_empty() {
-        return Err(ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into());
+        return Err(
+            ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
+        );
     }
     state.limits().check(&texts)?;
     let models = state.models()?;

@@ -161,7 +161,10 @@ async fn request_ids_and_timing_headers_come_back() {
             request = request.header("x-request-id", given);
         }
         let response = request.send().await.unwrap();
-        let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert_eq!(id.len(), 32, "{id}");
         assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
         made.push(id);
@@ -186,8 +189,13 @@ async fn request_ids_and_timing_headers_come_back() {
         .send()
         .await
         .unwrap();
-    let millis = |name: &str| -> u64 { response.headers()[name].to_str().unwrap().parse().unwrap() };
-    assert!(millis("x-inference-time") >= 120, "{:?}", response.headers());
+    let millis =
+        |name: &str| -> u64 { response.headers()[name].to_str().unwrap().parse().unwrap() };
+    assert!(
+        millis("x-inference-time") >= 120,
+        "{:?}",
+        response.headers()
+    );
     assert!(millis("x-total-time") >= millis("x-inference-time"));
     assert!(millis("x-queue-time") < 120);
     slow_server.stop().await.unwrap();
@@ -237,14 +245,21 @@ async fn metrics_parse_as_prometheus_text_and_carry_the_stage_histograms() {
         "akidb_request_inference_duration_seconds",
         "akidb_request_input_tokens",
     ] {
-        assert_eq!(parsed["families"][histogram], "histogram", "{histogram}: {text}");
+        assert_eq!(
+            parsed["families"][histogram], "histogram",
+            "{histogram}: {text}"
+        );
         assert!(
             parsed["samples"][format!("{histogram}_bucket")].as_u64() > Some(0),
             "{histogram}"
         );
     }
     // prometheus_client names counter families without `_total`.
-    for counter in ["akidb_http_requests", "akidb_tokens_embedded", "process_cpu_seconds"] {
+    for counter in [
+        "akidb_http_requests",
+        "akidb_tokens_embedded",
+        "process_cpu_seconds",
+    ] {
         assert_eq!(parsed["families"][counter], "counter", "{counter}: {text}");
     }
     for gauge in [

@@ -63,8 +63,12 @@ fn seed_curl(addr: &str) -> Value {
         .output()
         .expect("run curl");
     assert!(output.status.success(), "curl failed: {output:?}");
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// Runs the seed's commands against `dir` served by the hub at `bytes_per_second`; returns
@@ -139,7 +143,11 @@ async fn the_seed_commands_give_a_gemma_double_vector_and_show_the_download() {
     let (log, states) = seed_commands(&dir, Some(40_000_000), 32).await;
 
     // One warning per legacy setting, naming it.
-    assert_eq!(log.matches("old name of the `onnx` provider").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("old name of the `onnx` provider").count(),
+        1,
+        "{log}"
+    );
     assert_eq!(
         log.matches("AKIDB_EMBEDDING_PYTHON_PATH").count(),
         1,
@@ -152,7 +160,13 @@ async fn the_seed_commands_give_a_gemma_double_vector_and_show_the_download() {
         .collect();
     assert!(!progress.is_empty(), "no progress lines:\n{log}");
     for line in &progress {
-        for field in ["bytes=", "total_bytes=33808384", "rate_mb_s=", "eta_s=", "percent="] {
+        for field in [
+            "bytes=",
+            "total_bytes=33808384",
+            "rate_mb_s=",
+            "eta_s=",
+            "percent=",
+        ] {
             assert!(line.contains(field), "{field} missing in {line}");
         }
     }
@@ -160,7 +174,11 @@ async fn the_seed_commands_give_a_gemma_double_vector_and_show_the_download() {
     assert!(log.contains("model loaded"), "{log}");
     // `/health` went through the states as the model loaded.
     assert!(states.contains(&"downloading".to_string()), "{states:?}");
-    assert_eq!(states.last().map(String::as_str), Some("ready"), "{states:?}");
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("ready"),
+        "{states:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -366,8 +366,15 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, kind: &str)
         .iter()
         .filter(|field| error.contains_key(**field))
         .count();
-    assert!(extra == 0 || extra == 2, "`param` and `code` together in {body}");
-    assert_eq!(error.len(), 2 + extra, "only `type` and `message` in {body}");
+    assert!(
+        extra == 0 || extra == 2,
+        "`param` and `code` together in {body}"
+    );
+    assert_eq!(
+        error.len(),
+        2 + extra,
+        "only `type` and `message` in {body}"
+    );
     assert_eq!(body["error"]["type"], kind, "type of {body}");
     let message = body["error"]["message"]
         .as_str()
