@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
-# The OpenAI-compatibility test drives the service with the official Python client.
+# The client tests drive the service with the official Python clients (openai, huggingface_hub,
+# LangChain) and parse /metrics with prometheus_client: about 15 s to install.
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
 cargo fmt --all -- --check
