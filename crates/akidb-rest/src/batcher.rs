@@ -817,6 +817,35 @@ mod tests {
         Arc::new(Batcher::spawn(provider, config, Arc::new(())))
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_callers_timings_are_the_batchers_own_measurements() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(40)));
+        // A lone request waits its max_wait (20 ms) for company, then runs for 40 ms.
+        let batcher = spawn(&mock, config(true));
+        let timings = Timings::default();
+        let started = std::time::Instant::now();
+        let response = crate::observability::with_timings(
+            timings.clone(),
+            batcher.embed(EmbedRequest::new(["one two three", "four"])),
+        )
+        .await
+        .unwrap();
+        let total = started.elapsed();
+        assert!(timings.embedded());
+        assert_eq!(timings.tokens(), response.total_tokens() as u64);
+        assert!(
+            timings.inference() >= Duration::from_millis(40),
+            "{timings:?}"
+        );
+        assert!(timings.queue() >= Duration::from_millis(15), "{timings:?}");
+        assert!(
+            timings.queue() + timings.tokenization() + timings.inference() <= total,
+            "{timings:?} within {total:?}"
+        );
+        // Outside a request (a library caller) nothing is recorded and nothing fails.
+        assert!(batcher.embed(EmbedRequest::new(["five"])).await.is_ok());
+    }
+
     async fn all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
         let mut out = Vec::new();
         for task in tasks {
