@@ -78,8 +78,8 @@ pub fn quantize_matmul_weight(
         };
         let out = &mut packed[column * column_bytes..(column + 1) * column_bytes];
         if bits == 8 {
-            for row in 0..k {
-                out[row] = quantize(value(row), reciprocal(row));
+            for (row, byte) in out.iter_mut().enumerate().take(k) {
+                *byte = quantize(value(row), reciprocal(row));
             }
         } else {
             // MLAS works in thread blocks of 2 * block_size rows per column, with one scratch

@@ -808,7 +808,7 @@ impl Sink {
 
     /// Pads so a tensor of `len` bytes starts where ONNX Runtime can map it.
     fn begin_tensor(&mut self, len: usize) -> Result<(), QuantizeError> {
-        if len >= ALIGN_THRESHOLD && self.offset % ALIGNMENT != 0 {
+        if len >= ALIGN_THRESHOLD && !self.offset.is_multiple_of(ALIGNMENT) {
             let pad = ALIGNMENT - self.offset % ALIGNMENT;
             self.write_raw(&vec![0u8; pad as usize])?;
         }
