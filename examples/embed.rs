@@ -26,6 +26,9 @@ use std::path::PathBuf;
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider, vector::cosine};
 use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant, Pooling};
 use clap::Parser;
+
+#[path = "support/progress.rs"]
+mod progress;
 use serde::{Deserialize, Serialize};
 
 /// Command line of the `embed` example.
@@ -86,11 +89,11 @@ fn main() {
     let args = Args::parse();
     let variant = OnnxVariant::parse(&args.variant)
         .unwrap_or_else(|| fail(format!("unknown variant {}", args.variant)));
-    let provider = OnnxEmbeddingProvider::load(
+    let provider = OnnxEmbeddingProvider::load(progress::with_progress_bar(
         akidb_embeddings::install::load_options(&args.model)
             .with_intra_threads(args.threads)
             .with_variant(variant),
-    )
+    ))
     .unwrap_or_else(|e| fail(e));
     match (&args.input, &args.output) {
         (Some(input), Some(output)) => embed_file(&provider, input, output),

@@ -32,6 +32,9 @@ use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+#[path = "support/progress.rs"]
+mod progress;
+
 /// Calls made before timing each text, so buffers and caches are warm.
 const WARMUP_CALLS: usize = 5;
 
@@ -162,11 +165,11 @@ fn main() {
     .expect("texts.json: expected {short, medium, long, batch32}");
 
     let started = Instant::now();
-    let provider = OnnxEmbeddingProvider::load(
+    let provider = OnnxEmbeddingProvider::load(progress::with_progress_bar(
         akidb_embeddings::install::load_options(args.model.clone())
             .with_variant(args.variant.clone())
             .with_intra_threads(args.threads),
-    )
+    ))
     .unwrap_or_else(|e| panic!("cannot load {}: {e}", args.model));
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
     let rss = rss_mb();

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/setup.sh
-# The OpenAI-compatibility test drives the service with the official Python client;
-# kubernetes-validate checks deploy/kubernetes.
+# The client tests drive the service with the official Python clients (openai, huggingface_hub,
+# LangChain) and parse /metrics with prometheus_client; kubernetes-validate checks deploy/kubernetes;
+# onnxruntime/onnx are the q8 quantiser's reference.
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
 cargo fmt --all -- --check

@@ -51,4 +51,5 @@ pub use akidb_embedding_core::batching;
 pub use model_spec::{ModelSpec, OnnxVariant, Pooling};
 pub use options::{LoadOptions, OptimizationLevel};
 pub use provider::OnnxEmbeddingProvider;
+pub use source::DownloadProgress;
 pub use weights::WeightsMapping;

@@ -1,10 +1,11 @@
 //! What to load and how to run it: [`LoadOptions`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ort::session::builder::GraphOptimizationLevel;
 
-use crate::source::HubOptions;
+use crate::source::{self, HubOptions};
 use crate::weights::WeightsMapping;
 use crate::{ModelSpec, OnnxVariant};
 
@@ -155,6 +156,21 @@ impl LoadOptions {
     #[must_use]
     pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
         self.hub.revision = revision.into();
+        self
+    }
+
+    /// Hub access token for gated or private repositories (default: `HF_TOKEN`, else the
+    /// token file `huggingface-cli login` writes).
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.hub.token = Some(source::HubToken(token.into()));
+        self
+    }
+
+    /// Reports every file downloaded from the hub to `progress` (bytes as they arrive).
+    #[must_use]
+    pub fn with_download_progress(mut self, progress: Arc<dyn source::DownloadProgress>) -> Self {
+        self.hub.progress = Some(source::ProgressHook(progress));
         self
     }
 

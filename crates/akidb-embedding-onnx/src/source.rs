@@ -6,7 +6,9 @@
 //! symlink into `blobs/`, and ONNX Runtime looks for `model.onnx_data` beside the path it is
 //! given, which only the snapshot folder has.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use akidb_embedding_core::{EmbeddingError, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError};
@@ -25,6 +27,62 @@ pub struct ModelFiles {
     pub onnx_data: Option<PathBuf>,
 }
 
+/// Told about every file downloaded from the hub, so a large download does not look like a
+/// hang. Called from the loading thread; files already in the cache are not reported.
+pub trait DownloadProgress: Send + Sync {
+    /// A download of `file` (`total_bytes` long) starts.
+    fn started(&self, file: &str, total_bytes: u64);
+    /// `bytes` more bytes of the current file arrived.
+    fn advanced(&self, bytes: u64);
+    /// The current file is complete.
+    fn finished(&self);
+}
+
+/// A [`DownloadProgress`] hook as [`HubOptions`] holds it (compared by identity).
+#[derive(Clone)]
+pub struct ProgressHook(pub Arc<dyn DownloadProgress>);
+
+impl fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
+impl PartialEq for ProgressHook {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ProgressHook {}
+
+/// A hub access token; its `Debug` output is redacted, so logging options never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HubToken(pub String);
+
+impl fmt::Debug for HubToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HubToken(<redacted>)")
+    }
+}
+
+/// hf-hub's progress callback, forwarding to a [`DownloadProgress`].
+struct ProgressAdapter(Arc<dyn DownloadProgress>);
+
+impl hf_hub::api::Progress for ProgressAdapter {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.0.started(filename, size as u64);
+    }
+
+    fn update(&mut self, size: usize) {
+        self.0.advanced(size as u64);
+    }
+
+    fn finish(&mut self) {
+        self.0.finished();
+    }
+}
+
 /// How to reach the Hugging Face hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubOptions {
@@ -36,6 +94,11 @@ pub struct HubOptions {
     pub endpoint: Option<String>,
     /// Branch, tag or commit (default `main`).
     pub revision: String,
+    /// Access token for gated or private repositories (default: `HF_TOKEN`, else the token
+    /// file of the hub cache's parent folder, as `huggingface-cli login` writes it).
+    pub token: Option<HubToken>,
+    /// Told about each file downloaded (default: nobody).
+    pub progress: Option<ProgressHook>,
 }
 
 impl Default for HubOptions {
@@ -46,6 +109,11 @@ impl Default for HubOptions {
             cache_dir: None,
             endpoint: None,
             revision: "main".to_string(),
+            token: std::env::var("HF_TOKEN")
+                .ok()
+                .filter(|token| !token.trim().is_empty())
+                .map(HubToken),
+            progress: None,
         }
     }
 }
@@ -186,7 +254,11 @@ pub fn hub_files(
 }
 
 enum HubFetcher {
-    Online(hf_hub::api::sync::ApiRepo),
+    Online {
+        api: Box<hf_hub::api::sync::ApiRepo>,
+        cache: hf_hub::CacheRepo,
+        progress: Option<ProgressHook>,
+    },
     Offline(hf_hub::CacheRepo),
 }
 
@@ -200,7 +272,11 @@ impl HubFetcher {
         if hub.offline {
             return Ok(Self::Offline(cache.repo(repo_ref)));
         }
+        let cache_repo = cache.repo(repo_ref.clone());
         let mut builder = ApiBuilder::from_cache(cache).with_progress(false);
+        if let Some(token) = &hub.token {
+            builder = builder.with_token(Some(token.0.clone()));
+        }
         if let Some(endpoint) = hub
             .endpoint
             .clone()
@@ -212,7 +288,11 @@ impl HubFetcher {
             model: repo.to_string(),
             reason: e.to_string(),
         })?;
-        Ok(Self::Online(api.repo(repo_ref)))
+        Ok(Self::Online {
+            api: Box::new(api.repo(repo_ref)),
+            cache: cache_repo,
+            progress: hub.progress.clone(),
+        })
     }
 
     /// A file the model cannot do without.
@@ -220,7 +300,7 @@ impl HubFetcher {
         self.get_optional(repo, file)?.ok_or_else(|| EmbeddingError::Download {
             model: repo.to_string(),
             reason: match self {
-                Self::Online(_) => format!("the repository has no file {file}"),
+                Self::Online { .. } => format!("the repository has no file {file}"),
                 Self::Offline(_) => format!(
                     "{file} is not in the local cache and offline mode (HF_HUB_OFFLINE) forbids downloading it"
                 ),
@@ -232,7 +312,11 @@ impl HubFetcher {
     fn get_optional(&self, repo: &str, file: &str) -> Result<Option<PathBuf>> {
         match self {
             Self::Offline(cache) => Ok(cache.get(file)),
-            Self::Online(api) => match api.get(file) {
+            Self::Online {
+                api,
+                cache,
+                progress,
+            } => match Self::fetch(api, cache, progress.as_ref(), file) {
                 Ok(path) => Ok(Some(path)),
                 Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => {
                     tracing::debug!(model = repo, file, "not in the repository");
@@ -243,6 +327,22 @@ impl HubFetcher {
                     reason: format!("{file}: {e}"),
                 }),
             },
+        }
+    }
+
+    /// The cached file, else a download, reported to `progress` when there is one.
+    fn fetch(
+        api: &hf_hub::api::sync::ApiRepo,
+        cache: &hf_hub::CacheRepo,
+        progress: Option<&ProgressHook>,
+        file: &str,
+    ) -> std::result::Result<PathBuf, ApiError> {
+        let Some(hook) = progress else {
+            return api.get(file);
+        };
+        match cache.get(file) {
+            Some(path) => Ok(path),
+            None => api.download_with_progress(file, ProgressAdapter(Arc::clone(&hook.0))),
         }
     }
 }

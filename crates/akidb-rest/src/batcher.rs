@@ -66,6 +66,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::admission::{Admission, InFlight, Reservation, Shed};
+use crate::observability::Timings;
 
 /// Words of the text [`Batcher::calibrate`] runs: long enough that a run's fixed cost does
 /// not dominate its cost per token, short enough to cost well under a second on a CPU.
@@ -243,8 +244,14 @@ impl Batcher {
         request: EmbedRequest,
         deadline: Option<Instant>,
     ) -> Result<EmbedResponse, BatchError> {
+        // The caller's timings (set by the service's middleware; none for library callers).
+        let timings = Timings::current();
+        let tokenizing = Instant::now();
         let tokenized = self.tokenize(request).await?;
         let lengths = tokenized.token_counts();
+        if let Some(timings) = &timings {
+            timings.record_tokenization(tokenizing.elapsed(), lengths.iter().sum());
+        }
         validate::check_total_tokens(&lengths, self.config.max_request_tokens)?;
         let padded = padded_tokens(
             &lengths,
@@ -281,6 +288,7 @@ impl Batcher {
             }),
             enqueued: Instant::now(),
             reply,
+            timings,
         };
         let stopped = || BatchError::Stopped {
             model: self.info.id.clone(),
@@ -376,6 +384,8 @@ struct Job {
     place: Option<Place>,
     enqueued: Instant,
     reply: oneshot::Sender<Result<EmbedResponse>>,
+    /// The caller's request timings (queue and inference time are filled in here).
+    timings: Option<Timings>,
 }
 
 /// A request taken into a batch: its encodings, the vectors its texts got so far, and its
@@ -385,6 +395,9 @@ struct Member {
     vectors: Vec<Option<Vec<f32>>>,
     missing: usize,
     reply: Option<oneshot::Sender<Result<EmbedResponse>>>,
+    /// The caller's timings, and when the request queued until its first run starts.
+    timings: Option<Timings>,
+    waiting_since: Option<Instant>,
 }
 
 impl Member {
@@ -395,6 +408,24 @@ impl Member {
             vectors: vec![None; count],
             missing: count,
             reply: Some(job.reply),
+            timings: job.timings,
+            waiting_since: Some(job.enqueued),
+        }
+    }
+
+    /// A run holding texts of this request starts at `now`: the first one ends its queue time.
+    fn run_starts(&mut self, now: Instant) {
+        if let Some(enqueued) = self.waiting_since.take()
+            && let Some(timings) = &self.timings
+        {
+            timings.record_queue(now.saturating_duration_since(enqueued));
+        }
+    }
+
+    /// A run holding texts of this request took `elapsed` (its inference time adds up runs).
+    fn run_took(&self, elapsed: Duration) {
+        if let Some(timings) = &self.timings {
+            timings.record_inference(elapsed);
         }
     }
 
@@ -602,7 +633,7 @@ impl Worker {
                 continue;
             }
             let outcome = self
-                .run_once(&members, &texts, &live, planned, &mut in_flight)
+                .run_once(&mut members, &texts, &live, planned, &mut in_flight)
                 .await;
             match outcome {
                 Ok(vectors) => {
@@ -626,7 +657,7 @@ impl Worker {
     /// One provider run over the texts `live` of the batch.
     async fn run_once(
         &self,
-        members: &[Member],
+        members: &mut [Member],
         texts: &[(usize, usize)],
         live: &[usize],
         planned: u64,
@@ -641,8 +672,12 @@ impl Worker {
             .collect();
         let tokens: usize = batch.iter().map(Encoding::len).sum();
         let count = batch.len();
-        let requests = distinct_members(texts, live).len();
+        let owners = distinct_members(texts, live);
+        let requests = owners.len();
         let started = Instant::now();
+        for &owner in &owners {
+            members[owner].run_starts(started);
+        }
         let provider = Arc::clone(&self.provider);
         let outcome = tokio::spawn(async move { provider.run(batch).await })
             .await
@@ -658,6 +693,9 @@ impl Worker {
                 }
             });
         let elapsed = started.elapsed();
+        for &owner in &owners {
+            members[owner].run_took(elapsed);
+        }
         in_flight.ran(planned, elapsed, outcome.is_ok());
         self.observer.batch_ran(&BatchReport {
             model: &self.model,
@@ -777,6 +815,35 @@ mod tests {
     fn spawn(mock: &Arc<MockEmbeddingProvider>, config: BatcherConfig) -> Arc<Batcher> {
         let provider: Arc<dyn EmbeddingProvider> = mock.clone();
         Arc::new(Batcher::spawn(provider, config, Arc::new(())))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_callers_timings_are_the_batchers_own_measurements() {
+        let mock = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(40)));
+        // A lone request waits its max_wait (20 ms) for company, then runs for 40 ms.
+        let batcher = spawn(&mock, config(true));
+        let timings = Timings::default();
+        let started = std::time::Instant::now();
+        let response = crate::observability::with_timings(
+            timings.clone(),
+            batcher.embed(EmbedRequest::new(["one two three", "four"])),
+        )
+        .await
+        .unwrap();
+        let total = started.elapsed();
+        assert!(timings.embedded());
+        assert_eq!(timings.tokens(), response.total_tokens() as u64);
+        assert!(
+            timings.inference() >= Duration::from_millis(40),
+            "{timings:?}"
+        );
+        assert!(timings.queue() >= Duration::from_millis(15), "{timings:?}");
+        assert!(
+            timings.queue() + timings.tokenization() + timings.inference() <= total,
+            "{timings:?} within {total:?}"
+        );
+        // Outside a request (a library caller) nothing is recorded and nothing fails.
+        assert!(batcher.embed(EmbedRequest::new(["five"])).await.is_ok());
     }
 
     async fn all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

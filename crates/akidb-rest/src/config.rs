@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use akidb_embedding_onnx::WeightsMapping;
+use akidb_embedding_onnx::{OnnxVariant, OptimizationLevel, WeightsMapping};
 use clap::Parser;
 
 use crate::batcher::BatcherConfig;
@@ -48,13 +48,24 @@ pub const DEFAULT_BATCH_WAIT_MS: u64 = 0;
 /// Waiting requests per model when `AKIDB_QUEUE_CAPACITY` is not set.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 
-/// Which provider turns texts into vectors.
+/// Which provider turns texts into vectors (`python-bridge`, the Python service's name, is
+/// read as `onnx`, with a warning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProviderKind {
     /// ONNX Runtime models (`akidb-embedding-onnx`).
     Onnx,
     /// The deterministic mock (`akidb-embedding-mock`); only ever used when asked for.
     Mock,
+}
+
+/// How the service writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (request id, route).
+    Json,
 }
 
 /// The secret clients must present as `Authorization: Bearer …`.
@@ -96,8 +107,88 @@ impl FromStr for ApiKey {
 )]
 pub struct Config {
     /// Provider that embeds texts: `onnx`, or `mock` for tests (never chosen silently).
-    #[arg(long, env = "AKIDB_EMBEDDING_PROVIDER", value_enum, default_value_t = ProviderKind::Onnx)]
+    /// `python-bridge` (the Python service's name) is accepted as `onnx`, with a warning.
+    #[arg(long, env = "AKIDB_EMBEDDING_PROVIDER", default_value = "onnx", value_parser = parse_provider)]
     pub provider: ProviderKind,
+
+    /// The Python service's interpreter path: ignored (models run in-process), with a warning.
+    #[arg(long, env = "AKIDB_EMBEDDING_PYTHON_PATH", hide = true)]
+    pub python_path: Option<String>,
+
+    /// Names clients may use for each model besides its id: aliases comma-separated, models
+    /// separated by `;` in the order of `AKIDB_EMBEDDING_MODEL` (e.g.
+    /// `text-embedding-3-small,minilm;gemma`). Each name resolves to exactly one model.
+    #[arg(long = "served-model-name", env = "AKIDB_SERVED_MODEL_NAME")]
+    pub served_model_names: Option<String>,
+
+    /// Prompt applied when a request names none, per model, separated by `;` in model order
+    /// (an empty entry: none). A request's `prompt_name` overrides it.
+    #[arg(long = "default-prompt-name", env = "AKIDB_DEFAULT_PROMPT_NAME")]
+    pub default_prompt_names: Option<String>,
+
+    /// ONNX export to load: `fp32`, `fp16`, `q4`, `q8` (= `quantized`, `int8`) or a file name
+    /// ending in `.onnx`.
+    #[arg(long, env = "AKIDB_ONNX_VARIANT", default_value = "fp32", value_parser = parse_variant)]
+    pub variant: OnnxVariant,
+
+    /// Hub revision to pin: branch, tag or commit.
+    #[arg(long, env = "AKIDB_MODEL_REVISION", default_value = "main")]
+    pub revision: String,
+
+    /// Never touch the network: load hub models from the cache only (`HF_HUB_OFFLINE=1` also
+    /// sets it).
+    #[arg(
+        long,
+        env = "AKIDB_OFFLINE",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub offline: bool,
+
+    /// Hub cache folder (default: `$HF_HOME/hub`, else `~/.cache/huggingface/hub`).
+    #[arg(long, env = "AKIDB_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Hub address (default: `HF_ENDPOINT`, else the public hub).
+    #[arg(long, env = "AKIDB_HUB_ENDPOINT")]
+    pub hub_endpoint: Option<String>,
+
+    /// Hub access token for gated or private models.
+    #[arg(long, env = "HF_TOKEN", hide_env_values = true)]
+    pub hf_token: Option<ApiKey>,
+
+    /// Folder of installed models by name (default: `$AKIDB_HOME/models`, else `.akidb/models`).
+    #[arg(long, env = "AKIDB_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// The ONNX Runtime library (default: `ORT_DYLIB_PATH`, `.akidb/onnxruntime`, then a
+    /// pip-installed `onnxruntime`).
+    #[arg(long, env = "AKIDB_ORT_LIBRARY")]
+    pub ort_library: Option<PathBuf>,
+
+    /// Folder where each model's optimised graph is saved on first load and read on later
+    /// starts (skips graph optimisation); empty it when a model or ONNX Runtime changes.
+    #[arg(long, env = "AKIDB_OPTIMIZED_MODEL_CACHE")]
+    pub optimized_model_cache: Option<PathBuf>,
+
+    /// ONNX Runtime graph optimisation: `disable`, `basic`, `extended` or `all`.
+    #[arg(long, env = "AKIDB_GRAPH_OPTIMIZATION", default_value = "all", value_parser = parse_optimization)]
+    pub graph_optimization: OptimizationLevel,
+
+    /// Run on CUDA; loading fails (no silent CPU fallback) when CUDA is unavailable.
+    #[arg(
+        long,
+        env = "AKIDB_CUDA",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub cuda: bool,
+
+    /// Log format on stderr: `text` or `json` (one JSON object per line).
+    #[arg(long, env = "AKIDB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Models to serve, comma-separated: built-in ids or local folders. Requests address each
     /// by the id it reports in `/api/v1/models`.
@@ -210,6 +301,21 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             provider: ProviderKind::Onnx,
+            python_path: None,
+            served_model_names: None,
+            default_prompt_names: None,
+            variant: OnnxVariant::Fp32,
+            revision: "main".to_string(),
+            offline: false,
+            cache_dir: None,
+            hub_endpoint: None,
+            hf_token: None,
+            models_dir: None,
+            ort_library: None,
+            optimized_model_cache: None,
+            graph_optimization: OptimizationLevel::All,
+            cuda: false,
+            log_format: LogFormat::Text,
             models: vec![DEFAULT_MODEL.to_string()],
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             threads: None,
@@ -244,6 +350,39 @@ impl Config {
             .collect()
     }
 
+    /// The configured aliases of each model, in model order (see `AKIDB_SERVED_MODEL_NAME`).
+    pub fn served_names(&self) -> Vec<Vec<String>> {
+        per_model(self.served_model_names.as_deref())
+            .into_iter()
+            .map(|entry| {
+                entry
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The default prompt of each model, in model order (see `AKIDB_DEFAULT_PROMPT_NAME`).
+    pub fn default_prompts(&self) -> Vec<Option<String>> {
+        per_model(self.default_prompt_names.as_deref())
+            .into_iter()
+            .map(|entry| Some(entry.trim().to_string()).filter(|name| !name.is_empty()))
+            .collect()
+    }
+
+    /// Logs a warning for each setting kept only so the Python service's commands still work.
+    pub fn warn_about_legacy_settings(&self) {
+        if self.python_path.is_some() {
+            tracing::warn!(
+                variable = "AKIDB_EMBEDDING_PYTHON_PATH",
+                "ignored: models run inside akidb-rest, no Python interpreter is used"
+            );
+        }
+    }
+
     /// The request deadline.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -275,6 +414,48 @@ impl Config {
             queue_capacity: self.queue_capacity,
             dynamic: self.dynamic_batching,
         }
+    }
+}
+
+/// Entries of a per-model setting, separated by `;` (none when unset).
+fn per_model(value: Option<&str>) -> Vec<&str> {
+    value
+        .map(|value| value.split(';').collect())
+        .unwrap_or_default()
+}
+
+fn parse_provider(value: &str) -> Result<ProviderKind, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "onnx" => Ok(ProviderKind::Onnx),
+        "mock" => Ok(ProviderKind::Mock),
+        "python-bridge" => {
+            tracing::warn!(
+                provider = "python-bridge",
+                "`python-bridge` is the old name of the `onnx` provider; set AKIDB_EMBEDDING_PROVIDER=onnx"
+            );
+            Ok(ProviderKind::Onnx)
+        }
+        other => Err(format!(
+            "unknown provider `{other}`: use `onnx` or `mock` (`python-bridge` is read as `onnx`)"
+        )),
+    }
+}
+
+fn parse_variant(value: &str) -> Result<OnnxVariant, String> {
+    OnnxVariant::parse(value.trim()).ok_or_else(|| {
+        format!("unknown variant `{value}`: use fp32, fp16, q4, q8 or a file name ending in .onnx")
+    })
+}
+
+fn parse_optimization(value: &str) -> Result<OptimizationLevel, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "disable" | "none" | "off" => Ok(OptimizationLevel::Disable),
+        "basic" => Ok(OptimizationLevel::Basic),
+        "extended" => Ok(OptimizationLevel::Extended),
+        "all" => Ok(OptimizationLevel::All),
+        other => Err(format!(
+            "unknown graph optimisation `{other}`: use disable, basic, extended or all"
+        )),
     }
 }
 
@@ -349,5 +530,42 @@ mod tests {
         assert!(parse(&["--max-batch-tokens", "0"]).is_err());
         assert!(parse(&["--api-key", " "]).is_err());
         assert!(parse(&["--provider", "magic"]).is_err());
+        assert!(parse(&["--variant", "q3"]).is_err());
+        assert!(parse(&["--graph-optimization", "max"]).is_err());
+    }
+
+    #[test]
+    fn legacy_names_and_per_model_settings_parse() {
+        let config = parse(&[
+            "--provider",
+            "python-bridge",
+            "--python-path",
+            "/usr/bin/python3",
+            "--variant",
+            "q8",
+            "--served-model-name",
+            "text-embedding-3-small, minilm;;gemma",
+            "--default-prompt-name",
+            ";query",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(config.provider, ProviderKind::Onnx);
+        assert_eq!(config.variant, OnnxVariant::Quantized);
+        assert_eq!(
+            config.served_names(),
+            vec![
+                vec!["text-embedding-3-small".to_string(), "minilm".to_string()],
+                vec![],
+                vec!["gemma".to_string()]
+            ]
+        );
+        assert_eq!(
+            config.default_prompts(),
+            vec![None, Some("query".to_string())]
+        );
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(Config::default().served_names().is_empty());
     }
 }

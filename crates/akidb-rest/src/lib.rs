@@ -19,7 +19,11 @@
 //! - [`admission`]: estimates the work ahead of a request and refuses at once what cannot
 //!   finish before its deadline;
 //! - [`providers`]: builds the providers the configuration names;
-//! - [`metrics`]: counters and histograms in the Prometheus text format.
+//! - [`metrics`]: counters and histograms (`metrics` crate, Prometheus exposition);
+//! - [`openai`], [`tei`]: the OpenAI and text-embeddings-inference dialects;
+//! - [`names`]: the names clients address models by (ids, built-in aliases, served names);
+//! - [`observability`]: request ids, spans, timing headers, log format;
+//! - [`loading`]: each model's loading state and download progress.
 //!
 //! ```no_run
 //! use akidb_rest::{Config, serve};
@@ -40,12 +44,17 @@ pub mod batcher;
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod loading;
 pub mod metrics;
+pub mod names;
+pub mod observability;
+pub mod openai;
 pub mod providers;
 pub mod request;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod tei;
 
 pub use config::Config;
 pub use error::ApiError;

@@ -1,4 +1,6 @@
-//! Service metrics, rendered in the Prometheus text exposition format.
+//! Service metrics, recorded through the `metrics` crate and rendered in the Prometheus text
+//! exposition format by `metrics-exporter-prometheus` (one recorder per service instance, so
+//! servers in one process never mix their figures).
 //!
 //! - `akidb_http_requests_total{route,status}`: requests answered;
 //! - `akidb_http_request_duration_seconds{route}`: latency histogram;
@@ -9,100 +11,156 @@
 //! - `akidb_queue_depth{model}`: requests waiting for a run (gauge);
 //! - `akidb_models_ready`: 1 once every model is loaded and warmed up;
 //! - `akidb_connections_open`: client connections open now (gauge);
-//! - `akidb_connections_total`: client connections accepted.
+//! - `akidb_connections_total`: client connections accepted;
+//! - `akidb_request_queue_duration_seconds{route}`, `akidb_request_tokenization_duration_seconds{route}`,
+//!   `akidb_request_inference_duration_seconds{route}`: where an embedding request's time went
+//!   (histograms, the same figures as the `x-*-time` headers);
+//! - `akidb_request_input_tokens{route}`: tokens per embedding request (histogram);
+//! - `process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//!   `process_virtual_memory_bytes`, `process_open_fds`, `process_threads`,
+//!   `process_start_time_seconds`: the process (Linux; read from `/proc/self` at each scrape).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use metrics::{counter, gauge, histogram, with_local_recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
 use crate::batcher::{BatchObserver, BatchReport};
+use crate::observability::Timings;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+const TOKEN_BUCKETS: &[f64] = &[
+    8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 16384.0, 65536.0,
+];
 
 /// Counters and histograms of one service instance; cheap to update from any task.
-#[derive(Debug, Default)]
 pub struct Metrics {
-    inner: Mutex<Recorded>,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
     connections_accepted: AtomicU64,
     connections_closed: AtomicU64,
 }
 
-#[derive(Debug, Default)]
-struct Recorded {
-    requests: BTreeMap<(String, u16), u64>,
-    latency: BTreeMap<String, Histogram>,
-    batch_sizes: BTreeMap<String, Histogram>,
-    batch_durations: BTreeMap<String, Histogram>,
-    batch_failures: BTreeMap<String, u64>,
-    tokens: BTreeMap<String, u64>,
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("connections_open", &self.connections_open())
+            .finish_non_exhaustive()
+    }
 }
 
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    /// Observations per bucket (not cumulative); the last one is `+Inf`.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len() + 1],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, value: f64) {
-        let bucket = self.bounds.partition_point(|bound| *bound < value);
-        if let Some(count) = self.counts.get_mut(bucket) {
-            *count += 1;
-        }
-        self.sum += value;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, label: &str, value: &str) {
-        let mut cumulative = 0;
-        for (index, count) in self.counts.iter().enumerate() {
-            cumulative += count;
-            let bound = self
-                .bounds
-                .get(index)
-                .map_or_else(|| "+Inf".to_string(), f64::to_string);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{label}=\"{}\",le=\"{bound}\"}} {cumulative}",
-                escape(value)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{label}=\"{}\"}} {}",
-            escape(value),
-            self.sum
-        );
-        let _ = writeln!(
-            out,
-            "{name}_count{{{label}=\"{}\"}} {}",
-            escape(value),
-            self.count
-        );
+impl Default for Metrics {
+    fn default() -> Self {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("akidb_batch_size".to_string()),
+                    BATCH_SIZE_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full("akidb_request_input_tokens".to_string()),
+                    TOKEN_BUCKETS,
+                )
+            });
+        // The bucket lists above are constant and non-empty, the only thing the builder checks.
+        let recorder = match builder {
+            Ok(builder) => builder.build_recorder(),
+            Err(error) => {
+                tracing::error!(%error, "metric buckets refused; histograms become summaries");
+                PrometheusBuilder::new().build_recorder()
+            }
+        };
+        let handle = recorder.handle();
+        let metrics = Self {
+            recorder,
+            handle,
+            connections_accepted: AtomicU64::new(0),
+            connections_closed: AtomicU64::new(0),
+        };
+        metrics.describe();
+        metrics
     }
 }
 
 impl Metrics {
-    fn recorded(&self) -> MutexGuard<'_, Recorded> {
-        // Counters stay meaningful after a panic elsewhere: keep counting.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn describe(&self) {
+        with_local_recorder(&self.recorder, || {
+            use metrics::{describe_counter, describe_gauge, describe_histogram};
+            describe_counter!(
+                "akidb_http_requests_total",
+                "HTTP requests answered, by route and status code."
+            );
+            describe_histogram!(
+                "akidb_http_request_duration_seconds",
+                "HTTP request latency, by route."
+            );
+            describe_histogram!("akidb_batch_size", "Texts per provider run, by model.");
+            describe_histogram!(
+                "akidb_batch_duration_seconds",
+                "Provider run time, by model."
+            );
+            describe_counter!(
+                "akidb_batch_failures_total",
+                "Provider runs that failed, by model."
+            );
+            describe_counter!(
+                "akidb_tokens_embedded_total",
+                "Tokens embedded by successful provider runs, by model."
+            );
+            describe_gauge!(
+                "akidb_queue_depth",
+                "Requests waiting for a provider run, by model."
+            );
+            describe_gauge!(
+                "akidb_models_ready",
+                "1 once every model is loaded and warmed up."
+            );
+            describe_gauge!("akidb_connections_open", "Client connections open now.");
+            describe_counter!("akidb_connections_total", "Client connections accepted.");
+            describe_histogram!(
+                "akidb_request_queue_duration_seconds",
+                "Time embedding requests waited for a model run, by route."
+            );
+            describe_histogram!(
+                "akidb_request_tokenization_duration_seconds",
+                "Time spent tokenising embedding requests before they queued, by route."
+            );
+            describe_histogram!(
+                "akidb_request_inference_duration_seconds",
+                "Time of the model runs that embedded each request, by route."
+            );
+            describe_histogram!(
+                "akidb_request_input_tokens",
+                "Tokens per embedding request (prompts and special tokens included), by route."
+            );
+            describe_counter!(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds."
+            );
+            describe_gauge!(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes."
+            );
+            describe_gauge!(
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes."
+            );
+            describe_gauge!("process_open_fds", "Number of open file descriptors.");
+            describe_gauge!("process_threads", "Number of OS threads in the process.");
+            describe_gauge!(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds."
+            );
+        });
     }
 
     /// Records a newly accepted client connection.
@@ -130,16 +188,27 @@ impl Metrics {
 
     /// Records one answered HTTP request.
     pub fn observe_request(&self, route: &str, status: u16, elapsed: Duration) {
-        let mut recorded = self.recorded();
-        *recorded
-            .requests
-            .entry((route.to_string(), status))
-            .or_default() += 1;
-        recorded
-            .latency
-            .entry(route.to_string())
-            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
-            .observe(elapsed.as_secs_f64());
+        with_local_recorder(&self.recorder, || {
+            counter!("akidb_http_requests_total", "route" => route.to_string(), "status" => status.to_string())
+                .increment(1);
+            histogram!("akidb_http_request_duration_seconds", "route" => route.to_string())
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Records where an embedding request's time went, and its size in tokens.
+    pub fn observe_timings(&self, route: &str, timings: &Timings) {
+        with_local_recorder(&self.recorder, || {
+            let route = route.to_string();
+            histogram!("akidb_request_queue_duration_seconds", "route" => route.clone())
+                .record(timings.queue().as_secs_f64());
+            histogram!("akidb_request_tokenization_duration_seconds", "route" => route.clone())
+                .record(timings.tokenization().as_secs_f64());
+            histogram!("akidb_request_inference_duration_seconds", "route" => route.clone())
+                .record(timings.inference().as_secs_f64());
+            histogram!("akidb_request_input_tokens", "route" => route)
+                .record(timings.tokens() as f64);
+        });
     }
 
     /// Renders every metric; `queues` gives each model's current queue depth.
@@ -148,145 +217,101 @@ impl Metrics {
         ready: bool,
         queues: impl IntoIterator<Item = (&'a str, usize)>,
     ) -> String {
-        let recorded = self.recorded();
-        let mut out = String::new();
-        header(
-            &mut out,
-            "akidb_http_requests_total",
-            "counter",
-            "HTTP requests answered, by route and status code.",
-        );
-        for ((route, status), count) in &recorded.requests {
-            let _ = writeln!(
-                out,
-                "akidb_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
-                escape(route)
-            );
-        }
-        histograms(
-            &mut out,
-            "akidb_http_request_duration_seconds",
-            "HTTP request latency, by route.",
-            "route",
-            &recorded.latency,
-        );
-        histograms(
-            &mut out,
-            "akidb_batch_size",
-            "Texts per provider run, by model.",
-            "model",
-            &recorded.batch_sizes,
-        );
-        histograms(
-            &mut out,
-            "akidb_batch_duration_seconds",
-            "Provider run time, by model.",
-            "model",
-            &recorded.batch_durations,
-        );
-        counters(
-            &mut out,
-            "akidb_batch_failures_total",
-            "Provider runs that failed, by model.",
-            &recorded.batch_failures,
-        );
-        counters(
-            &mut out,
-            "akidb_tokens_embedded_total",
-            "Tokens embedded by successful provider runs, by model.",
-            &recorded.tokens,
-        );
-        header(
-            &mut out,
-            "akidb_queue_depth",
-            "gauge",
-            "Requests waiting for a provider run, by model.",
-        );
-        for (model, depth) in queues {
-            let _ = writeln!(
-                out,
-                "akidb_queue_depth{{model=\"{}\"}} {depth}",
-                escape(model)
-            );
-        }
-        header(
-            &mut out,
-            "akidb_models_ready",
-            "gauge",
-            "1 once every model is loaded and warmed up.",
-        );
-        let _ = writeln!(out, "akidb_models_ready {}", u8::from(ready));
-        header(
-            &mut out,
-            "akidb_connections_open",
-            "gauge",
-            "Client connections open now.",
-        );
-        let _ = writeln!(out, "akidb_connections_open {}", self.connections_open());
-        header(
-            &mut out,
-            "akidb_connections_total",
-            "counter",
-            "Client connections accepted.",
-        );
-        let _ = writeln!(out, "akidb_connections_total {}", self.connections_total());
-        out
+        with_local_recorder(&self.recorder, || {
+            for (model, depth) in queues {
+                gauge!("akidb_queue_depth", "model" => model.to_string()).set(depth as f64);
+            }
+            gauge!("akidb_models_ready").set(if ready { 1.0 } else { 0.0 });
+            gauge!("akidb_connections_open").set(self.connections_open() as f64);
+            counter!("akidb_connections_total").absolute(self.connections_total());
+            record_process_metrics();
+        });
+        self.handle.render()
     }
 }
 
 impl BatchObserver for Metrics {
     fn batch_ran(&self, report: &BatchReport<'_>) {
-        let mut recorded = self.recorded();
-        let model = report.model.to_string();
-        recorded
-            .batch_sizes
-            .entry(model.clone())
-            .or_insert_with(|| Histogram::new(BATCH_SIZE_BUCKETS))
-            .observe(report.texts as f64);
-        recorded
-            .batch_durations
-            .entry(model.clone())
-            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
-            .observe(report.elapsed.as_secs_f64());
-        if report.succeeded {
-            *recorded.tokens.entry(model).or_default() += report.tokens as u64;
-        } else {
-            *recorded.batch_failures.entry(model).or_default() += 1;
-        }
+        with_local_recorder(&self.recorder, || {
+            let model = report.model.to_string();
+            histogram!("akidb_batch_size", "model" => model.clone()).record(report.texts as f64);
+            histogram!("akidb_batch_duration_seconds", "model" => model.clone())
+                .record(report.elapsed.as_secs_f64());
+            if report.succeeded {
+                counter!("akidb_tokens_embedded_total", "model" => model)
+                    .increment(report.tokens as u64);
+            } else {
+                counter!("akidb_batch_failures_total", "model" => model).increment(1);
+            }
+        });
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn histograms(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    label: &str,
-    by_label: &BTreeMap<String, Histogram>,
-) {
-    header(out, name, "histogram", help);
-    for (value, histogram) in by_label {
-        histogram.render(out, name, label, value);
+/// Sets the `process_*` series from `/proc/self` (nothing where it does not exist).
+fn record_process_metrics() {
+    let Some(process) = ProcessFigures::read() else {
+        return;
+    };
+    counter!("process_cpu_seconds_total").absolute(process.cpu_seconds as u64);
+    gauge!("process_resident_memory_bytes").set(process.resident_bytes as f64);
+    gauge!("process_virtual_memory_bytes").set(process.virtual_bytes as f64);
+    gauge!("process_threads").set(process.threads as f64);
+    gauge!("process_start_time_seconds").set(process.start_time_seconds);
+    if let Some(fds) = process.open_fds {
+        gauge!("process_open_fds").set(fds as f64);
     }
 }
 
-fn counters(out: &mut String, name: &str, help: &str, by_model: &BTreeMap<String, u64>) {
-    header(out, name, "counter", help);
-    for (model, count) in by_model {
-        let _ = writeln!(out, "{name}{{model=\"{}\"}} {count}", escape(model));
-    }
+/// The process's figures as `/proc/self/stat` gives them.
+#[derive(Debug, Clone, PartialEq)]
+struct ProcessFigures {
+    cpu_seconds: f64,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    threads: u64,
+    start_time_seconds: f64,
+    open_fds: Option<u64>,
 }
 
-/// Escapes a label value as the exposition format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Clock ticks per second and page size: the values of every Linux platform Rust targets
+/// here (no libc call: the crate forbids unsafe code).
+const CLOCK_TICKS: f64 = 100.0;
+const PAGE_SIZE: u64 = 4096;
+
+impl ProcessFigures {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot_time = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|line| line.strip_prefix("btime ")?.trim().parse::<f64>().ok())?;
+        let mut figures = Self::parse_stat(&stat, boot_time)?;
+        figures.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|dir| dir.count() as u64);
+        Some(figures)
+    }
+
+    /// Parses `/proc/self/stat` (fields after the parenthesised command name).
+    fn parse_stat(stat: &str, boot_time: f64) -> Option<Self> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // `rest` starts at field 3 (state): field n is fields[n - 3].
+        let field = |n: usize| {
+            fields
+                .get(n - 3)
+                .and_then(|value| value.parse::<u64>().ok())
+        };
+        let ticks = field(14)? + field(15)?;
+        Some(Self {
+            cpu_seconds: ticks as f64 / CLOCK_TICKS,
+            threads: field(20)?,
+            start_time_seconds: boot_time + field(22)? as f64 / CLOCK_TICKS,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * PAGE_SIZE,
+            open_fds: None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -312,23 +337,46 @@ mod tests {
         metrics.connection_closed();
         let text = metrics.render(true, [("m\"x", 4)]);
         assert!(
-            text.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"200\"} 2")
+            text.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"200\"} 2"),
+            "{text}"
         );
         assert!(
             text.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"422\"} 1")
         );
-        assert!(text.contains(
-            "akidb_http_request_duration_seconds_bucket{route=\"/api/v1/embed\",le=\"0.005\"} 2"
-        ));
+        assert!(
+            text.contains(
+                "akidb_http_request_duration_seconds_bucket{route=\"/api/v1/embed\",le=\"0.005\"} 2"
+            ),
+            "{text}"
+        );
         assert!(text.contains(
             "akidb_http_request_duration_seconds_bucket{route=\"/api/v1/embed\",le=\"+Inf\"} 3"
         ));
-        assert!(text.contains("akidb_batch_size_bucket{model=\"m\\\"x\",le=\"2\"} 0"));
+        assert!(
+            text.contains("akidb_batch_size_bucket{model=\"m\\\"x\",le=\"2\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("akidb_batch_size_bucket{model=\"m\\\"x\",le=\"4\"} 1"));
         assert!(text.contains("akidb_tokens_embedded_total{model=\"m\\\"x\"} 12"));
         assert!(text.contains("akidb_queue_depth{model=\"m\\\"x\"} 4"));
         assert!(text.contains("akidb_models_ready 1"));
         assert!(text.contains("akidb_connections_open 1\n"));
         assert!(text.contains("akidb_connections_total 2\n"));
+        assert!(text.contains("# TYPE akidb_http_request_duration_seconds histogram"));
+    }
+
+    #[test]
+    fn process_figures_parse_from_proc_stat() {
+        let stat = "42 (akidb rest) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 \
+                    1000 123456789 2048 18446744073709551615";
+        let figures = ProcessFigures::parse_stat(stat, 1_700_000_000.0).unwrap();
+        assert_eq!(figures.cpu_seconds, 3.0);
+        assert_eq!(figures.threads, 7);
+        assert_eq!(figures.start_time_seconds, 1_700_000_010.0);
+        assert_eq!(figures.virtual_bytes, 123_456_789);
+        assert_eq!(figures.resident_bytes, 2048 * PAGE_SIZE);
+        if cfg!(target_os = "linux") {
+            assert!(ProcessFigures::read().is_some_and(|f| f.resident_bytes > 0));
+        }
     }
 }

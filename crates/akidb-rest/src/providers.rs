@@ -9,15 +9,19 @@ use std::time::Instant;
 
 use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
 use akidb_embedding_mock::MockEmbeddingProvider;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, WeightsMapping};
+use akidb_embedding_onnx::{
+    LoadOptions, OnnxEmbeddingProvider, OnnxVariant, OptimizationLevel, WeightsMapping,
+};
 
 use crate::config::{Config, ProviderKind};
+use crate::loading::{DownloadLogger, LoadStatus, ModelState, PROGRESS_LOG_INTERVAL};
+use crate::names::TokenizerRegistry;
 
 /// Length of the mock's vectors.
 pub const MOCK_DIMENSION: usize = 384;
 
-/// What [`load`] needs to know, taken from the [`Config`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`load`] needs to know, taken from the [`Config`]: every load option of the library.
+#[derive(Debug, Clone)]
 pub struct LoadPlan {
     /// Which provider.
     pub kind: ProviderKind,
@@ -33,6 +37,48 @@ pub struct LoadPlan {
     pub weights_mapping: WeightsMapping,
     /// Folder for the private copy of split weights (`None`: the provider's default).
     pub weights_copy_dir: Option<PathBuf>,
+    /// The ONNX export.
+    pub variant: OnnxVariant,
+    /// Hub revision.
+    pub revision: String,
+    /// Hub cache only, no network (`false` leaves `HF_HUB_OFFLINE` in charge).
+    pub offline: bool,
+    /// Hub cache folder.
+    pub cache_dir: Option<PathBuf>,
+    /// Hub address.
+    pub hub_endpoint: Option<String>,
+    /// Hub token (`None`: `HF_TOKEN` or the cached login, as the library finds them).
+    pub hf_token: Option<String>,
+    /// Folder of installed models.
+    pub models_dir: Option<PathBuf>,
+    /// The ONNX Runtime library.
+    pub ort_library: Option<PathBuf>,
+    /// Folder of optimised graphs, one file per model.
+    pub optimized_model_cache: Option<PathBuf>,
+    /// Graph optimisation level.
+    pub graph_optimization: OptimizationLevel,
+    /// Run on CUDA.
+    pub cuda: bool,
+    /// Where each model's state is kept for `/health` (`None`: not reported).
+    pub status: Option<Arc<LoadStatus>>,
+    /// Where loaded models' tokenizers are registered for `/tokenize` (`None`: not kept).
+    pub tokenizers: Option<Arc<TokenizerRegistry>>,
+}
+
+impl LoadPlan {
+    /// Reports each model's state and downloads to `status`.
+    #[must_use]
+    pub fn with_status(mut self, status: Arc<LoadStatus>) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Registers each loaded model's tokenizer in `tokenizers`.
+    #[must_use]
+    pub fn with_tokenizers(mut self, tokenizers: Arc<TokenizerRegistry>) -> Self {
+        self.tokenizers = Some(tokenizers);
+        self
+    }
 }
 
 impl From<&Config> for LoadPlan {
@@ -45,6 +91,22 @@ impl From<&Config> for LoadPlan {
             max_batch_tokens: config.max_batch_tokens,
             weights_mapping: config.weights_mapping,
             weights_copy_dir: config.weights_copy_dir.clone(),
+            variant: config.variant.clone(),
+            revision: config.revision.clone(),
+            offline: config.offline,
+            cache_dir: config.cache_dir.clone(),
+            hub_endpoint: config.hub_endpoint.clone(),
+            hf_token: config
+                .hf_token
+                .as_ref()
+                .map(|token| String::from_utf8_lossy(token.as_bytes()).into_owned()),
+            models_dir: config.models_dir.clone(),
+            ort_library: config.ort_library.clone(),
+            optimized_model_cache: config.optimized_model_cache.clone(),
+            graph_optimization: config.graph_optimization,
+            cuda: config.cuda,
+            status: None,
+            tokenizers: None,
         }
     }
 }
@@ -61,15 +123,34 @@ pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, Emb
     let mut providers = Vec::with_capacity(plan.models.len());
     for model in &plan.models {
         let started = Instant::now();
-        let provider = match plan.kind {
-            ProviderKind::Mock => mock(model),
+        if let Some(status) = &plan.status {
+            status.set(model, ModelState::Loading);
+        }
+        tracing::info!(model = %model, provider = ?plan.kind, "loading model");
+        let loaded = match plan.kind {
+            ProviderKind::Mock => Ok(mock(model)),
             ProviderKind::Onnx => {
                 let options = onnx_options(model, &plan);
-                tokio::task::spawn_blocking(move || onnx(options))
-                    .await
-                    .map_err(|err| {
-                        EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
-                    })??
+                let status = plan.status.clone();
+                let tokenizers = plan.tokenizers.clone();
+                let name = model.clone();
+                tokio::task::spawn_blocking(move || {
+                    onnx(&name, options, status.as_ref(), tokenizers.as_deref())
+                })
+                .await
+                .map_err(|err| {
+                    EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
+                })
+                .and_then(|result| result)
+            }
+        };
+        let provider = match loaded {
+            Ok(provider) => provider,
+            Err(error) => {
+                if let Some(status) = &plan.status {
+                    status.fail(model, &error.to_string());
+                }
+                return Err(error);
             }
         };
         tracing::info!(
@@ -95,7 +176,32 @@ fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
     let mut options = akidb_embeddings::install::load_options(model)
         .with_max_batch_size(plan.max_batch_size)
         .with_max_batch_tokens(plan.max_batch_tokens)
-        .with_weights_mapping(plan.weights_mapping);
+        .with_weights_mapping(plan.weights_mapping)
+        .with_variant(plan.variant.clone())
+        .with_revision(plan.revision.clone())
+        .with_optimization(plan.graph_optimization)
+        .with_cuda(plan.cuda);
+    if plan.offline {
+        options = options.with_offline(true);
+    }
+    if let Some(dir) = &plan.cache_dir {
+        options = options.with_cache_dir(dir);
+    }
+    if let Some(endpoint) = &plan.hub_endpoint {
+        options = options.with_endpoint(endpoint.clone());
+    }
+    if let Some(token) = &plan.hf_token {
+        options = options.with_token(token.clone());
+    }
+    if let Some(dir) = &plan.models_dir {
+        options = options.with_models_dir(dir);
+    }
+    if let Some(library) = &plan.ort_library {
+        options = options.with_runtime_library(library);
+    }
+    if let Some(dir) = &plan.optimized_model_cache {
+        options = options.with_optimized_model_cache(dir.join(optimized_graph_name(model, plan)));
+    }
     if let Some(threads) = plan.threads {
         options = options.with_intra_threads(threads);
     }
@@ -105,7 +211,57 @@ fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
     options
 }
 
-/// Loads one ONNX model and warms it up (blocking: call it off the async threads).
-fn onnx(options: LoadOptions) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
-    Ok(Arc::new(OnnxEmbeddingProvider::load(options)?))
+/// The file, inside the optimised-graph folder, of `model` as `plan` loads it: one per model,
+/// variant, revision and optimisation level.
+fn optimized_graph_name(model: &str, plan: &LoadPlan) -> String {
+    let safe: String = format!(
+        "{model}-{}-{}-{:?}",
+        plan.variant.file_name().trim_end_matches(".onnx"),
+        plan.revision,
+        plan.graph_optimization
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+            c
+        } else {
+            '_'
+        }
+    })
+    .collect();
+    format!("{}.optimized.onnx", safe.trim_start_matches('.'))
+}
+
+/// Loads one ONNX model and warms it up (blocking: call it off the async threads), reporting
+/// its downloads to `status`.
+fn onnx(
+    model: &str,
+    mut options: LoadOptions,
+    status: Option<&Arc<LoadStatus>>,
+    tokenizers: Option<&TokenizerRegistry>,
+) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
+    if let Some(status) = status {
+        options = options.with_download_progress(Arc::new(DownloadLogger::new(
+            model,
+            Arc::clone(status),
+            progress_interval(),
+        )));
+    }
+    let provider = OnnxEmbeddingProvider::load(options)?;
+    if let Some(tokenizers) = tokenizers {
+        let tokenizer = provider.clone();
+        tokenizers.insert(
+            &provider.model_info().id,
+            Arc::new(move |text: &str, prompt: Option<&str>| tokenizer.token_ids(text, prompt)),
+        );
+    }
+    Ok(Arc::new(provider))
+}
+
+/// [`PROGRESS_LOG_INTERVAL`], or `AKIDB_PROGRESS_INTERVAL_MS` when set (tests log faster).
+fn progress_interval() -> std::time::Duration {
+    std::env::var("AKIDB_PROGRESS_INTERVAL_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map_or(PROGRESS_LOG_INTERVAL, std::time::Duration::from_millis)
 }

@@ -118,7 +118,11 @@ impl<'de> Deserialize<'de> for OpenAiInput {
                         serde_json::Value::String(text) => texts.push(text),
                         other => {
                             return Err(de::Error::custom(format!(
-                                "input[{}] is {}, not a string: send texts (token arrays are not supported)",
+                                "input[{}] is {}, not a string: token arrays are not supported. \
+                                 Token ids only mean something to the tokenizer that made them \
+                                 (OpenAI's), not to this model's: send the texts. LangChain's \
+                                 OpenAIEmbeddings sends token ids unless you pass \
+                                 check_embedding_ctx_length=False",
                                 texts.len(),
                                 json_kind(&other)
                             )));

@@ -4,8 +4,11 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /api/v1/embed` | `{"model"?, "inputs": [..], "normalize"?, "prompt_name"?, "dimensions"?, "truncate"?}` → `{"embeddings", "dimension", "count"}` |
-//! | `POST /v1/embeddings` | OpenAI-compatible: `input` string or array, `model`, `dimensions`, `encoding_format` `float`/`base64` |
-//! | `GET /health` | 200 once every model is loaded and warmed up, 503 before (never needs the API key) |
+//! | `POST /v1/embeddings` | OpenAI-compatible: `input` string or array, `model`, `dimensions`, `encoding_format` `float`/`base64` ([`crate::openai`]) |
+//! | `GET /v1/models`, `GET /v1/models/{id}` | OpenAI's model list and card: every name each model answers to |
+//! | `POST /embed`, `POST /` | text-embeddings-inference: `inputs`, `normalize`, `truncate`, `truncation_direction`, `prompt_name`, `dimensions` → bare array of vectors ([`crate::tei`]) |
+//! | `POST /tokenize`, `GET /info` | text-embeddings-inference: token ids; model id, revision, dtype, limits, version |
+//! | `GET /health` | 200 once every model is loaded and warmed up, 503 before, with each model's state (never needs the API key) |
 //! | `GET /api/v1/models` | the served models: id, dimension, max_tokens, dimensions, prompts |
 //! | `GET /metrics` | Prometheus text exposition |
 
@@ -24,15 +27,23 @@ use serde::Serialize;
 
 use crate::auth;
 use crate::error::ApiError;
+use crate::loading::ModelStatus;
 use crate::request::{ApiJson, Parsed, timeout_header};
 pub use crate::request::{EmbedBody, EncodingFormat, OpenAiBody, OpenAiInput};
 use crate::state::AppState;
+use crate::{observability, openai, tei};
 
 /// Builds the service's router over `state`.
 pub fn router(state: AppState) -> Router {
     let mut protected = Router::new()
         .route("/api/v1/embed", post(embed))
-        .route("/v1/embeddings", post(openai_embeddings))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*id}", get(openai::retrieve_model))
+        .route("/embed", post(tei::embed))
+        .route("/", post(tei::embed))
+        .route("/tokenize", post(tei::tokenize))
+        .route("/info", get(tei::info))
         .route("/api/v1/models", get(models))
         .route("/metrics", get(metrics));
     if let Some(key) = state.api_key() {
@@ -45,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .merge(protected)
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            observability::observe,
+        ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.limits().max_body_bytes))
@@ -63,34 +78,6 @@ pub struct EmbedOutput {
 }
 
 #[derive(Debug, Serialize)]
-struct OpenAiOutput {
-    object: &'static str,
-    data: Vec<OpenAiEmbedding>,
-    model: String,
-    usage: Usage,
-}
-
-#[derive(Debug, Serialize)]
-struct OpenAiEmbedding {
-    object: &'static str,
-    index: usize,
-    embedding: EncodedVector,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum EncodedVector {
-    Float(Vec<f32>),
-    Base64(String),
-}
-
-#[derive(Debug, Serialize)]
-struct Usage {
-    prompt_tokens: usize,
-    total_tokens: usize,
-}
-
-#[derive(Debug, Serialize)]
 struct ModelsOutput<'a> {
     models: Vec<&'a ModelInfo>,
 }
@@ -99,18 +86,37 @@ struct ModelsOutput<'a> {
 struct HealthOutput<'a> {
     status: &'static str,
     models: Vec<&'a str>,
+    states: Vec<ModelStatus>,
 }
 
-/// Shared path of both embedding routes once the body is parsed and within the limits: pick
-/// the model, queue (or be shed at once when the work ahead would not let the request finish
-/// in time), wait. The deadline is the service's, or the caller's own (`timeout` field or
-/// header) when shorter.
-async fn run_embedding(
+#[derive(Debug, Serialize)]
+struct UnhealthyOutput {
+    status: &'static str,
+    states: Vec<ModelStatus>,
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorDetail {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: String,
+}
+
+/// Shared path of every embedding route once the body is parsed and within the limits: pick
+/// the model, apply its default prompt when the request names none, queue (or be shed at once
+/// when the work ahead would not let the request finish in time), wait. The deadline is the
+/// service's, or the caller's own (`timeout` field or header) when shorter.
+pub(crate) async fn run_embedding(
     state: &AppState,
     headers: &HeaderMap,
-    parsed: Parsed,
+    mut parsed: Parsed,
 ) -> Result<(String, EmbedResponse), ApiError> {
-    let batcher = state.models()?.resolve(parsed.model.as_deref())?;
+    let models = state.models()?;
+    let batcher = models.resolve(parsed.model.as_deref())?;
+    if parsed.request.prompt_name.is_none() {
+        parsed.request.prompt_name = models.default_prompt(batcher).map(str::to_string);
+    }
     let requested = match parsed.timeout {
         Some(timeout) => Some(timeout),
         None => timeout_header(headers)?,
@@ -147,39 +153,6 @@ async fn embed(
     }))
 }
 
-async fn openai_embeddings(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<OpenAiBody>,
-) -> Result<Json<OpenAiOutput>, ApiError> {
-    let parsed = body.into_parsed(&state.limits())?;
-    let format = parsed.encoding;
-    let (model, response) = run_embedding(&state, &headers, parsed).await?;
-    let total_tokens = response.total_tokens();
-    let data = response
-        .embeddings
-        .into_iter()
-        .enumerate()
-        .map(|(index, vector)| OpenAiEmbedding {
-            object: "embedding",
-            index,
-            embedding: match format {
-                EncodingFormat::Float => EncodedVector::Float(vector),
-                EncodingFormat::Base64 => EncodedVector::Base64(encode_base64(&vector)),
-            },
-        })
-        .collect();
-    Ok(Json(OpenAiOutput {
-        object: "list",
-        data,
-        model,
-        usage: Usage {
-            prompt_tokens: total_tokens,
-            total_tokens,
-        },
-    }))
-}
-
 /// Base64 of the vector's little-endian `f32` bytes.
 pub fn encode_base64(vector: &[f32]) -> String {
     let bytes: Vec<u8> = vector
@@ -189,13 +162,39 @@ pub fn encode_base64(vector: &[f32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let models = state.healthy_models()?;
-    Ok(Json(HealthOutput {
-        status: "ok",
-        models: models.ids(),
-    })
-    .into_response())
+async fn health(State(state): State<AppState>) -> Response {
+    let states = state.load_status().snapshot();
+    match state.healthy_models() {
+        Ok(models) => Json(HealthOutput {
+            status: "ok",
+            models: models.ids(),
+            states,
+        })
+        .into_response(),
+        Err(error) => {
+            let failed = states
+                .iter()
+                .any(|status| status.state == crate::loading::ModelState::Failed);
+            let mut response = error.clone().into_response();
+            let body = UnhealthyOutput {
+                status: if state.is_draining() {
+                    "draining"
+                } else if failed {
+                    "failed"
+                } else {
+                    "loading"
+                },
+                states,
+                error: ErrorDetail {
+                    kind: error.type_name(),
+                    message: error.to_string(),
+                },
+            };
+            *response.body_mut() =
+                axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
+            response
+        }
+    }
 }
 
 async fn models(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -165,8 +165,11 @@ where
 
 /// Runs the service `config` describes until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
+    config.warn_about_legacy_settings();
     let server = Server::bind(&config).await?;
-    let plan = LoadPlan::from(&config);
+    let plan = LoadPlan::from(&config)
+        .with_status(Arc::clone(server.state().load_status()))
+        .with_tokenizers(Arc::clone(server.state().tokenizers()));
     server.run(providers::load(plan), shutdown_signal()).await
 }
 

@@ -9,7 +9,9 @@ use akidb_embedding_core::{EmbeddingError, EmbeddingProvider, ModelInfo};
 use crate::batcher::{BatchObserver, Batcher, BatcherConfig};
 use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
+use crate::loading::LoadStatus;
 use crate::metrics::Metrics;
+use crate::names::{ServedNames, TokenizerRegistry};
 
 /// Per-request limits checked at the edge, before the request is tokenised.
 ///
@@ -63,16 +65,33 @@ struct Shared {
     models: OnceLock<Models>,
     /// Set once a shutdown signal arrived: `/health` answers 503 from then on.
     draining: AtomicBool,
+    served_names: Vec<Vec<String>>,
+    default_prompts: Vec<Option<String>>,
+    load_status: Arc<LoadStatus>,
+    tokenizers: Arc<TokenizerRegistry>,
+    config: Config,
 }
 
 /// The served models, in configuration order, each behind its batcher.
-#[derive(Debug)]
 pub struct Models {
     batchers: Vec<Batcher>,
+    providers: Vec<Arc<dyn EmbeddingProvider>>,
+    names: ServedNames,
+    default_prompts: Vec<Option<String>>,
+}
+
+impl std::fmt::Debug for Models {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Models")
+            .field("batchers", &self.batchers)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Models {
-    /// The batcher of the model `requested` names; with no name, the only model served.
+    /// The batcher of the model `requested` names (its id, a built-in alias or a served
+    /// name); with no name, the only model served.
     pub fn resolve(&self, requested: Option<&str>) -> Result<&Batcher, ApiError> {
         match (requested, self.batchers.as_slice()) {
             (None, [only]) => Ok(only),
@@ -80,9 +99,10 @@ impl Models {
                 "`model` is required: this service serves {}",
                 self.ids().join(", ")
             ))),
-            (Some(id), batchers) => batchers
-                .iter()
-                .find(|batcher| batcher.model_info().id == id)
+            (Some(id), batchers) => self
+                .names
+                .resolve(id)
+                .and_then(|position| batchers.get(position))
                 .ok_or_else(|| {
                     ApiError::ModelNotFound(format!(
                         "model `{}` is not served here; available: {}",
@@ -91,6 +111,29 @@ impl Models {
                     ))
                 }),
         }
+    }
+
+    /// Every name clients may address each model by.
+    pub fn names(&self) -> &ServedNames {
+        &self.names
+    }
+
+    /// The prompt applied to requests for `model` that name none (`AKIDB_DEFAULT_PROMPT_NAME`).
+    pub fn default_prompt(&self, model: &Batcher) -> Option<&str> {
+        let position = self
+            .batchers
+            .iter()
+            .position(|batcher| std::ptr::eq(batcher, model))?;
+        self.default_prompts.get(position)?.as_deref()
+    }
+
+    /// The provider behind `model` (to count tokens without queueing).
+    pub fn provider(&self, model: &Batcher) -> Option<&Arc<dyn EmbeddingProvider>> {
+        let position = self
+            .batchers
+            .iter()
+            .position(|batcher| std::ptr::eq(batcher, model))?;
+        self.providers.get(position)
     }
 
     /// Every served model's batcher.
@@ -139,6 +182,11 @@ impl AppState {
                 metrics: Arc::new(Metrics::default()),
                 models: OnceLock::new(),
                 draining: AtomicBool::new(false),
+                served_names: config.served_names(),
+                default_prompts: config.default_prompts(),
+                load_status: Arc::new(LoadStatus::new(&config.model_names())),
+                tokenizers: Arc::new(TokenizerRegistry::default()),
+                config: config.clone(),
             }),
         }
     }
@@ -171,6 +219,38 @@ impl AppState {
                 ));
             }
         }
+        let infos: Vec<&ModelInfo> = providers.iter().map(|p| p.model_info()).collect();
+        let names = ServedNames::build(&infos, &self.shared.served_names)?;
+        if self.shared.default_prompts.len() > providers.len() {
+            return Err(EmbeddingError::model_load(
+                "AKIDB_DEFAULT_PROMPT_NAME",
+                format!(
+                    "it lists prompts for {} models, but {} are served",
+                    self.shared.default_prompts.len(),
+                    providers.len()
+                ),
+            ));
+        }
+        for (info, prompt) in infos.iter().zip(&self.shared.default_prompts) {
+            if let Some(prompt) = prompt
+                && !info.prompts.iter().any(|known| known == prompt)
+            {
+                return Err(EmbeddingError::model_load(
+                    "AKIDB_DEFAULT_PROMPT_NAME",
+                    format!(
+                        "default prompt `{prompt}` of model `{}` is not one of its prompts ({})",
+                        info.id,
+                        if info.prompts.is_empty() {
+                            "it has none".to_string()
+                        } else {
+                            info.prompts.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        let default_prompts = self.shared.default_prompts.clone();
+        let kept = providers.clone();
         let observer: Arc<dyn BatchObserver> = self.shared.metrics.clone();
         if self.shared.models.get().is_some() {
             return Err(already_installed());
@@ -186,8 +266,15 @@ impl AppState {
         }
         self.shared
             .models
-            .set(Models { batchers })
-            .map_err(|_| already_installed())
+            .set(Models {
+                batchers,
+                providers: kept,
+                names,
+                default_prompts,
+            })
+            .map_err(|_| already_installed())?;
+        self.shared.load_status.all_ready();
+        Ok(())
     }
 
     /// The served models if every one can take requests: 503 while they are loading, when
@@ -254,6 +341,21 @@ impl AppState {
     /// The service's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Each configured model's loading state.
+    pub fn load_status(&self) -> &Arc<LoadStatus> {
+        &self.shared.load_status
+    }
+
+    /// The loaded models' tokenizers (for `POST /tokenize`).
+    pub fn tokenizers(&self) -> &Arc<TokenizerRegistry> {
+        &self.shared.tokenizers
+    }
+
+    /// The configuration the service started with (for `GET /info`).
+    pub fn config(&self) -> &Config {
+        &self.shared.config
     }
 }
 

@@ -18,6 +18,16 @@ pub struct HubServer {
 impl HubServer {
     /// Serves `files` (path inside the repository → file on disk) as repository `repo`.
     pub fn start(repo: &str, files: BTreeMap<String, PathBuf>) -> Self {
+        Self::start_throttled(repo, files, None)
+    }
+
+    /// Like [`HubServer::start`], sending file bodies at about `bytes_per_second` (`None`: as
+    /// fast as possible), so a test can watch a download in progress.
+    pub fn start_throttled(
+        repo: &str,
+        files: BTreeMap<String, PathBuf>,
+        bytes_per_second: Option<u64>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let endpoint = format!("http://{}", listener.local_addr().expect("local address"));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -25,7 +35,7 @@ impl HubServer {
         let prefix = format!("/{repo}/resolve/");
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &prefix, &files, &seen);
+                let _ = serve(stream, &prefix, &files, &seen, bytes_per_second);
             }
         });
         Self { endpoint, requests }
@@ -42,6 +52,7 @@ fn serve(
     prefix: &str,
     files: &BTreeMap<String, PathBuf>,
     seen: &Mutex<Vec<String>>,
+    bytes_per_second: Option<u64>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -100,7 +111,18 @@ fn serve(
         end.saturating_sub(1),
         slice.len()
     )?;
-    stream.write_all(slice)
+    match bytes_per_second {
+        Some(rate) if rate > 0 => {
+            // 20 chunks a second at the given rate.
+            let chunk = usize::try_from(rate / 20).unwrap_or(usize::MAX).max(1);
+            for piece in slice.chunks(chunk) {
+                stream.write_all(piece)?;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(())
+        }
+        _ => stream.write_all(slice),
+    }
 }
 
 fn parse_range(range: Option<&str>, size: usize) -> (usize, usize) {

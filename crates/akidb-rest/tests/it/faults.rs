@@ -25,15 +25,17 @@ use common::{Loaded, Probe, TestServer, assert_error, config, fresh_client, vect
 
 /// Loads the model in `dir` the way the service does (`providers::load`), one thread.
 async fn load_as_the_service_does(dir: &Path, weights_mapping: WeightsMapping) -> Loaded {
-    let plan = LoadPlan {
-        kind: ProviderKind::Onnx,
+    let config = akidb_rest::Config {
+        provider: ProviderKind::Onnx,
         models: vec![dir.to_string_lossy().into_owned()],
         threads: Some(1),
         max_batch_size: 32,
         max_batch_tokens: 16_384,
         weights_mapping,
         weights_copy_dir: None,
+        ..akidb_rest::Config::default()
     };
+    let plan = LoadPlan::from(&config);
     let mut loaded = providers::load(plan).await.expect("load the copied model");
     Loaded {
         provider: loaded.remove(0),

@@ -5,6 +5,7 @@ mod common;
 
 mod abuse;
 mod binary;
+mod clients;
 mod drain;
 mod faults;
 mod http;
@@ -12,4 +13,5 @@ mod in_process;
 mod library_findings;
 mod openai_client;
 mod security;
+mod seed;
 mod service;

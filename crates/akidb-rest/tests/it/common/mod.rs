@@ -356,13 +356,26 @@ pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
     (status, value)
 }
 
-/// Asserts `body` is exactly `{"error": {"type": kind, "message": "..."}}`; returns the message.
+/// Asserts `body` is exactly `{"error": {"type": kind, "message": "..."}}` (plus OpenAI's
+/// `param` and `code`, which the OpenAI routes add); returns the message.
 pub fn assert_error(status: u16, body: &Value, expected_status: u16, kind: &str) -> String {
     assert_eq!(status, expected_status, "status of {body}");
     let object = body.as_object().expect("error body is an object");
     assert_eq!(object.len(), 1, "only `error` in {body}");
     let error = body["error"].as_object().expect("`error` is an object");
-    assert_eq!(error.len(), 2, "only `type` and `message` in {body}");
+    let extra = ["param", "code"]
+        .iter()
+        .filter(|field| error.contains_key(**field))
+        .count();
+    assert!(
+        extra == 0 || extra == 2,
+        "`param` and `code` together in {body}"
+    );
+    assert_eq!(
+        error.len(),
+        2 + extra,
+        "only `type` and `message` in {body}"
+    );
     assert_eq!(body["error"]["type"], kind, "type of {body}");
     let message = body["error"]["message"]
         .as_str()

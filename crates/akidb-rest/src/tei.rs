@@ -1,0 +1,468 @@
+//! The text-embeddings-inference (TEI) dialect, for clients written for TEI
+//! (`huggingface_hub.InferenceClient.feature_extraction`, LangChain's
+//! `HuggingFaceEndpointEmbeddings`, LlamaIndex's `TextEmbeddingsInference`, Haystack's TEI
+//! embedders):
+//!
+//! - `POST /embed` and `POST /` (TEI's root route): `inputs` a string or an array of strings;
+//!   `normalize`, `truncate`, `truncation_direction` (`Right`/`Left`), `prompt_name`,
+//!   `dimensions`, and the extension `model`; answers a bare array of vectors;
+//! - `POST /tokenize`: the token ids of each text (`[[{"id", "text", "special", "start",
+//!   "stop"}]]`, TEI's shape; `text`, `start` and `stop` are null, see below);
+//! - `GET /info`: model id, revision, dtype/variant, limits, version.
+//!
+//! Errors are TEI's: `{"error": "...", "error_type": "Validation"}` with TEI's status codes
+//! (422 validation, 400 empty input, 429 overloaded, 503 not ready, 424 model failure).
+
+use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider, Truncation};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::request::{ApiJson, Parsed};
+use crate::routes::run_embedding;
+use crate::state::AppState;
+
+/// An [`ApiError`] answered in TEI's shape and with TEI's status codes.
+#[derive(Debug)]
+pub struct TeiError(pub ApiError);
+
+impl From<ApiError> for TeiError {
+    fn from(error: ApiError) -> Self {
+        Self(error)
+    }
+}
+
+impl From<EmbeddingError> for TeiError {
+    fn from(error: EmbeddingError) -> Self {
+        Self(error.into())
+    }
+}
+
+#[derive(Serialize)]
+struct TeiErrorBody {
+    error: String,
+    error_type: &'static str,
+}
+
+impl TeiError {
+    /// TEI's status code and `error_type` for this error.
+    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
+        match &self.0 {
+            ApiError::InvalidRequest(message) if message.starts_with("`inputs` is empty") => {
+                (StatusCode::BAD_REQUEST, "Empty")
+            }
+            ApiError::InvalidJson(_) | ApiError::InvalidRequest(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "Validation")
+            }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Validation"),
+            // TEI answers 429 `Overloaded` when it cannot take more work; a request shed
+            // before its deadline is that case too (Retry-After is kept).
+            ApiError::Overloaded(_) | ApiError::Shed { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "Overloaded")
+            }
+            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unhealthy"),
+            ApiError::Internal(_) => (StatusCode::FAILED_DEPENDENCY, "Backend"),
+            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Backend"),
+            other => (other.status(), "Validation"),
+        }
+    }
+}
+
+impl IntoResponse for TeiError {
+    fn into_response(self) -> Response {
+        let (status, error_type) = self.status_and_type();
+        // Keep the headers the service's own error adds (Retry-After, WWW-Authenticate).
+        let mut response = self.0.clone().into_response();
+        *response.status_mut() = status;
+        let body = TeiErrorBody {
+            error: self.0.to_string(),
+            error_type,
+        };
+        *response.body_mut() =
+            axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
+        response
+    }
+}
+
+/// TEI's `inputs`: one text or an array of texts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum TeiInputs {
+    /// One text.
+    One(String),
+    /// Several texts.
+    Many(Vec<String>),
+}
+
+impl TeiInputs {
+    fn into_texts(self) -> Vec<String> {
+        match self {
+            Self::One(text) => vec![text],
+            Self::Many(texts) => texts,
+        }
+    }
+}
+
+/// Which end of an over-long text is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TruncationDirection {
+    /// Keep the start (the default).
+    #[default]
+    #[serde(alias = "right", alias = "RIGHT")]
+    Right,
+    /// Keep the end.
+    #[serde(alias = "left", alias = "LEFT")]
+    Left,
+}
+
+/// Body of `POST /embed` and `POST /`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TeiEmbedBody {
+    /// The texts.
+    pub inputs: TeiInputs,
+    /// L2-normalise (default `true`).
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Cut over-long texts (default `true`, as TEI with `--auto-truncate`); `false` refuses them.
+    #[serde(default)]
+    pub truncate: Option<bool>,
+    /// Which end to cut.
+    #[serde(default)]
+    pub truncation_direction: TruncationDirection,
+    /// A prompt the model defines.
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    /// Matryoshka output dimension.
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+    /// Extension: the model, when the service serves several.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /embed` and `POST /`: a bare array of vectors.
+pub async fn embed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<ApiJson<TeiEmbedBody>, ApiError>,
+) -> Result<Json<Vec<Vec<f32>>>, TeiError> {
+    let ApiJson(body) = body?;
+    let mut texts = body.inputs.into_texts();
+    if texts.is_empty() {
+        return Err(
+            ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
+        );
+    }
+    state.limits().check(&texts)?;
+    let truncate = body.truncate.unwrap_or(true);
+    if truncate && body.truncation_direction == TruncationDirection::Left {
+        let models = state.models()?;
+        let batcher = models.resolve(body.model.as_deref())?;
+        let provider = models
+            .provider(batcher)
+            .ok_or_else(|| ApiError::Internal("the model's provider is gone".into()))?;
+        let prompt = body
+            .prompt_name
+            .clone()
+            .or_else(|| models.default_prompt(batcher).map(str::to_string));
+        for text in &mut texts {
+            *text = keep_end(provider.as_ref(), text, prompt.as_deref()).await?;
+        }
+    }
+    let parsed = Parsed {
+        model: body.model,
+        request: EmbedRequest {
+            texts,
+            normalize: body.normalize,
+            prompt_name: body.prompt_name,
+            dimensions: body.dimensions,
+            truncation: if truncate {
+                Truncation::Truncate
+            } else {
+                Truncation::Error
+            },
+        },
+        encoding: crate::request::EncodingFormat::Float,
+        timeout: None,
+    };
+    let (_, response) = run_embedding(&state, &headers, parsed).await?;
+    Ok(Json(response.embeddings))
+}
+
+/// The longest end of `text` that fits the model's token limit (the whole text if it fits):
+/// TEI's `truncation_direction: Left`. Found by bisecting on character boundaries with the
+/// provider's own token count, so it holds for any tokenizer.
+async fn keep_end(
+    provider: &dyn EmbeddingProvider,
+    text: &str,
+    prompt: Option<&str>,
+) -> Result<String, TeiError> {
+    let fits = |candidate: &str| {
+        let mut request = EmbedRequest::new([candidate]).with_truncation(Truncation::Error);
+        request.prompt_name = prompt.map(str::to_string);
+        async move {
+            match provider.tokenize(request).await {
+                Ok(_) => Ok(true),
+                Err(EmbeddingError::TextTooLong { .. }) => Ok(false),
+                Err(other) => Err(other),
+            }
+        }
+    };
+    if fits(text).await? {
+        return Ok(text.to_string());
+    }
+    let starts: Vec<usize> = text.char_indices().map(|(at, _)| at).collect();
+    // Invariant: the suffix from starts[low] does not fit, from starts[high] (or empty) does.
+    let (mut low, mut high) = (0, starts.len());
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        if fits(&text[starts[middle]..]).await? {
+            high = middle;
+        } else {
+            low = middle;
+        }
+    }
+    Ok(starts
+        .get(high)
+        .map_or_else(String::new, |&at| text[at..].to_string()))
+}
+
+/// Body of `POST /tokenize`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TokenizeBody {
+    /// The texts.
+    pub inputs: TeiInputs,
+    /// A prompt the model defines, prepended before tokenising.
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    /// Ask for each token's text span; refused (422) while the tokenizers give no offsets.
+    #[serde(default)]
+    pub return_offsets: bool,
+    /// Extension: the model, when the service serves several.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// One token as TEI's `/tokenize` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimpleToken {
+    /// The token id.
+    pub id: u32,
+    /// The token's text (not available: null).
+    pub text: Option<String>,
+    /// Whether it is a special token (not available: null).
+    pub special: Option<bool>,
+    /// Start of its span in the text (not available: null).
+    pub start: Option<usize>,
+    /// End of its span in the text (not available: null).
+    pub stop: Option<usize>,
+}
+
+/// `POST /tokenize`: each text's token ids, as the model sees them (prompt, special tokens,
+/// truncation applied).
+pub async fn tokenize(
+    State(state): State<AppState>,
+    body: Result<ApiJson<TokenizeBody>, ApiError>,
+) -> Result<Json<Vec<Vec<SimpleToken>>>, TeiError> {
+    let ApiJson(body) = body?;
+    if body.return_offsets {
+        return Err(ApiError::InvalidRequest(
+            "`return_offsets` is not supported yet: the token ids are available, their text spans are not"
+                .into(),
+        )
+        .into());
+    }
+    let texts = body.inputs.into_texts();
+    if texts.is_empty() {
+        return Err(
+            ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
+        );
+    }
+    state.limits().check(&texts)?;
+    let models = state.models()?;
+    let batcher = models.resolve(body.model.as_deref())?;
+    let id = batcher.model_info().id.clone();
+    let tokenizer = state.tokenizers().get(&id).ok_or_else(|| {
+        ApiError::InvalidRequest(format!("model `{id}` has no tokenizer to show"))
+    })?;
+    let prompt = body
+        .prompt_name
+        .or_else(|| models.default_prompt(batcher).map(str::to_string));
+    let tokens = tokio::task::spawn_blocking(move || {
+        texts
+            .iter()
+            .map(|text| {
+                tokenizer(text, prompt.as_deref()).map(|ids| {
+                    ids.into_iter()
+                        .map(|id| SimpleToken {
+                            id,
+                            text: None,
+                            special: None,
+                            start: None,
+                            stop: None,
+                        })
+                        .collect()
+                })
+            })
+            .collect::<Result<Vec<Vec<SimpleToken>>, EmbeddingError>>()
+    })
+    .await
+    .map_err(|error| ApiError::Internal(format!("the tokenising task failed: {error}")))??;
+    Ok(Json(tokens))
+}
+
+/// Answer of `GET /info`, in TEI's shape with AkiDB's additions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Info {
+    /// The model's id.
+    pub model_id: String,
+    /// The pinned hub revision (`main` unless set).
+    pub model_sha: Option<String>,
+    /// The ONNX export (`fp32`, `q8`, …).
+    pub model_dtype: String,
+    /// The first name the model answers to besides its id, else its id.
+    pub served_model_name: String,
+    /// Every name the model answers to.
+    pub served_model_names: Vec<String>,
+    /// TEI's model type: an embedding model.
+    pub model_type: serde_json::Value,
+    /// Most requests waiting per model.
+    pub max_concurrent_requests: usize,
+    /// Most tokens per text.
+    pub max_input_length: usize,
+    /// Most padded tokens per model run.
+    pub max_batch_tokens: usize,
+    /// Most texts per model run.
+    pub max_batch_requests: Option<usize>,
+    /// Most texts per request.
+    pub max_client_batch_size: usize,
+    /// Over-long texts are cut unless a request says `truncate: false`.
+    pub auto_truncate: bool,
+    /// Tokenisation runs on the blocking pool, not dedicated workers.
+    pub tokenization_workers: usize,
+    /// Vector length.
+    pub dimension: usize,
+    /// Every dimension a request may ask for.
+    pub dimensions: Vec<usize>,
+    /// Prompt names a request may use.
+    pub prompts: Vec<String>,
+    /// This service's version.
+    pub version: &'static str,
+    /// Not built from a tagged commit.
+    pub sha: Option<&'static str>,
+    /// Not a Docker build label.
+    pub docker_label: Option<&'static str>,
+}
+
+/// `GET /info`: the first (or only) model's description; `?model=` is not needed by TEI
+/// clients, which talk to one model.
+pub async fn info(State(state): State<AppState>) -> Result<Json<Info>, TeiError> {
+    let models = state.models()?;
+    let batcher = models
+        .batchers()
+        .first()
+        .ok_or_else(|| ApiError::NotReady("no model is served".into()))?;
+    let model = batcher.model_info();
+    let config = state.config();
+    let names = models.names().of(0).to_vec();
+    Ok(Json(Info {
+        model_id: model.id.clone(),
+        model_sha: Some(config.revision.clone()),
+        model_dtype: variant_name(&config.variant),
+        served_model_name: names.get(1).cloned().unwrap_or_else(|| model.id.clone()),
+        served_model_names: names,
+        model_type: serde_json::json!({"embedding": {"pooling": "model"}}),
+        max_concurrent_requests: config.queue_capacity,
+        max_input_length: model.max_tokens,
+        max_batch_tokens: config.max_batch_tokens,
+        max_batch_requests: Some(config.max_batch_size),
+        max_client_batch_size: config.max_inputs,
+        auto_truncate: true,
+        tokenization_workers: 0,
+        dimension: model.dimension,
+        dimensions: model.dimensions.clone(),
+        prompts: model.prompts.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        sha: None,
+        docker_label: None,
+    }))
+}
+
+fn variant_name(variant: &akidb_embedding_onnx::OnnxVariant) -> String {
+    use akidb_embedding_onnx::OnnxVariant;
+    match variant {
+        OnnxVariant::Fp32 => "fp32".into(),
+        OnnxVariant::Fp16 => "fp16".into(),
+        OnnxVariant::Q4 => "q4".into(),
+        OnnxVariant::Quantized => "quantized".into(),
+        OnnxVariant::Q8 => "q8".into(),
+        OnnxVariant::File(name) => name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tei_bodies_parse_as_tei_clients_send_them() {
+        let body: TeiEmbedBody = serde_json::from_str(
+            r#"{"inputs":"hi","normalize":true,"prompt_name":"query","truncate":true,"truncation_direction":"left"}"#,
+        )
+        .unwrap();
+        assert_eq!(body.inputs, TeiInputs::One("hi".into()));
+        assert_eq!(body.truncation_direction, TruncationDirection::Left);
+        let body: TeiEmbedBody =
+            serde_json::from_str(r#"{"inputs":["a","b"],"truncation_direction":"Right"}"#).unwrap();
+        assert_eq!(body.inputs.into_texts(), ["a", "b"]);
+        assert!(serde_json::from_str::<TeiEmbedBody>(r#"{"inputs":[[1,2]]}"#).is_err());
+    }
+
+    #[test]
+    fn errors_take_tei_status_codes() {
+        let status = |error: ApiError| TeiError(error).status_and_type();
+        assert_eq!(
+            status(ApiError::Overloaded("full".into())),
+            (StatusCode::TOO_MANY_REQUESTS, "Overloaded")
+        );
+        assert_eq!(
+            status(ApiError::InvalidRequest("`inputs` is empty: send".into())),
+            (StatusCode::BAD_REQUEST, "Empty")
+        );
+        assert_eq!(
+            status(ApiError::Internal("boom".into())),
+            (StatusCode::FAILED_DEPENDENCY, "Backend")
+        );
+        assert_eq!(
+            status(ApiError::NotReady("loading".into())),
+            (StatusCode::SERVICE_UNAVAILABLE, "Unhealthy")
+        );
+        assert_eq!(
+            status(ApiError::Shed {
+                message: "busy".into(),
+                retry_after_secs: 3
+            }),
+            (StatusCode::TOO_MANY_REQUESTS, "Overloaded")
+        );
+    }
+
+    #[tokio::test]
+    async fn left_truncation_keeps_the_end_that_fits() {
+        use akidb_embedding_mock::MockEmbeddingProvider;
+        let mock = MockEmbeddingProvider::new(4).with_max_tokens(6);
+        let text = "one two three four five six seven eight";
+        let kept = keep_end(&mock, text, None).await.unwrap();
+        assert!(text.ends_with(&kept), "{kept}");
+        assert!(kept.contains("eight"));
+        let request = EmbedRequest::new([kept.as_str()]).with_truncation(Truncation::Error);
+        assert!(mock.tokenize(request).await.is_ok());
+        assert_eq!(keep_end(&mock, "short", None).await.unwrap(), "short");
+    }
+}
