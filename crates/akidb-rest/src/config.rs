@@ -128,7 +128,7 @@ pub struct Config {
 
     /// ONNX export to load: `fp32`, `fp16`, `q4`, `q8` (= `quantized`, `int8`) or a file name
     /// ending in `.onnx`.
-    #[arg(long, env = "AKIDB_ONNX_VARIANT", default_value = "fp32", value_parser = parse_variant)]
+    #[arg(long, env = "AKIDB_EMBEDDING_VARIANT", default_value = "fp32", value_parser = parse_variant)]
     pub variant: OnnxVariant,
 
     /// Hub revision to pin: branch, tag or commit.
