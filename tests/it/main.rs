@@ -25,3 +25,46 @@ use akidb_embedding_onnx::LoadOptions;
 pub fn load_options(model: impl Into<String>) -> LoadOptions {
     LoadOptions::new(model).with_runtime_search(akidb_embeddings::install::runtime_search())
 }
+
+/// Worst and mean cosine of `provider` against `reference`, one text at a time (prompts as
+/// given), with every token count and dimension asserted exact; the worst text's id comes too.
+pub fn fidelity(
+    provider: &akidb_embedding_onnx::OnnxEmbeddingProvider,
+    texts: &[akidb_test_support::Sentence],
+    reference: &akidb_test_support::Reference,
+) -> Fidelity {
+    let mut fidelity = Fidelity {
+        worst: f64::MAX,
+        worst_id: String::new(),
+        mean: 0.0,
+    };
+    for text in texts {
+        let expected = &reference.items[&text.id];
+        let mut request = akidb_embedding_core::EmbedRequest::new([text.text.as_str()]);
+        request.prompt_name = text.prompt_name.clone();
+        let response = provider.embed_blocking(request).unwrap();
+        assert_eq!(
+            response.token_counts[0], expected.tokens,
+            "token count of {}",
+            text.id
+        );
+        assert_eq!(response.dimension, expected.embedding.len());
+        let similarity = akidb_test_support::cosine(&response.embeddings[0], &expected.embedding);
+        fidelity.mean += similarity / texts.len() as f64;
+        if similarity < fidelity.worst {
+            fidelity.worst = similarity;
+            fidelity.worst_id = text.id.clone();
+        }
+    }
+    fidelity
+}
+
+/// What [`fidelity`] measured.
+pub struct Fidelity {
+    /// The lowest cosine.
+    pub worst: f64,
+    /// The text it belongs to.
+    pub worst_id: String,
+    /// The mean cosine.
+    pub mean: f64,
+}

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use akidb_embedding_core::EmbedRequest;
 use akidb_embedding_onnx::quantize::cache::{BESIDE_DIR, cached_q8};
 use akidb_embedding_onnx::quantize::{
     NodeOverride, Q8_FILE, QuantizeError, QuantizeRecipe, quantize_file, quantize_folder,
@@ -19,7 +18,7 @@ use akidb_embedding_onnx::quantize::{
 };
 use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
 use akidb_test_support::{
-    TempDir, cosine, in_ci, reference, sentences, temp_dir, tiny_gemma_dir, workspace_root,
+    TempDir, in_ci, reference, sentences, temp_dir, tiny_gemma_dir, workspace_root,
 };
 
 /// Constant-weight MatMuls of the tiny double: 7 per layer × 6 layers + 2 Dense heads.
@@ -140,31 +139,14 @@ fn packed_weights_and_scales_match_onnx_runtime_python_byte_for_byte() {
 fn embed_all_and_compare(provider: &OnnxEmbeddingProvider, min_cosine: f64) -> Option<(f64, f64)> {
     let sentences = sentences()?;
     let reference = reference("tiny-embeddinggemma.st.json")?;
-    let mut similarities = Vec::new();
-    for sentence in &sentences {
-        let expected = &reference.items[&sentence.id];
-        let mut request = EmbedRequest::new([sentence.text.as_str()]);
-        request.prompt_name = sentence.prompt_name.clone();
-        let response = provider.embed_blocking(request).unwrap();
-        assert_eq!(
-            response.token_counts[0], expected.tokens,
-            "token count of {}",
-            sentence.id
-        );
-        similarities.push((
-            cosine(&response.embeddings[0], &expected.embedding),
-            sentence.id.clone(),
-        ));
-    }
-    let (worst, worst_id) =
-        similarities.iter().cloned().fold(
-            (f64::MAX, String::new()),
-            |a, b| if b.0 < a.0 { b } else { a },
-        );
-    let mean = similarities.iter().map(|s| s.0).sum::<f64>() / similarities.len() as f64;
+    let crate::Fidelity {
+        worst,
+        worst_id,
+        mean,
+    } = crate::fidelity(provider, &sentences, &reference);
     eprintln!(
         "{} sentences: worst cosine {worst:.6} ({worst_id}), mean {mean:.6}",
-        similarities.len()
+        sentences.len()
     );
     assert!(
         worst >= min_cosine,

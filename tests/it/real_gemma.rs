@@ -9,41 +9,11 @@
 
 #![allow(clippy::print_stderr)]
 
-use akidb_embedding_core::EmbedRequest;
 use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
-use akidb_test_support::{
-    Reference, Sentence, cosine, real_gemma_dir, reference, sentences, workspace_reference,
-};
+use akidb_test_support::{real_gemma_dir, reference, sentences, workspace_reference};
 
 const EVAL_TEXTS: &str = "benches/quality/eval_texts.json";
 const EVAL_REFERENCE: &str = "benches/quality/eval_reference.st.json";
-
-/// Worst and mean cosine of `provider` against `reference`, one text at a time; token counts
-/// must match exactly.
-fn fidelity(
-    provider: &OnnxEmbeddingProvider,
-    texts: &[Sentence],
-    reference: &Reference,
-) -> (f64, String, f64) {
-    let (mut worst, mut worst_id, mut sum) = (f64::MAX, String::new(), 0.0);
-    for text in texts {
-        let expected = &reference.items[&text.id];
-        let mut request = EmbedRequest::new([text.text.as_str()]);
-        request.prompt_name = text.prompt_name.clone();
-        let response = provider.embed_blocking(request).unwrap();
-        assert_eq!(
-            response.token_counts[0], expected.tokens,
-            "token count of {}",
-            text.id
-        );
-        let similarity = cosine(&response.embeddings[0], &expected.embedding);
-        sum += similarity;
-        if similarity < worst {
-            (worst, worst_id) = (similarity, text.id.clone());
-        }
-    }
-    (worst, worst_id, sum / texts.len() as f64)
-}
 
 fn load(variant: OnnxVariant) -> Option<OnnxEmbeddingProvider> {
     let dir = real_gemma_dir()?;
@@ -65,7 +35,11 @@ fn check(provider: &OnnxEmbeddingProvider, label: &str, min_worst: f64, min_mean
         ("shared sentences", &shared_texts, &shared_reference),
         ("evaluation set", &eval_texts, &eval_reference),
     ] {
-        let (worst, worst_id, mean) = fidelity(provider, texts, reference);
+        let crate::Fidelity {
+            worst,
+            worst_id,
+            mean,
+        } = crate::fidelity(provider, texts, reference);
         eprintln!(
             "{label} on the {set} ({} texts): worst cosine {worst:.6} ({worst_id}), mean {mean:.6}",
             texts.len()

@@ -10,24 +10,13 @@ use akidb_test_support::{
 const MIN_COSINE: f64 = 0.9999;
 
 fn check_singles(provider: &OnnxEmbeddingProvider, sentences: &[Sentence], reference: &Reference) {
-    for sentence in sentences {
-        let expected = &reference.items[&sentence.id];
-        let mut request = EmbedRequest::new([sentence.text.as_str()]);
-        request.prompt_name = sentence.prompt_name.clone();
-        let response = provider.embed_blocking(request).unwrap();
-        assert_eq!(
-            response.token_counts[0], expected.tokens,
-            "token count of {}",
-            sentence.id
-        );
-        let similarity = cosine(&response.embeddings[0], &expected.embedding);
-        assert!(
-            similarity >= MIN_COSINE,
-            "{}: cosine {similarity}",
-            sentence.id
-        );
-        assert_eq!(response.dimension, expected.embedding.len());
-    }
+    let measured = crate::fidelity(provider, sentences, reference);
+    assert!(
+        measured.worst >= MIN_COSINE,
+        "{}: cosine {}",
+        measured.worst_id,
+        measured.worst
+    );
 }
 
 /// All texts without a prompt in one request (mixed lengths: empty to 2,600 words), then all
