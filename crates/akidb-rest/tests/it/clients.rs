@@ -68,29 +68,12 @@ async fn real_clients_get_the_providers_vectors(fixture: Fixture) {
     let server = TestServer::start(config, vec![loaded.provider.clone()]).await;
     let texts = ["What is AkiDB?", "Vektordatenbank für Einbettungen"];
     let id = loaded.info().id.clone();
-    let args = [
-        script("clients.py"),
+    let args = vec![
         server.url(""),
         "text-embedding-3-small".to_string(),
         serde_json::to_string(&texts).unwrap(),
     ];
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(args)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env_remove("OPENAI_BASE_URL")
-            .env_remove("HF_TOKEN")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run python3");
-    assert!(
-        output.status.success(),
-        "clients.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let report = common::run_client_script("clients.py", args).await;
 
     let listed: Vec<String> = serde_json::from_value(report["models"].clone()).unwrap();
     assert!(listed.contains(&id), "{listed:?}");

@@ -12,7 +12,6 @@ use std::process::Command;
 
 use akidb_embedding_core::EmbedRequest;
 use akidb_rest::Config;
-use serde_json::Value;
 
 use common::{Fixture, TestServer, config};
 
@@ -55,30 +54,13 @@ async fn the_official_openai_client_gets_the_providers_vectors(fixture: Fixture)
     let server = TestServer::start(config, vec![loaded.provider.clone()]).await;
     let texts = ["What is AkiDB?", "Vektordatenbank für Einbettungen", ""];
     let model = loaded.info().id.clone();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
-    let args = [
-        script.to_string(),
+    let args = vec![
         server.url("/v1"),
         KEY.to_string(),
         model.clone(),
         serde_json::to_string(&texts).unwrap(),
     ];
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(args)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env_remove("OPENAI_BASE_URL")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run python3");
-    assert!(
-        output.status.success(),
-        "openai_client.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    let report = common::run_client_script("openai_client.py", args).await;
 
     let direct = loaded
         .provider

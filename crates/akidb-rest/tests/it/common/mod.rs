@@ -436,3 +436,28 @@ macro_rules! for_each_fixture {
         }
     };
 }
+
+/// Runs one of this crate's Python client scripts (`tests/<script>`) with `args`, against a
+/// server on loopback (no proxy, no inherited OpenAI endpoint or hub token), and returns the
+/// JSON it prints; a failing script fails the test with its stderr.
+pub async fn run_client_script(script: &str, args: Vec<String>) -> Value {
+    let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(path)
+            .args(args)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("HF_TOKEN")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run python3");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
