@@ -2,34 +2,14 @@
 //! (`HF_ENDPOINT`-style endpoint), never the internet: EmbeddingGemma's layout (configs at the
 //! root, `onnx/model.onnx` + `onnx/model.onnx_data`), the offline cache, a missing data file.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider};
 use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
-use akidb_test_support::hub_server::HubServer;
+use akidb_test_support::hub_server::{HubServer, onnx_community_layout};
 use akidb_test_support::{cosine, reference, temp_dir, tiny_gemma_dir};
 
 const REPO: &str = "onnx-community/embeddinggemma-300m-ONNX";
-
-/// The double laid out like the onnx-community repository (which has no
-/// config_sentence_transformers.json: prompts come from the built-in table).
-fn hub_layout(dir: &Path, with_data: bool) -> BTreeMap<String, PathBuf> {
-    let mut files: BTreeMap<String, PathBuf> = [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ]
-    .iter()
-    .map(|f| (f.to_string(), dir.join(f)))
-    .collect();
-    files.insert("onnx/model.onnx".into(), dir.join("model.onnx"));
-    if with_data {
-        files.insert("onnx/model.onnx_data".into(), dir.join("model.onnx_data"));
-    }
-    files
-}
 
 fn options(endpoint: &str, cache: &Path) -> LoadOptions {
     crate::load_options(REPO)
@@ -45,7 +25,7 @@ fn downloads_split_weights_then_loads_offline_from_the_cache() {
     else {
         return;
     };
-    let server = HubServer::start(REPO, hub_layout(&dir, true));
+    let server = HubServer::start(REPO, onnx_community_layout(&dir, true));
     let cache = temp_dir("hub-cache");
 
     let provider = OnnxEmbeddingProvider::load(options(&server.endpoint, &cache)).unwrap();
@@ -97,7 +77,7 @@ fn downloads_split_weights_then_loads_offline_from_the_cache() {
 #[test]
 fn missing_data_file_on_the_hub_is_a_clear_error() {
     let Some(dir) = tiny_gemma_dir() else { return };
-    let server = HubServer::start(REPO, hub_layout(&dir, false));
+    let server = HubServer::start(REPO, onnx_community_layout(&dir, false));
     let cache = temp_dir("hub-cache-no-data");
     let err = OnnxEmbeddingProvider::load(options(&server.endpoint, &cache)).unwrap_err();
     assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
@@ -126,7 +106,7 @@ fn q8_from_a_repository_without_one_is_quantised_into_the_cache() {
     else {
         return;
     };
-    let server = HubServer::start(REPO, hub_layout(&dir, true));
+    let server = HubServer::start(REPO, onnx_community_layout(&dir, true));
     let cache = temp_dir("hub-q8-cache");
     let provider = OnnxEmbeddingProvider::load(
         options(&server.endpoint, &cache).with_variant(akidb_embedding_onnx::OnnxVariant::Q8),

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// A running server; it stops serving when dropped (its thread ends with the test process).
@@ -139,4 +139,33 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// A model folder (graph at its root or under `onnx/`) laid out as the onnx-community
+/// EmbeddingGemma repository: the configs and tokenizer that exist at the root, the graph
+/// under `onnx/`, with its `model.onnx_data` unless `with_data` is false.
+pub fn onnx_community_layout(dir: &Path, with_data: bool) -> BTreeMap<String, PathBuf> {
+    let mut files: BTreeMap<String, PathBuf> = [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ]
+    .iter()
+    .filter(|file| dir.join(file).is_file())
+    .map(|file| (file.to_string(), dir.join(file)))
+    .collect();
+    let graph_dir = if dir.join("onnx/model.onnx").is_file() {
+        dir.join("onnx")
+    } else {
+        dir.to_path_buf()
+    };
+    files.insert("onnx/model.onnx".into(), graph_dir.join("model.onnx"));
+    if with_data {
+        files.insert(
+            "onnx/model.onnx_data".into(),
+            graph_dir.join("model.onnx_data"),
+        );
+    }
+    files
 }

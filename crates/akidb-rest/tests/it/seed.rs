@@ -12,40 +12,17 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use akidb_test_support::hub_server::HubServer;
+use akidb_test_support::hub_server::{HubServer, onnx_community_layout};
 use akidb_test_support::{temp_dir, tiny_gemma_dir};
 use serde_json::Value;
 
 use common::process::Service;
 
 const REPO: &str = "onnx-community/embeddinggemma-300m-ONNX";
-
-/// The model folder laid out as the onnx-community repository.
-fn hub_layout(dir: &Path) -> BTreeMap<String, PathBuf> {
-    let mut files: BTreeMap<String, PathBuf> = [
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ]
-    .iter()
-    .filter(|file| dir.join(file).is_file())
-    .map(|file| (file.to_string(), dir.join(file)))
-    .collect();
-    let onnx = if dir.join("onnx/model.onnx").is_file() {
-        dir.join("onnx")
-    } else {
-        dir.to_path_buf()
-    };
-    files.insert("onnx/model.onnx".into(), onnx.join("model.onnx"));
-    files.insert("onnx/model.onnx_data".into(), onnx.join("model.onnx_data"));
-    files
-}
 
 /// The seed's curl command, run as is (`curl` must be installed).
 fn seed_curl(addr: &str) -> Value {
@@ -78,7 +55,7 @@ async fn seed_commands(
     bytes_per_second: Option<u64>,
     dimension: usize,
 ) -> (String, Vec<String>) {
-    let hub = HubServer::start_throttled(REPO, hub_layout(dir), bytes_per_second);
+    let hub = HubServer::start_throttled(REPO, onnx_community_layout(dir, true), bytes_per_second);
     let cache = temp_dir(&format!("seed-cache-{dimension}"));
     let mut service = Service::start(&[
         ("AKIDB_EMBEDDING_PROVIDER", "python-bridge"),
