@@ -219,7 +219,9 @@ impl TextTokenizer {
 const TOKENIZER: &str = "tokenizer";
 
 /// The longest entry of the tokenizer's vocabulary, added tokens included, in bytes of the
-/// text it stands for (at least 1).
+/// text it stands for (at least 1). Gemma's added tokens of up to 31 `▁` count as 31 spaces,
+/// not 93 bytes; should a text spell `▁` literally, its prefix simply yields too few tokens
+/// and the whole text is tokenised, so the budget is a cost bound, never a correctness one.
 fn longest_token_bytes(tokenizer: &Tokenizer) -> usize {
     let model = tokenizer.get_model();
     let size = u32::try_from(model.get_vocab_size()).unwrap_or(u32::MAX);
@@ -233,7 +235,7 @@ fn longest_token_bytes(tokenizer: &Tokenizer) -> usize {
     let added = tokenizer
         .get_added_tokens_decoder()
         .into_values()
-        .map(|token| token.content.len());
+        .map(|token| source_bytes(&token.content));
     vocabulary.chain(added).max().unwrap_or(1).max(1)
 }
 
