@@ -29,23 +29,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use akidb_embedding_core::EmbedRequest;
 use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[path = "support/progress.rs"]
 mod progress;
+#[path = "support/texts.rs"]
+mod texts;
 
 /// Calls made before timing each text, so buffers and caches are warm.
 const WARMUP_CALLS: usize = 5;
-
-/// The shared benchmark texts (`benches/texts.json`).
-#[derive(Deserialize)]
-struct Texts {
-    short: String,
-    medium: String,
-    long: String,
-    batch32: Vec<String>,
-}
 
 /// Command-line options.
 struct Args {
@@ -73,7 +65,7 @@ fn parse_args() -> Args {
         variant: OnnxVariant::Fp32,
         threads: 2,
         runs: 200,
-        texts: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/texts.json"),
+        texts: texts::default_path(),
         vectors: None,
         cold: false,
         t0_ns: None,
@@ -158,11 +150,7 @@ fn latency(provider: &OnnxEmbeddingProvider, text: &str, runs: usize) -> Value {
 
 fn main() {
     let args = parse_args();
-    let texts: Texts = serde_json::from_slice(
-        &std::fs::read(&args.texts)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", args.texts.display())),
-    )
-    .expect("texts.json: expected {short, medium, long, batch32}");
+    let texts = texts::read(&args.texts);
 
     let started = Instant::now();
     let provider = OnnxEmbeddingProvider::load(progress::with_progress_bar(

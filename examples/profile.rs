@@ -18,22 +18,14 @@
     clippy::print_stderr
 )]
 
-use std::path::Path;
 use std::time::Instant;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider, pipeline};
 use akidb_embedding_onnx::{OnnxEmbeddingProvider, OnnxVariant, WeightsMapping};
-use serde::Deserialize;
 use serde_json::json;
 
-/// The shared benchmark texts.
-#[derive(Deserialize)]
-struct Texts {
-    short: String,
-    medium: String,
-    long: String,
-    batch32: Vec<String>,
-}
+#[path = "support/texts.rs"]
+mod texts;
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -77,8 +69,7 @@ async fn main() {
     let provider = OnnxEmbeddingProvider::load(options(WeightsMapping::PrivateCopy)).unwrap();
     let private_copy_ms = ms(started);
 
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/texts.json");
-    let texts: Texts = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let texts = texts::read(&texts::default_path());
     let cases = [
         ("short", vec![texts.short]),
         ("medium", vec![texts.medium]),

@@ -22,29 +22,9 @@ use common::{Fixture, TestServer, config};
 
 crate::for_each_fixture!(real_clients_get_the_providers_vectors);
 
-/// Whether python3 can import every client; prints why not, or panics under CI.
-fn python_clients_available() -> bool {
-    let probe = Command::new("python3")
-        .args([
-            "-c",
-            "import openai, huggingface_hub, langchain_huggingface, prometheus_client, numpy",
-        ])
-        .output();
-    let reason = match probe {
-        Ok(output) if output.status.success() => return true,
-        Ok(output) => format!(
-            "the Python clients are not installed (pip install -r scripts/requirements-test.txt): {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Err(error) => format!("python3 cannot be run: {error}"),
-    };
-    assert!(
-        !akidb_test_support::in_ci(),
-        "{reason} (required under CI=true)"
-    );
-    eprintln!("SKIPPED: {reason}");
-    false
-}
+/// The Python packages these tests drive the service with.
+const CLIENT_MODULES: &str =
+    "openai, huggingface_hub, langchain_huggingface, prometheus_client, numpy";
 
 fn script(name: &str) -> String {
     format!("{}/tests/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -55,7 +35,7 @@ fn vectors_of(value: &Value) -> Vec<Vec<f32>> {
 }
 
 async fn real_clients_get_the_providers_vectors(fixture: Fixture) {
-    if !python_clients_available() {
+    if !common::python_modules_available(CLIENT_MODULES) {
         return;
     }
     let Some(loaded) = fixture.load().await else {
@@ -187,7 +167,7 @@ async fn request_ids_and_timing_headers_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_and_carry_the_stage_histograms() {
-    if !python_clients_available() {
+    if !common::python_modules_available(CLIENT_MODULES) {
         return;
     }
     let loaded = Fixture::Mock.load().await.unwrap();

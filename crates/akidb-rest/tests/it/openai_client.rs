@@ -8,8 +8,6 @@
 
 use crate::common;
 
-use std::process::Command;
-
 use akidb_embedding_core::EmbedRequest;
 use akidb_rest::Config;
 
@@ -19,29 +17,8 @@ crate::for_each_fixture!(the_official_openai_client_gets_the_providers_vectors);
 
 const KEY: &str = "sk-akidb-test";
 
-/// Whether `python3 -c "import openai"` works; prints why not, or panics under CI.
-fn openai_package_available() -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import openai"])
-        .output();
-    let reason = match probe {
-        Ok(output) if output.status.success() => return true,
-        Ok(output) => format!(
-            "the `openai` Python package is not installed (pip install openai): {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Err(error) => format!("python3 cannot be run: {error}"),
-    };
-    assert!(
-        !akidb_test_support::in_ci(),
-        "{reason} (required under CI=true)"
-    );
-    eprintln!("SKIPPED: {reason}");
-    false
-}
-
 async fn the_official_openai_client_gets_the_providers_vectors(fixture: Fixture) {
-    if !openai_package_available() {
+    if !common::python_modules_available("openai") {
         return;
     }
     let Some(loaded) = fixture.load().await else {

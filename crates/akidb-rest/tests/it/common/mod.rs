@@ -461,3 +461,25 @@ pub async fn run_client_script(script: &str, args: Vec<String>) -> Value {
     );
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
+
+/// Whether `python3` can import `modules` (a comma-separated list, as in an `import`
+/// statement); prints why not and returns false, or panics under `CI=true`.
+pub fn python_modules_available(modules: &str) -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    let reason = match probe {
+        Ok(output) if output.status.success() => return true,
+        Ok(output) => format!(
+            "the Python packages {modules} are not installed (pip install -r scripts/requirements-test.txt): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => format!("python3 cannot be run: {error}"),
+    };
+    assert!(
+        !akidb_test_support::in_ci(),
+        "{reason} (required under CI=true)"
+    );
+    eprintln!("SKIPPED: {reason}");
+    false
+}
