@@ -12,6 +12,7 @@ mod http;
 mod in_process;
 mod library_findings;
 mod openai_client;
+mod reference;
 mod security;
 mod seed;
 mod service;
