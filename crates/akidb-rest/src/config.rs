@@ -552,7 +552,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.provider, ProviderKind::Onnx);
-        assert_eq!(config.variant, OnnxVariant::Quantized);
+        assert_eq!(config.variant, OnnxVariant::Q8);
         assert_eq!(
             config.served_names(),
             vec![
