@@ -11,8 +11,6 @@ each client got:
 - langchain_documents / langchain_query: LangChain's `HuggingFaceEndpointEmbeddings`.
 """
 
-import array
-import base64
 import json
 import sys
 
@@ -20,13 +18,7 @@ import openai
 from huggingface_hub import InferenceClient
 from langchain_huggingface import HuggingFaceEndpointEmbeddings
 
-
-def decode(data: str) -> list:
-    values = array.array("f")
-    values.frombytes(base64.b64decode(data))
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values.tolist()
+from base64_vectors import decode
 
 
 def main() -> None:

@@ -8,12 +8,12 @@ little-endian f32 bytes), in the client's default mode (it asks for base64 and d
 itself), plus the model and usage the server reported.
 """
 
-import array
-import base64
 import json
 import sys
 
 import openai
+
+from base64_vectors import decode
 
 
 def main() -> None:
@@ -24,13 +24,6 @@ def main() -> None:
     floats = client.embeddings.create(model=model, input=texts, encoding_format="float")
     encoded = client.embeddings.create(model=model, input=texts, encoding_format="base64")
     default = client.embeddings.create(model=model, input=texts)
-
-    def decode(data: str) -> list:
-        values = array.array("f")
-        values.frombytes(base64.b64decode(data))
-        if sys.byteorder != "little":
-            values.byteswap()
-        return values.tolist()
 
     json.dump(
         {
