@@ -42,6 +42,7 @@ mod session;
 pub mod source;
 pub mod st_config;
 pub mod tokenize;
+pub mod tokenizer_file;
 pub mod weights;
 
 /// The least-padding planner, shared with services that merge requests (see

@@ -39,9 +39,10 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json` and binds it to `max_tokens`.
     pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self> {
-        let tokenizer = Tokenizer::from_file(path).map_err(|e| {
+        let (tokenizer, reader) = crate::tokenizer_file::load(path).map_err(|e| {
             EmbeddingError::model_load(path.display(), format!("invalid tokenizer: {e}"))
         })?;
+        tracing::debug!(path = %path.display(), ?reader, "tokenizer read");
         Self::new(tokenizer, max_tokens).map_err(|e| match e {
             EmbeddingError::ModelLoad { reason, .. } => {
                 EmbeddingError::model_load(path.display(), reason)
