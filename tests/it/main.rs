@@ -14,6 +14,7 @@ mod quantize;
 mod real_gemma;
 mod reference;
 mod runtime_missing;
+mod token_spans;
 mod truncation;
 
 use akidb_embedding_onnx::LoadOptions;
