@@ -15,7 +15,6 @@ use akidb_embedding_onnx::{
 
 use crate::config::{Config, ProviderKind};
 use crate::loading::{DownloadLogger, LoadStatus, ModelState, PROGRESS_LOG_INTERVAL};
-use crate::names::TokenizerRegistry;
 
 /// Length of the mock's vectors.
 pub const MOCK_DIMENSION: usize = 384;
@@ -61,8 +60,6 @@ pub struct LoadPlan {
     pub cuda: bool,
     /// Where each model's state is kept for `/health` (`None`: not reported).
     pub status: Option<Arc<LoadStatus>>,
-    /// Where loaded models' tokenizers are registered for `/tokenize` (`None`: not kept).
-    pub tokenizers: Option<Arc<TokenizerRegistry>>,
 }
 
 impl LoadPlan {
@@ -70,13 +67,6 @@ impl LoadPlan {
     #[must_use]
     pub fn with_status(mut self, status: Arc<LoadStatus>) -> Self {
         self.status = Some(status);
-        self
-    }
-
-    /// Registers each loaded model's tokenizer in `tokenizers`.
-    #[must_use]
-    pub fn with_tokenizers(mut self, tokenizers: Arc<TokenizerRegistry>) -> Self {
-        self.tokenizers = Some(tokenizers);
         self
     }
 }
@@ -106,7 +96,6 @@ impl From<&Config> for LoadPlan {
             graph_optimization: config.graph_optimization,
             cuda: config.cuda,
             status: None,
-            tokenizers: None,
         }
     }
 }
@@ -132,11 +121,8 @@ pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, Emb
             ProviderKind::Onnx => {
                 let options = onnx_options(model, &plan);
                 let status = plan.status.clone();
-                let tokenizers = plan.tokenizers.clone();
                 let name = model.clone();
-                tokio::task::spawn_blocking(move || {
-                    onnx(&name, options, status.as_ref(), tokenizers.as_deref())
-                })
+                tokio::task::spawn_blocking(move || onnx(&name, options, status.as_ref()))
                 .await
                 .map_err(|err| {
                     EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
@@ -238,7 +224,6 @@ fn onnx(
     model: &str,
     mut options: LoadOptions,
     status: Option<&Arc<LoadStatus>>,
-    tokenizers: Option<&TokenizerRegistry>,
 ) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
     if let Some(status) = status {
         options = options.with_download_progress(Arc::new(DownloadLogger::new(
@@ -247,15 +232,7 @@ fn onnx(
             progress_interval(),
         )));
     }
-    let provider = OnnxEmbeddingProvider::load(options)?;
-    if let Some(tokenizers) = tokenizers {
-        let tokenizer = provider.clone();
-        tokenizers.insert(
-            &provider.model_info().id,
-            Arc::new(move |text: &str, prompt: Option<&str>| tokenizer.token_ids(text, prompt)),
-        );
-    }
-    Ok(Arc::new(provider))
+    Ok(Arc::new(OnnxEmbeddingProvider::load(options)?))
 }
 
 /// [`PROGRESS_LOG_INTERVAL`], or `AKIDB_PROGRESS_INTERVAL_MS` when set (tests log faster).

@@ -167,9 +167,7 @@ where
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     config.warn_about_legacy_settings();
     let server = Server::bind(&config).await?;
-    let plan = LoadPlan::from(&config)
-        .with_status(Arc::clone(server.state().load_status()))
-        .with_tokenizers(Arc::clone(server.state().tokenizers()));
+    let plan = LoadPlan::from(&config).with_status(Arc::clone(server.state().load_status()));
     server.run(providers::load(plan), shutdown_signal()).await
 }
 

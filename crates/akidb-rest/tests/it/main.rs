@@ -16,3 +16,4 @@ mod reference;
 mod security;
 mod seed;
 mod service;
+mod tokenize;
