@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod consistency;
+mod cpu_arena;
 mod consumer;
 mod errors;
 mod hub;

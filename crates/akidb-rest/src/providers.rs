@@ -58,6 +58,8 @@ pub struct LoadPlan {
     pub graph_optimization: OptimizationLevel,
     /// Run on CUDA.
     pub cuda: bool,
+    /// ONNX Runtime's CPU memory arena on.
+    pub cpu_arena: bool,
     /// Where each model's state is kept for `/health` (`None`: not reported).
     pub status: Option<Arc<LoadStatus>>,
 }
@@ -95,6 +97,7 @@ impl From<&Config> for LoadPlan {
             optimized_model_cache: config.optimized_model_cache.clone(),
             graph_optimization: config.graph_optimization,
             cuda: config.cuda,
+            cpu_arena: config.cpu_arena,
             status: None,
         }
     }
@@ -166,7 +169,8 @@ fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
         .with_variant(plan.variant.clone())
         .with_revision(plan.revision.clone())
         .with_optimization(plan.graph_optimization)
-        .with_cuda(plan.cuda);
+        .with_cuda(plan.cuda)
+        .with_cpu_arena(plan.cpu_arena);
     if plan.offline {
         options = options.with_offline(true);
     }
@@ -241,4 +245,22 @@ fn progress_interval() -> std::time::Duration {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(PROGRESS_LOG_INTERVAL, std::time::Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_arena_setting_reaches_the_load_options() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let plan = LoadPlan::from(&parse(&[]));
+        assert!(onnx_options("m", &plan).cpu_arena(), "on by default");
+        let plan = LoadPlan::from(&parse(&["--cpu-arena", "false"]));
+        assert!(!onnx_options("m", &plan).cpu_arena());
+    }
 }

@@ -11,6 +11,7 @@ mod faults;
 mod http;
 mod in_process;
 mod library_findings;
+mod metrics_listener;
 mod openai_client;
 mod reference;
 mod security;
