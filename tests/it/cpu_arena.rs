@@ -10,7 +10,11 @@ use akidb_test_support::{minilm_dir, tiny_gemma_dir};
 fn texts() -> Vec<String> {
     let sentence = "The night train to the northern coast leaves from platform nine. ";
     let mut texts: Vec<String> = (1..=12).map(|n| sentence.repeat(n * n)).collect();
-    texts.extend(["東京駅はどこですか？".to_string(), "🚂".to_string(), String::new()]);
+    texts.extend([
+        "東京駅はどこですか？".to_string(),
+        "🚂".to_string(),
+        String::new(),
+    ]);
     texts
 }
 

@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod consistency;
-mod cpu_arena;
 mod consumer;
+mod cpu_arena;
 mod errors;
 mod hub;
 mod model_files;

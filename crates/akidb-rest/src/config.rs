@@ -538,13 +538,19 @@ mod tests {
         );
         assert!(parse(&["--weights-mapping", "mmap"]).is_err());
 
-        assert!(defaults.cpu_arena && config.cpu_arena, "ONNX Runtime's default: on");
+        assert!(
+            defaults.cpu_arena && config.cpu_arena,
+            "ONNX Runtime's default: on"
+        );
         for off in ["false", "off", "0", "no"] {
             assert!(!parse(&["--cpu-arena", off]).unwrap().cpu_arena, "{off}");
         }
         assert!(parse(&["--cpu-arena", "on"]).unwrap().cpu_arena);
         assert_eq!(defaults.metrics_bind, None);
-        assert_eq!(config.metrics_bind, None, "no metrics listener unless asked");
+        assert_eq!(
+            config.metrics_bind, None,
+            "no metrics listener unless asked"
+        );
         assert_eq!(
             parse(&["--metrics-bind", "0.0.0.0:9000"])
                 .unwrap()

@@ -126,11 +126,11 @@ pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, Emb
                 let status = plan.status.clone();
                 let name = model.clone();
                 tokio::task::spawn_blocking(move || onnx(&name, options, status.as_ref()))
-                .await
-                .map_err(|err| {
-                    EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
-                })
-                .and_then(|result| result)
+                    .await
+                    .map_err(|err| {
+                        EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
+                    })
+                    .and_then(|result| result)
             }
         };
         let provider = match loaded {

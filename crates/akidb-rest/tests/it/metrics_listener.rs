@@ -73,7 +73,10 @@ async fn the_metrics_port_answers_without_the_key_while_the_main_port_requires_i
 
     // The main port keeps its key; the metrics port needs none and ignores a wrong one.
     assert_eq!(get(&client, server.url("/metrics"), None).await.0, 401);
-    assert_eq!(get(&client, server.url("/metrics"), Some("wrong")).await.0, 401);
+    assert_eq!(
+        get(&client, server.url("/metrics"), Some("wrong")).await.0,
+        401
+    );
     let (status, _) = get(&client, server.url("/metrics"), Some(KEY)).await;
     assert_eq!(status, 200);
     for key in [None, Some("wrong")] {
@@ -104,7 +107,10 @@ async fn the_metrics_port_answers_without_the_key_while_the_main_port_requires_i
 
     // Only /metrics there: the API stays behind the main port's key.
     let response = client
-        .post(format!("http://{}/api/v1/embed", server.metrics_addr.unwrap()))
+        .post(format!(
+            "http://{}/api/v1/embed",
+            server.metrics_addr.unwrap()
+        ))
         .json(&json!({"inputs": ["one"]}))
         .send()
         .await

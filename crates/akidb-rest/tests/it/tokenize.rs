@@ -53,7 +53,12 @@ async fn library_view(
 /// without offsets (left out when `specials` is false), text tokens slicing `input` (bytes, on
 /// character boundaries) back to their `text`. Returns how many tokens had no offsets
 /// without being special (prompt tokens).
-fn check_tokens(input: &str, tokens: &Value, view: &(Vec<u32>, Vec<bool>), specials: bool) -> usize {
+fn check_tokens(
+    input: &str,
+    tokens: &Value,
+    view: &(Vec<u32>, Vec<bool>),
+    specials: bool,
+) -> usize {
     let (ids, special_flags) = view;
     let tokens = tokens.as_array().expect("an array of tokens per text");
     let got: Vec<u32> = tokens
@@ -74,7 +79,12 @@ fn check_tokens(input: &str, tokens: &Value, view: &(Vec<u32>, Vec<bool>), speci
     );
     let mut without_offsets = 0;
     for (token, &(_, expected_special)) in tokens.iter().zip(&expected) {
-        let keys: Vec<&str> = token.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = token
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         assert_eq!(keys.len(), 5, "TEI's five fields: {token}");
         let special = token["special"].as_bool().expect("special is filled");
         let text = token["text"].as_str().expect("text is filled");
@@ -123,7 +133,10 @@ async fn tokens_carry_byte_spans_of_the_input_and_the_embedding_ids(fixture: Fix
         assert_eq!(answer.len(), TEXTS.len());
         for ((text, tokens), view) in TEXTS.iter().zip(answer).zip(&views) {
             let unplaced = check_tokens(text, tokens, view, true);
-            assert_eq!(unplaced, 0, "no prompt, so every non-special token has offsets");
+            assert_eq!(
+                unplaced, 0,
+                "no prompt, so every non-special token has offsets"
+            );
         }
     }
     // Without special tokens: the same tokens, minus the first and the last.
@@ -136,19 +149,27 @@ async fn tokens_carry_byte_spans_of_the_input_and_the_embedding_ids(fixture: Fix
     assert_eq!(status, 200, "{answer}");
     for ((text, tokens), view) in TEXTS.iter().zip(answer.as_array().unwrap()).zip(&views) {
         check_tokens(text, tokens, view, false);
-        assert!(tokens.as_array().unwrap().iter().all(|t| t["special"] == false));
+        assert!(
+            tokens
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t["special"] == false)
+        );
     }
     // One string as `inputs`: one list of tokens.
-    let (status, answer) = server
-        .post("/tokenize", &json!({"inputs": TEXTS[2]}))
-        .await;
+    let (status, answer) = server.post("/tokenize", &json!({"inputs": TEXTS[2]})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer.as_array().unwrap().len(), 1);
     check_tokens(TEXTS[2], &answer[0], &views[2], true);
 
     // TEI's errors: 400 for no texts, 422 for an unknown prompt.
     let (status, answer) = server.post("/tokenize", &json!({"inputs": []})).await;
-    assert_eq!((status, answer["error_type"].as_str()), (400, Some("Empty")), "{answer}");
+    assert_eq!(
+        (status, answer["error_type"].as_str()),
+        (400, Some("Empty")),
+        "{answer}"
+    );
     let (status, answer) = server
         .post("/tokenize", &json!({"inputs": "a", "prompt_name": "nope"}))
         .await;
@@ -157,7 +178,10 @@ async fn tokens_carry_byte_spans_of_the_input_and_the_embedding_ids(fixture: Fix
         (422, Some("Validation")),
         "{answer}"
     );
-    assert!(answer["error"].as_str().unwrap().contains("nope"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("nope"),
+        "{answer}"
+    );
     server.stop().await.unwrap();
 }
 
@@ -179,11 +203,18 @@ async fn prompt_tokens_have_no_offsets_and_offsets_refer_to_the_input(fixture: F
         let view = library_view(&loaded.provider, text, Some("query")).await;
         let unplaced = check_tokens(text, tokens, &view, true);
         if has_prompts {
-            assert!(unplaced > 0, "{text:?}: the prompt's tokens come without offsets");
+            assert!(
+                unplaced > 0,
+                "{text:?}: the prompt's tokens come without offsets"
+            );
             // They come first, before any token of the input.
             let tokens = tokens.as_array().unwrap();
             let first_placed = tokens.iter().position(|t| t["start"].is_u64()).unwrap();
-            assert!(tokens[1..first_placed].iter().all(|t| t["special"] == false));
+            assert!(
+                tokens[1..first_placed]
+                    .iter()
+                    .all(|t| t["special"] == false)
+            );
             assert_eq!(first_placed, unplaced + 1, "{text:?}: prompt tokens first");
         } else {
             assert_eq!(unplaced, 0);
@@ -195,9 +226,7 @@ async fn prompt_tokens_have_no_offsets_and_offsets_refer_to_the_input(fixture: F
         let mut config = config();
         config.default_prompt_names = Some("query".into());
         let defaulted = TestServer::start(config, vec![loaded.provider.clone()]).await;
-        let (status, with_default) = defaulted
-            .post("/tokenize", &json!({"inputs": TEXTS}))
-            .await;
+        let (status, with_default) = defaulted.post("/tokenize", &json!({"inputs": TEXTS})).await;
         assert_eq!(status, 200);
         assert_eq!(with_default, answer);
         defaulted.stop().await.unwrap();
@@ -226,9 +255,7 @@ async fn a_model_without_spans_shows_ids_and_refuses_return_offsets() {
     let mock = Fixture::Mock.load().await.unwrap();
     let provider: Arc<dyn EmbeddingProvider> = Arc::new(IdsOnly(mock.provider.clone()));
     let server = TestServer::start(config(), vec![provider]).await;
-    let (status, answer) = server
-        .post("/tokenize", &json!({"inputs": ["a b"]}))
-        .await;
+    let (status, answer) = server.post("/tokenize", &json!({"inputs": ["a b"]})).await;
     assert_eq!(status, 200, "{answer}");
     let (ids, _) = library_view(&mock.provider, "a b", None).await;
     let tokens = answer[0].as_array().unwrap();
