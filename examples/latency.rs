@@ -15,7 +15,12 @@
 //! `--vectors <file>` (writes the medium and batch32 vectors, to check that implementations
 //! agree), `--cold` (load, embed the short text once, print only `load_ms`, `rss_mb`,
 //! `first_embed_ms` and, given `--t0-ns <caller's wall clock in ns before exec>`,
-//! `start_to_first_ms`).
+//! `start_to_first_ms`), `--cpu-arena on|off` (ONNX Runtime's CPU memory arena, default on).
+//!
+//! Added keys (after the ones above): `cpu_arena`; `long32_first_ms` and `long32_ms` (the
+//! first and the median of three calls of 32 copies of the long text, after the rest) and
+//! `rss_long32_mb` (`VmRSS` right after them: what the process keeps of its largest batch);
+//! `rss_peak_mb` (`VmHWM`, the peak).
 
 #![allow(
     clippy::unwrap_used,
@@ -49,12 +54,13 @@ struct Args {
     vectors: Option<PathBuf>,
     cold: bool,
     t0_ns: Option<u128>,
+    cpu_arena: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: latency --model <id or folder> [--threads N] [--runs N] [--variant fp32|fp16|q4|quantized|q8] \
-         [--texts FILE] [--vectors FILE] [--cold [--t0-ns NS]]"
+         [--texts FILE] [--vectors FILE] [--cold [--t0-ns NS]] [--cpu-arena on|off]"
     );
     std::process::exit(2)
 }
@@ -69,6 +75,7 @@ fn parse_args() -> Args {
         vectors: None,
         cold: false,
         t0_ns: None,
+        cpu_arena: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -84,6 +91,13 @@ fn parse_args() -> Args {
             "--vectors" => args.vectors = Some(PathBuf::from(value())),
             "--cold" => args.cold = true,
             "--t0-ns" => args.t0_ns = Some(value().parse().unwrap_or_else(|_| usage())),
+            "--cpu-arena" => {
+                args.cpu_arena = match value().as_str() {
+                    "on" | "true" => true,
+                    "off" | "false" => false,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
@@ -95,10 +109,15 @@ fn parse_args() -> Args {
 
 /// `VmRSS` of this process in MiB.
 fn rss_mb() -> f64 {
+    status_mb("VmRSS:")
+}
+
+/// A memory line of `/proc/self/status` (`VmRSS:`, `VmHWM:`) in MiB.
+fn status_mb(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
@@ -156,7 +175,8 @@ fn main() {
     let provider = OnnxEmbeddingProvider::load(progress::with_progress_bar(
         akidb_embeddings::install::load_options(args.model.clone())
             .with_variant(args.variant.clone())
-            .with_intra_threads(args.threads),
+            .with_intra_threads(args.threads)
+            .with_cpu_arena(args.cpu_arena),
     ))
     .unwrap_or_else(|e| panic!("cannot load {}: {e}", args.model));
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -214,6 +234,24 @@ fn main() {
     };
     result["batch32_texts_per_s"] = json!(round(texts.batch32.len() as f64 / median, 1));
     result["rss_end_mb"] = json!(round(rss_mb(), 1));
+
+    // The largest batch last, three times (the first grows the arena): what the process
+    // keeps of it, and what a call costs once the arena has grown.
+    let long32 = vec![texts.long.clone(); 32];
+    let mut times: Vec<f64> = (0..3)
+        .map(|_| {
+            let started = Instant::now();
+            embed(&provider, &long32);
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let first = times[0];
+    times.sort_by(f64::total_cmp);
+    result["cpu_arena"] = json!(args.cpu_arena);
+    result["long32_first_ms"] = json!(round(first, 1));
+    result["long32_ms"] = json!(round(times[1], 1));
+    result["rss_long32_mb"] = json!(round(rss_mb(), 1));
+    result["rss_peak_mb"] = json!(round(status_mb("VmHWM:"), 1));
 
     if let Some(path) = &args.vectors {
         let vectors = json!({

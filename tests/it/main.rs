@@ -6,6 +6,7 @@
 
 mod consistency;
 mod consumer;
+mod cpu_arena;
 mod errors;
 mod hub;
 mod model_files;
@@ -14,6 +15,7 @@ mod quantize;
 mod real_gemma;
 mod reference;
 mod runtime_missing;
+mod token_spans;
 mod tokenizer_file;
 mod truncation;
 

@@ -92,6 +92,15 @@ pub enum EmbeddingError {
     /// Running the model failed, or it produced values that are not finite.
     #[error("inference failed: {0}")]
     Inference(String),
+
+    /// The provider does not offer an optional capability (token spans, for one).
+    #[error("model `{model}` does not support {capability}")]
+    Unsupported {
+        /// The model's id.
+        model: String,
+        /// What was asked for, as a phrase (`token spans`).
+        capability: String,
+    },
 }
 
 /// The group an [`EmbeddingError`] belongs to; decides who must act (the caller or the operator).
@@ -114,7 +123,8 @@ impl EmbeddingError {
             | Self::UnsupportedDimension { .. }
             | Self::TextTooLong { .. }
             | Self::TooManyTokens { .. }
-            | Self::InvalidInput(_) => ErrorKind::InvalidInput,
+            | Self::InvalidInput(_)
+            | Self::Unsupported { .. } => ErrorKind::InvalidInput,
             Self::RuntimeUnavailable { .. } | Self::ModelLoad { .. } | Self::Download { .. } => {
                 ErrorKind::Load
             }
@@ -196,6 +206,16 @@ mod tests {
         assert_eq!(
             EmbeddingError::Inference("x".into()).kind(),
             ErrorKind::Runtime
+        );
+        // Asking a model for what it cannot do fails again unchanged: the caller's to change.
+        let unsupported = EmbeddingError::Unsupported {
+            model: "m".into(),
+            capability: "token spans".into(),
+        };
+        assert!(unsupported.is_invalid_input());
+        assert_eq!(
+            unsupported.to_string(),
+            "model `m` does not support token spans"
         );
     }
 }

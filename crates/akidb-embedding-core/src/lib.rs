@@ -23,7 +23,9 @@
 //! model run over a batch of [`Encoding`]s (formed by [`batching::plan_runs`]), and
 //! [`pipeline::finish`] (Matryoshka cut, normalisation, non-finite check). Services drive the
 //! steps themselves to merge requests into shared runs; [`EmbeddingProvider::embed`] chains
-//! them for everyone else.
+//! them for everyone else. [`EmbeddingProvider::token_spans`] shows what the model reads: each
+//! token's id and the bytes of the caller's text it stands for ([`TokenSpan`]), under the same
+//! prompt and truncation rules.
 //!
 //! This crate is deliberately light (no ONNX Runtime, no tokenizer, no HTTP): it holds the
 //! types, the pipeline every provider shares, the validation it applies ([`validate`]) and the
@@ -36,6 +38,7 @@ pub mod pipeline;
 mod provider;
 mod request;
 mod response;
+pub mod token_span;
 pub mod validate;
 pub mod vector;
 
@@ -45,3 +48,4 @@ pub use pipeline::{Encoding, OutputOptions, TextEncoder, TokenizedRequest};
 pub use provider::EmbeddingProvider;
 pub use request::{EmbedRequest, Truncation};
 pub use response::EmbedResponse;
+pub use token_span::{TokenKind, TokenSpan};

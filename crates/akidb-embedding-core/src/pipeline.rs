@@ -8,6 +8,7 @@
 //! steps ([`TextEncoder::encode`] and [`crate::EmbeddingProvider::run`]); the ONNX provider,
 //! the mock and the service all go through these functions, so no step is repeated anywhere.
 
+use crate::token_span::{self, TokenSpan};
 use crate::{EmbedRequest, EmbedResponse, EmbeddingError, ModelInfo, Result, Truncation};
 use crate::{validate, vector};
 
@@ -95,6 +96,24 @@ pub trait TextEncoder {
     /// when `truncation` is [`Truncation::Error`]. CPU work: call it off async worker threads
     /// for large texts.
     fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding>;
+
+    /// Tokenises one text like [`TextEncoder::encode`] (same ids, same truncation, same
+    /// errors) and tells, for each token, whether it is special and which bytes of `text` it
+    /// stands for ([`TokenSpan`], spans into `text`, prompt included: [`token_spans`] maps
+    /// them to the caller's text). The default refuses with [`EmbeddingError::Unsupported`]:
+    /// an encoder whose tokenizer keeps no offsets need not implement it.
+    fn encode_spans(
+        &self,
+        text: &str,
+        truncation: Truncation,
+        index: usize,
+    ) -> Result<Vec<TokenSpan>> {
+        let _ = (text, truncation, index);
+        Err(EmbeddingError::Unsupported {
+            model: self.model_info().id.clone(),
+            capability: "token spans".to_string(),
+        })
+    }
 }
 
 /// Validates `request` against the encoder's model, resolves its prompt and tokenises every
@@ -134,6 +153,38 @@ pub fn tokenize<E: TextEncoder + ?Sized>(
             normalize: request.normalize,
         },
     })
+}
+
+/// The tokens of each text of `request` as the model reads them, with their spans in the
+/// caller's texts: validated, prompted and truncated exactly as [`tokenize`] does (the ids are
+/// those [`tokenize`] gives), through [`TextEncoder::encode_spans`]. Tokens of the prompt are
+/// [`TokenKind::Prompt`](crate::TokenKind::Prompt) without a span; other spans are byte
+/// offsets into the caller's text (see [`crate::token_span`]).
+pub fn token_spans<E: TextEncoder + ?Sized>(
+    encoder: &E,
+    request: &EmbedRequest,
+) -> Result<Vec<Vec<TokenSpan>>> {
+    let info = encoder.model_info();
+    validate::check_request(request, info)?;
+    let prompt = validate::resolve_prompt(
+        request.prompt_name.as_deref(),
+        |name| encoder.prompt(name),
+        &info.prompts,
+    )?;
+    request
+        .texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let tokens = if prompt.is_empty() {
+                encoder.encode_spans(text, request.truncation, index)?
+            } else {
+                let prompted = format!("{prompt}{text}");
+                encoder.encode_spans(&prompted, request.truncation, index)?
+            };
+            Ok(token_span::relative_to_text(tokens, prompt, text))
+        })
+        .collect()
 }
 
 /// Turns a run's raw vectors for one request into its response: the Matryoshka cut,
@@ -217,6 +268,94 @@ mod tests {
             ids.push(2);
             Ok(Encoding::new(ids))
         }
+        /// One token per byte of the text, its span that byte.
+        fn encode_spans(
+            &self,
+            text: &str,
+            truncation: Truncation,
+            index: usize,
+        ) -> Result<Vec<TokenSpan>> {
+            let ids = self.encode(text, truncation, index)?.ids;
+            let last = ids.len() - 1;
+            Ok(ids
+                .into_iter()
+                .enumerate()
+                .map(|(at, id)| match at {
+                    0 => TokenSpan::special(id, "<s>"),
+                    _ if at == last => TokenSpan::special(id, "</s>"),
+                    _ => TokenSpan::text(id, char::from(id as u8).to_string(), at - 1..at),
+                })
+                .collect())
+        }
+    }
+
+    /// An encoder that keeps no offsets.
+    struct NoSpans(Bytes);
+
+    impl TextEncoder for NoSpans {
+        fn model_info(&self) -> &ModelInfo {
+            &self.0.info
+        }
+        fn prompt(&self, name: &str) -> Option<&str> {
+            self.0.prompt(name)
+        }
+        fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
+            self.0.encode(text, truncation, index)
+        }
+    }
+
+    #[test]
+    fn token_spans_follow_tokenize_and_refer_to_the_callers_text() {
+        use crate::TokenKind;
+        let encoder = Bytes::new();
+        let request = EmbedRequest::new(["ab", "abcdefgh"]).with_prompt("q");
+        let spans = token_spans(&encoder, &request).unwrap();
+        let tokenized = tokenize(&encoder, &request).unwrap();
+        for (tokens, encoding) in spans.iter().zip(&tokenized.encodings) {
+            let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+            assert_eq!(ids, encoding.ids, "the ids embedding uses");
+        }
+        let kinds: Vec<TokenKind> = spans[0].iter().map(|t| t.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                TokenKind::Special,
+                TokenKind::Prompt,
+                TokenKind::Text,
+                TokenKind::Text,
+                TokenKind::Special
+            ]
+        );
+        assert_eq!(spans[0][2].slice("ab"), Some("a"));
+        assert_eq!(spans[0][3].span, Some(1..2));
+        // Truncated like embedding: "Q" + 3 of the 8 bytes fit the 6-token limit.
+        assert_eq!(spans[1].len(), 6);
+        assert_eq!(spans[1][4].slice("abcdefgh"), Some("c"));
+        // Validation and truncation errors are the embedding path's.
+        let strict = EmbedRequest::new(["too long"]).with_truncation(Truncation::Error);
+        assert_eq!(
+            token_spans(&encoder, &strict).unwrap_err(),
+            tokenize(&encoder, &strict).unwrap_err()
+        );
+        assert!(
+            token_spans(&encoder, &EmbedRequest::new(["a"]).with_prompt("nope"))
+                .unwrap_err()
+                .is_invalid_input()
+        );
+    }
+
+    #[test]
+    fn encoders_without_offsets_say_so() {
+        let encoder = NoSpans(Bytes::new());
+        let err = token_spans(&encoder, &EmbedRequest::new(["a"])).unwrap_err();
+        assert_eq!(
+            err,
+            EmbeddingError::Unsupported {
+                model: "bytes".into(),
+                capability: "token spans".into()
+            }
+        );
+        assert!(tokenize(&encoder, &EmbedRequest::new(["a"])).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::pipeline::{self, Encoding, TokenizedRequest};
-use crate::{EmbedRequest, EmbedResponse, EmbeddingError, ModelInfo, Result};
+use crate::{EmbedRequest, EmbedResponse, EmbeddingError, ModelInfo, Result, TokenSpan};
 
 /// Something that turns texts into vectors, in two steps a service can drive separately.
 ///
@@ -33,6 +33,23 @@ pub trait EmbeddingProvider: Send + Sync {
     /// bounds need. An error that concerns one text names its position in `batch`.
     async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>>;
 
+    /// The tokens of each text of `request` as the model reads them, with the bytes of the
+    /// caller's text each stands for: validated, prompted and truncated exactly as
+    /// [`tokenize`](Self::tokenize) does, so the ids are the ones embedding feeds the model
+    /// (implementations go through [`pipeline::token_spans`]). Spans are byte offsets on
+    /// character boundaries of the text sent; special and prompt tokens have none (see
+    /// [`crate::token_span`]). `dimensions` and `normalize` are checked but play no part.
+    ///
+    /// Optional: the default answers [`EmbeddingError::Unsupported`], for providers whose
+    /// tokenizer keeps no offsets.
+    async fn token_spans(&self, request: EmbedRequest) -> Result<Vec<Vec<TokenSpan>>> {
+        let _ = request;
+        Err(EmbeddingError::Unsupported {
+            model: self.model_info().id.clone(),
+            capability: "token spans".to_string(),
+        })
+    }
+
     /// Embeds every text of the request; vectors come back in input order.
     async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse> {
         let tokenized = self.tokenize(request).await?;
@@ -52,5 +69,53 @@ pub trait EmbeddingProvider: Send + Sync {
                 "health check: the model returned no vector of {expected} values"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A provider that implements only what the trait requires.
+    struct Minimal(ModelInfo);
+
+    #[async_trait]
+    impl EmbeddingProvider for Minimal {
+        fn model_info(&self) -> &ModelInfo {
+            &self.0
+        }
+        async fn tokenize(&self, request: EmbedRequest) -> Result<TokenizedRequest> {
+            Err(EmbeddingError::InvalidInput(format!(
+                "{} texts",
+                request.texts.len()
+            )))
+        }
+        async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>> {
+            Ok(vec![vec![0.0; self.0.dimension]; batch.len()])
+        }
+    }
+
+    #[tokio::test]
+    async fn token_spans_default_to_a_typed_refusal_through_a_trait_object() {
+        let provider: Arc<dyn EmbeddingProvider> = Arc::new(Minimal(ModelInfo {
+            id: "minimal".into(),
+            dimension: 2,
+            max_tokens: 8,
+            dimensions: vec![2],
+            prompts: vec![],
+        }));
+        let err = provider
+            .token_spans(EmbedRequest::new(["a"]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            EmbeddingError::Unsupported {
+                model: "minimal".into(),
+                capability: "token spans".into()
+            }
+        );
+        assert!(err.is_invalid_input());
     }
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use akidb_embedding_core::{
     EmbedRequest, EmbeddingError, EmbeddingProvider, Encoding, ModelInfo, Result, TextEncoder,
-    TokenizedRequest, Truncation, pipeline,
+    TokenSpan, TokenizedRequest, Truncation, pipeline,
 };
 use async_trait::async_trait;
 
@@ -216,6 +216,39 @@ impl TextEncoder for MockEmbeddingProvider {
     /// token and an end token that carries any trailing whitespace.
     fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
         self.tokenizer_calls.fetch_add(1, Ordering::SeqCst);
+        let ids = self
+            .split(text, truncation, index)?
+            .into_iter()
+            .map(|token| token.id)
+            .collect();
+        let encoding = Encoding::new(ids);
+        if let Some(marker) = self.marker()
+            && text.contains(marker)
+            && let Ok(mut marked) = self.marked.lock()
+        {
+            marked.insert(fingerprint(&encoding));
+        }
+        Ok(encoding)
+    }
+
+    /// The tokens [`TextEncoder::encode`] gives, with spans: each word token stands for the
+    /// word and the whitespace before it, a closing whitespace token for that whitespace.
+    fn encode_spans(
+        &self,
+        text: &str,
+        truncation: Truncation,
+        index: usize,
+    ) -> Result<Vec<TokenSpan>> {
+        self.tokenizer_calls.fetch_add(1, Ordering::SeqCst);
+        self.split(text, truncation, index)
+    }
+}
+
+impl MockEmbeddingProvider {
+    /// The mock's tokenizer: the start token, one token per word (with the whitespace before
+    /// it), then the end token, or a token for trailing whitespace; truncated or refused at
+    /// the token limit.
+    fn split(&self, text: &str, truncation: Truncation, index: usize) -> Result<Vec<TokenSpan>> {
         let max_words = self.info.max_tokens - 2;
         let words = text.split_whitespace().count();
         let check = self.failure != FailureMode::UnderCountTokens;
@@ -227,32 +260,28 @@ impl TextEncoder for MockEmbeddingProvider {
             });
         }
         let kept = if check { words.min(max_words) } else { words };
-        let mut ids = Vec::with_capacity(kept + 2);
-        ids.push(BOS_ID);
-        let mut rest = text;
+        let mut tokens = Vec::with_capacity(kept + 2);
+        tokens.push(TokenSpan::special(BOS_ID, "<s>"));
+        let mut at = 0;
         for _ in 0..kept {
+            let rest = &text[at..];
             let start = rest
                 .find(|c: char| !c.is_whitespace())
                 .unwrap_or(rest.len());
             let end = rest[start..]
                 .find(char::is_whitespace)
                 .map_or(rest.len(), |offset| start + offset);
-            ids.push(word_id(&rest[..end]));
-            rest = &rest[end..];
+            let piece = &rest[..end];
+            tokens.push(TokenSpan::text(word_id(piece), piece, at..at + end));
+            at += end;
         }
-        ids.push(if kept < words || rest.is_empty() {
-            EOS_ID
+        let rest = &text[at..];
+        tokens.push(if kept < words || rest.is_empty() {
+            TokenSpan::special(EOS_ID, "</s>")
         } else {
-            word_id(rest)
+            TokenSpan::text(word_id(rest), rest, at..text.len())
         });
-        let encoding = Encoding::new(ids);
-        if let Some(marker) = self.marker()
-            && text.contains(marker)
-            && let Ok(mut marked) = self.marked.lock()
-        {
-            marked.insert(fingerprint(&encoding));
-        }
-        Ok(encoding)
+        Ok(tokens)
     }
 }
 
@@ -265,6 +294,10 @@ impl EmbeddingProvider for MockEmbeddingProvider {
     async fn tokenize(&self, request: EmbedRequest) -> Result<TokenizedRequest> {
         // Splitting on whitespace is cheap enough for the calling task.
         pipeline::tokenize(self, &request)
+    }
+
+    async fn token_spans(&self, request: EmbedRequest) -> Result<Vec<Vec<TokenSpan>>> {
+        pipeline::token_spans(self, &request)
     }
 
     async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>> {
@@ -558,5 +591,59 @@ mod tests {
                 max_tokens: 4
             })
         );
+    }
+
+    #[tokio::test]
+    async fn token_spans_are_the_embedding_tokens_with_their_text() {
+        use akidb_embedding_core::TokenKind;
+        let mock = MockEmbeddingProvider::new(8).with_max_tokens(5);
+        let texts = ["  héllo 東京  ", "a b c d e"];
+        for prompt in [None, Some("query")] {
+            let mut request = EmbedRequest::new(texts);
+            request.prompt_name = prompt.map(str::to_string);
+            let spans = mock.token_spans(request.clone()).await.unwrap();
+            let tokenized = mock.tokenize(request).await.unwrap();
+            for ((text, tokens), encoding) in texts.iter().zip(&spans).zip(&tokenized.encodings) {
+                let ids: Vec<u32> = tokens.iter().map(|t| t.id).collect();
+                assert_eq!(ids, encoding.ids, "{text:?} with prompt {prompt:?}");
+                for token in tokens.iter().filter(|t| t.kind == TokenKind::Text) {
+                    let slice = token.slice(text).unwrap();
+                    // The mock's token is the text it stands for, but for the prompt's part.
+                    assert!(token.token.ends_with(slice), "{token:?} in {text:?}");
+                }
+            }
+            let kinds: Vec<TokenKind> = spans[0].iter().map(|t| t.kind).collect();
+            let expected: &[TokenKind] = match prompt {
+                None => &[
+                    TokenKind::Special,
+                    TokenKind::Text,
+                    TokenKind::Text,
+                    TokenKind::Text,
+                ],
+                // "query:" is the prompt's; the prompt's space goes with "héllo".
+                Some(_) => &[
+                    TokenKind::Special,
+                    TokenKind::Prompt,
+                    TokenKind::Text,
+                    TokenKind::Text,
+                    TokenKind::Text,
+                ],
+            };
+            assert_eq!(kinds, expected, "prompt {prompt:?}");
+        }
+        let spans = mock
+            .token_spans(EmbedRequest::new(["  héllo 東京  "]))
+            .await
+            .unwrap();
+        let text = "  héllo 東京  ";
+        let slices: Vec<&str> = spans[0].iter().filter_map(|t| t.slice(text)).collect();
+        assert_eq!(slices, ["  héllo", " 東京", "  "]);
+        // Truncated at the limit, like embedding: 3 words, then the end token.
+        let spans = mock
+            .token_spans(EmbedRequest::new(["a b c d e"]))
+            .await
+            .unwrap();
+        assert_eq!(spans[0].len(), 5);
+        assert!(spans[0][4].is_special());
     }
 }

@@ -53,6 +53,7 @@ pub struct LoadOptions {
     pub(crate) weights_mapping: WeightsMapping,
     pub(crate) weights_copy_dir: Option<PathBuf>,
     pub(crate) cuda: bool,
+    pub(crate) cpu_arena: bool,
 }
 
 impl LoadOptions {
@@ -78,6 +79,7 @@ impl LoadOptions {
             weights_mapping: WeightsMapping::default(),
             weights_copy_dir: None,
             cuda: false,
+            cpu_arena: true,
         }
     }
 
@@ -244,9 +246,27 @@ impl LoadOptions {
         self
     }
 
+    /// Whether ONNX Runtime's CPU memory arena is on (default `true`, ONNX Runtime's own
+    /// default). The arena keeps the memory of the largest run for later runs: fast, but the
+    /// process holds the peak of its biggest batch for good. `false` allocates each run's
+    /// buffers from the system allocator and returns them afterwards: the resident memory
+    /// after a large batch falls back, at some cost per run (measured in `benches/README.md`).
+    /// Vectors are the same either way. The setting shapes memory at run time, not the graph,
+    /// so the optimised-graph cache does not depend on it.
+    #[must_use]
+    pub fn with_cpu_arena(mut self, enabled: bool) -> Self {
+        self.cpu_arena = enabled;
+        self
+    }
+
     /// The model string this was created with.
     pub fn model(&self) -> &str {
         &self.model
+    }
+
+    /// Whether ONNX Runtime's CPU memory arena is on (see [`LoadOptions::with_cpu_arena`]).
+    pub fn cpu_arena(&self) -> bool {
+        self.cpu_arena
     }
 }
 
@@ -265,6 +285,7 @@ mod tests {
         assert!(options.models_dir.is_none() && options.runtime_library.is_none());
         assert!(options.runtime_search.is_empty());
         assert_eq!(options.optimization, OptimizationLevel::All);
+        assert!(options.cpu_arena, "ONNX Runtime's default: the arena is on");
     }
 
     #[test]
@@ -275,9 +296,11 @@ mod tests {
             .with_intra_threads(0)
             .with_runtime_search(["/a", "/b"])
             .with_models_dir("/models")
-            .with_optimization(OptimizationLevel::Basic);
+            .with_optimization(OptimizationLevel::Basic)
+            .with_cpu_arena(false);
         assert_eq!((options.max_batch_size, options.max_batch_tokens), (1, 1));
         assert_eq!(options.intra_threads, Some(1));
+        assert!(!options.cpu_arena);
         assert_eq!(
             options.runtime_search,
             vec![PathBuf::from("/a"), PathBuf::from("/b")]

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use akidb_embedding_core::{
     EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, Encoding, ModelInfo, Result,
-    TextEncoder, TokenizedRequest, Truncation, pipeline,
+    TextEncoder, TokenSpan, TokenizedRequest, Truncation, pipeline,
 };
 use async_trait::async_trait;
 
@@ -182,6 +182,18 @@ impl EmbeddingProvider for OnnxEmbeddingProvider {
             .map_err(|e| EmbeddingError::Inference(format!("tokenising task failed: {e}")))?
     }
 
+    async fn token_spans(&self, request: EmbedRequest) -> Result<Vec<Vec<TokenSpan>>> {
+        // As `tokenize`: small requests here, large ones on the blocking pool.
+        let bytes: usize = request.texts.iter().map(String::len).sum();
+        if bytes <= INLINE_TOKENIZE_BYTES {
+            return pipeline::token_spans(&*self.model, &request);
+        }
+        let model = Arc::clone(&self.model);
+        tokio::task::spawn_blocking(move || pipeline::token_spans(&*model, &request))
+            .await
+            .map_err(|e| EmbeddingError::Inference(format!("tokenising task failed: {e}")))?
+    }
+
     async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>> {
         let model = Arc::clone(&self.model);
         tokio::task::spawn_blocking(move || model.session.run_all(&batch))
@@ -202,6 +214,16 @@ impl TextEncoder for Model {
     fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
         self.tokenizer_calls.fetch_add(1, Ordering::Relaxed);
         self.tokenizer.encode(text, truncation, index)
+    }
+
+    fn encode_spans(
+        &self,
+        text: &str,
+        truncation: Truncation,
+        index: usize,
+    ) -> Result<Vec<TokenSpan>> {
+        self.tokenizer_calls.fetch_add(1, Ordering::Relaxed);
+        self.tokenizer.encode_spans(text, truncation, index)
     }
 }
 

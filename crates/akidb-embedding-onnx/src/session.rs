@@ -263,6 +263,9 @@ pub(crate) fn build(
     if options.cuda {
         builder = with_cuda(builder).map_err(|e| load_error(&e))?;
     }
+    if !options.cpu_arena {
+        builder = without_cpu_arena(builder).map_err(|e| load_error(&e))?;
+    }
     // The optimised-graph cache is used only when its sidecar names exactly these source files
     // (size and modification time) and settings; anything else is rebuilt, never used.
     let mut record_cache = None;
@@ -367,6 +370,21 @@ fn optimized_cache_weights_name(cache: &Path) -> String {
         .file_name()
         .map_or_else(|| "optimized.onnx".into(), |n| n.to_string_lossy());
     format!("{name}_data")
+}
+
+/// Turns ONNX Runtime's CPU memory arena off (`DisableCpuMemArena` on the session options:
+/// ort rc.15 reaches it only through its CPU execution provider, which appends no provider,
+/// so CUDA, when asked for, keeps its place). Left alone when the arena is wanted: ONNX
+/// Runtime's default is on.
+fn without_cpu_arena(
+    builder: ort::session::builder::SessionBuilder,
+) -> ort::Result<ort::session::builder::SessionBuilder> {
+    builder
+        .with_execution_providers([ort::ep::CPU::default()
+            .with_arena_allocator(false)
+            .build()
+            .error_on_failure()])
+        .map_err(|e| ort::Error::new(e.to_string()))
 }
 
 #[cfg(feature = "cuda")]

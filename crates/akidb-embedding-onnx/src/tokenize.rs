@@ -14,10 +14,14 @@
 //! `cap + PREFIX_MARGIN_TOKENS` tokens lie within `(cap + PREFIX_MARGIN_TOKENS) × that` bytes.
 //! When the prefix nevertheless holds fewer tokens than that (text whose characters the
 //! normaliser drops), the whole text is tokenised: the guard never changes a result.
+//!
+//! [`TextTokenizer::encode_spans`] takes the very same path with the tokenizer's byte offsets
+//! computed (`Tokenizer::encode` instead of `encode_fast`, which skips them), so the tokens it
+//! describes are exactly those [`TextTokenizer::encode`] gives.
 
 use std::path::Path;
 
-use akidb_embedding_core::{EmbeddingError, Encoding, Result, Truncation};
+use akidb_embedding_core::{EmbeddingError, Encoding, Result, TokenSpan, Truncation};
 use tokenizers::Model as _;
 use tokenizers::{Tokenizer, TruncationDirection};
 
@@ -95,9 +99,55 @@ impl TextTokenizer {
     /// refused with [`EmbeddingError::TextTooLong`] naming `index` and the text's full token
     /// count when `truncation` says so.
     pub fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
+        let encoding = self.encode_with(text, truncation, index, Offsets::None)?;
+        Ok(Encoding {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    /// Tokenises `text` exactly as [`TextTokenizer::encode`] does (the same ids, the same
+    /// truncation and errors) and keeps where each token came from: special tokens (the
+    /// tokenizer's special-tokens mask) have no span, every other token the byte offsets of
+    /// `text` it stands for, as the tokenizer reports them (`Tokenizer::encode`, byte offsets
+    /// into the original text, normalisation undone), widened to character boundaries.
+    pub fn encode_spans(
+        &self,
+        text: &str,
+        truncation: Truncation,
+        index: usize,
+    ) -> Result<Vec<TokenSpan>> {
+        let encoding = self.encode_with(text, truncation, index, Offsets::Bytes)?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_tokens())
+            .zip(encoding.get_offsets())
+            .zip(encoding.get_special_tokens_mask())
+            .map(|(((&id, token), &(start, end)), &special)| {
+                if special == 1 {
+                    TokenSpan::special(id, token.as_str())
+                } else {
+                    let start = floor_char_boundary(text, start);
+                    let end = ceil_char_boundary(text, end.max(start));
+                    TokenSpan::text(id, token.as_str(), start..end)
+                }
+            })
+            .collect())
+    }
+
+    /// The one tokenisation path of [`TextTokenizer::encode`] and
+    /// [`TextTokenizer::encode_spans`]: only whether offsets are computed differs.
+    fn encode_with(
+        &self,
+        text: &str,
+        truncation: Truncation,
+        index: usize,
+        offsets: Offsets,
+    ) -> Result<tokenizers::Encoding> {
         let mut content = match truncation {
-            Truncation::Truncate => self.encode_first_tokens(text, index)?,
-            Truncation::Error => self.encode_content(text, index)?,
+            Truncation::Truncate => self.encode_first_tokens(text, index, offsets)?,
+            Truncation::Error => self.encode_content(text, index, offsets)?,
         };
         let total = content.len() + self.special_tokens;
         if total > self.max_tokens {
@@ -128,23 +178,26 @@ impl TextTokenizer {
                 self.tokenizer.id_to_token(id).unwrap_or_default()
             )));
         }
-        Ok(Encoding {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+        Ok(encoding)
     }
 
     /// Tokenises no more of `text` than its first `max_tokens` tokens can come from (see the
     /// module documentation); the result holds at least those tokens, exactly as the whole
     /// text would give them.
-    fn encode_first_tokens(&self, text: &str, index: usize) -> Result<tokenizers::Encoding> {
+    fn encode_first_tokens(
+        &self,
+        text: &str,
+        index: usize,
+        offsets: Offsets,
+    ) -> Result<tokenizers::Encoding> {
         let wanted = self.max_tokens - self.special_tokens + PREFIX_MARGIN_TOKENS;
         let budget = wanted.saturating_mul(self.max_token_bytes);
         if text.len() <= budget {
-            return self.encode_content(text, index);
+            return self.encode_content(text, index, offsets);
         }
+        // A prefix's offsets are offsets into the whole text: it starts where the text does.
         let prefix = &text[..floor_char_boundary(text, budget)];
-        let encoding = self.encode_content(prefix, index)?;
+        let encoding = self.encode_content(prefix, index, offsets)?;
         if encoding.len() >= wanted {
             return Ok(encoding);
         }
@@ -154,12 +207,20 @@ impl TextTokenizer {
             prefix_tokens = encoding.len(),
             "few tokens per byte: tokenising the whole text"
         );
-        self.encode_content(text, index)
+        self.encode_content(text, index, offsets)
     }
 
-    fn encode_content(&self, text: &str, index: usize) -> Result<tokenizers::Encoding> {
-        self.tokenizer
-            .encode_fast(text, false)
+    fn encode_content(
+        &self,
+        text: &str,
+        index: usize,
+        offsets: Offsets,
+    ) -> Result<tokenizers::Encoding> {
+        let encoded = match offsets {
+            Offsets::None => self.tokenizer.encode_fast(text, false),
+            Offsets::Bytes => self.tokenizer.encode(text, false),
+        };
+        encoded
             .map_err(|e| EmbeddingError::InvalidInput(format!("cannot tokenise text {index}: {e}")))
     }
 
@@ -216,6 +277,14 @@ impl TextTokenizer {
     }
 }
 
+/// Whether a tokenisation computes offsets (`encode_fast` skips them: the embedding path
+/// needs only ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offsets {
+    None,
+    Bytes,
+}
+
 /// What [`EmbeddingError::ModelLoad`] names before the tokenizer's file is known.
 const TOKENIZER: &str = "tokenizer";
 
@@ -245,6 +314,15 @@ fn floor_char_boundary(text: &str, at: usize) -> usize {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
         at -= 1;
+    }
+    at
+}
+
+/// The smallest char boundary of `text` at or above `at` (at most `text.len()`).
+fn ceil_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at += 1;
     }
     at
 }

@@ -186,6 +186,18 @@ pub struct Config {
     )]
     pub cuda: bool,
 
+    /// ONNX Runtime's CPU memory arena: `true` keeps the memory of the largest run for later
+    /// runs (ONNX Runtime's default); `false` returns each run's buffers to the system, so
+    /// memory falls back after a large batch, at some cost per run.
+    #[arg(
+        long,
+        env = "AKIDB_CPU_ARENA",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub cpu_arena: bool,
+
     /// Log format on stderr: `text` or `json` (one JSON object per line).
     #[arg(long, env = "AKIDB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -203,6 +215,12 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "AKIDB_BIND", default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
+
+    /// A second address serving only `GET /metrics`, without the API key, for Prometheus
+    /// (e.g. `0.0.0.0:9000`); unset: none. The main address keeps its `/metrics`, behind the
+    /// key when one is set.
+    #[arg(long, env = "AKIDB_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
 
     /// ONNX Runtime intra-op threads per model (default: the provider's own choice).
     #[arg(long, env = "AKIDB_THREADS", value_parser = positive)]
@@ -315,9 +333,11 @@ impl Default for Config {
             optimized_model_cache: None,
             graph_optimization: OptimizationLevel::All,
             cuda: false,
+            cpu_arena: true,
             log_format: LogFormat::Text,
             models: vec![DEFAULT_MODEL.to_string()],
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_bind: None,
             threads: None,
             weights_mapping: WeightsMapping::default(),
             weights_copy_dir: None,
@@ -517,6 +537,40 @@ mod tests {
             WeightsMapping::InPlace
         );
         assert!(parse(&["--weights-mapping", "mmap"]).is_err());
+
+        assert!(
+            defaults.cpu_arena && config.cpu_arena,
+            "ONNX Runtime's default: on"
+        );
+        for off in ["false", "off", "0", "no"] {
+            assert!(!parse(&["--cpu-arena", off]).unwrap().cpu_arena, "{off}");
+        }
+        assert!(parse(&["--cpu-arena", "on"]).unwrap().cpu_arena);
+        assert_eq!(defaults.metrics_bind, None);
+        assert_eq!(
+            config.metrics_bind, None,
+            "no metrics listener unless asked"
+        );
+        assert_eq!(
+            parse(&["--metrics-bind", "0.0.0.0:9000"])
+                .unwrap()
+                .metrics_bind,
+            Some(SocketAddr::from(([0, 0, 0, 0], 9000)))
+        );
+    }
+
+    #[test]
+    fn invalid_arena_and_metrics_settings_are_clear_errors() {
+        let error = parse(&["--cpu-arena", "maybe"]).unwrap_err().to_string();
+        assert!(
+            error.contains("maybe") && error.contains("--cpu-arena"),
+            "{error}"
+        );
+        let error = parse(&["--metrics-bind", "9000"]).unwrap_err().to_string();
+        assert!(
+            error.contains("9000") && error.contains("--metrics-bind"),
+            "{error}"
+        );
     }
 
     #[test]

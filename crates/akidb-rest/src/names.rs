@@ -4,45 +4,9 @@
 //! name is 404, never another model (a vector database must not mix models silently).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use akidb_embedding_core::{EmbeddingError, ModelInfo, Result};
 use akidb_embedding_onnx::ModelSpec;
-
-/// Token ids of a text as a model sees them (prompt and special tokens included).
-pub type TokenizeFn = dyn Fn(&str, Option<&str>) -> Result<Vec<u32>> + Send + Sync;
-
-/// Tokenizers of the loaded models by id, for `POST /tokenize` (models without one, such as
-/// the mock, are absent).
-#[derive(Default)]
-pub struct TokenizerRegistry {
-    by_model: Mutex<BTreeMap<String, Arc<TokenizeFn>>>,
-}
-
-impl std::fmt::Debug for TokenizerRegistry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenizerRegistry").finish_non_exhaustive()
-    }
-}
-
-impl TokenizerRegistry {
-    /// Registers the tokenizer of model `id`.
-    pub fn insert(&self, id: &str, tokenize: Arc<TokenizeFn>) {
-        self.by_model
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_string(), tokenize);
-    }
-
-    /// The tokenizer of model `id`, if it has one.
-    pub fn get(&self, id: &str) -> Option<Arc<TokenizeFn>> {
-        self.by_model
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
-    }
-}
 
 /// Every name of every served model.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -15,7 +15,6 @@ use akidb_embedding_onnx::{
 
 use crate::config::{Config, ProviderKind};
 use crate::loading::{DownloadLogger, LoadStatus, ModelState, PROGRESS_LOG_INTERVAL};
-use crate::names::TokenizerRegistry;
 
 /// Length of the mock's vectors.
 pub const MOCK_DIMENSION: usize = 384;
@@ -59,10 +58,10 @@ pub struct LoadPlan {
     pub graph_optimization: OptimizationLevel,
     /// Run on CUDA.
     pub cuda: bool,
+    /// ONNX Runtime's CPU memory arena on.
+    pub cpu_arena: bool,
     /// Where each model's state is kept for `/health` (`None`: not reported).
     pub status: Option<Arc<LoadStatus>>,
-    /// Where loaded models' tokenizers are registered for `/tokenize` (`None`: not kept).
-    pub tokenizers: Option<Arc<TokenizerRegistry>>,
 }
 
 impl LoadPlan {
@@ -70,13 +69,6 @@ impl LoadPlan {
     #[must_use]
     pub fn with_status(mut self, status: Arc<LoadStatus>) -> Self {
         self.status = Some(status);
-        self
-    }
-
-    /// Registers each loaded model's tokenizer in `tokenizers`.
-    #[must_use]
-    pub fn with_tokenizers(mut self, tokenizers: Arc<TokenizerRegistry>) -> Self {
-        self.tokenizers = Some(tokenizers);
         self
     }
 }
@@ -105,8 +97,8 @@ impl From<&Config> for LoadPlan {
             optimized_model_cache: config.optimized_model_cache.clone(),
             graph_optimization: config.graph_optimization,
             cuda: config.cuda,
+            cpu_arena: config.cpu_arena,
             status: None,
-            tokenizers: None,
         }
     }
 }
@@ -132,16 +124,13 @@ pub async fn load(plan: LoadPlan) -> Result<Vec<Arc<dyn EmbeddingProvider>>, Emb
             ProviderKind::Onnx => {
                 let options = onnx_options(model, &plan);
                 let status = plan.status.clone();
-                let tokenizers = plan.tokenizers.clone();
                 let name = model.clone();
-                tokio::task::spawn_blocking(move || {
-                    onnx(&name, options, status.as_ref(), tokenizers.as_deref())
-                })
-                .await
-                .map_err(|err| {
-                    EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
-                })
-                .and_then(|result| result)
+                tokio::task::spawn_blocking(move || onnx(&name, options, status.as_ref()))
+                    .await
+                    .map_err(|err| {
+                        EmbeddingError::model_load(model, format!("the loading task failed: {err}"))
+                    })
+                    .and_then(|result| result)
             }
         };
         let provider = match loaded {
@@ -180,7 +169,8 @@ fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
         .with_variant(plan.variant.clone())
         .with_revision(plan.revision.clone())
         .with_optimization(plan.graph_optimization)
-        .with_cuda(plan.cuda);
+        .with_cuda(plan.cuda)
+        .with_cpu_arena(plan.cpu_arena);
     if plan.offline {
         options = options.with_offline(true);
     }
@@ -238,7 +228,6 @@ fn onnx(
     model: &str,
     mut options: LoadOptions,
     status: Option<&Arc<LoadStatus>>,
-    tokenizers: Option<&TokenizerRegistry>,
 ) -> Result<Arc<dyn EmbeddingProvider>, EmbeddingError> {
     if let Some(status) = status {
         options = options.with_download_progress(Arc::new(DownloadLogger::new(
@@ -247,15 +236,7 @@ fn onnx(
             progress_interval(),
         )));
     }
-    let provider = OnnxEmbeddingProvider::load(options)?;
-    if let Some(tokenizers) = tokenizers {
-        let tokenizer = provider.clone();
-        tokenizers.insert(
-            &provider.model_info().id,
-            Arc::new(move |text: &str, prompt: Option<&str>| tokenizer.token_ids(text, prompt)),
-        );
-    }
-    Ok(Arc::new(provider))
+    Ok(Arc::new(OnnxEmbeddingProvider::load(options)?))
 }
 
 /// [`PROGRESS_LOG_INTERVAL`], or `AKIDB_PROGRESS_INTERVAL_MS` when set (tests log faster).
@@ -264,4 +245,22 @@ fn progress_interval() -> std::time::Duration {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(PROGRESS_LOG_INTERVAL, std::time::Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_arena_setting_reaches_the_load_options() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let plan = LoadPlan::from(&parse(&[]));
+        assert!(onnx_options("m", &plan).cpu_arena(), "on by default");
+        let plan = LoadPlan::from(&parse(&["--cpu-arena", "false"]));
+        assert!(!onnx_options("m", &plan).cpu_arena());
+    }
 }

@@ -11,6 +11,9 @@
 //! | `GET /health` | 200 once every model is loaded and warmed up, 503 before, with each model's state (never needs the API key) |
 //! | `GET /api/v1/models` | the served models: id, dimension, max_tokens, dimensions, prompts |
 //! | `GET /metrics` | Prometheus text exposition |
+//!
+//! With `AKIDB_METRICS_BIND`, a second listener serves `GET /metrics` alone, without the API
+//! key ([`metrics_router`]).
 
 use std::time::Instant;
 
@@ -225,6 +228,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The router of the metrics listener (`AKIDB_METRICS_BIND`): `GET /metrics` only, without
+/// the API key, as Prometheus scrapes by convention (text-embeddings-inference's
+/// `--prometheus-port`). Scrapes are counted and logged like those of the main listener.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            observability::observe,
+        ))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 /// Records every routed request's status and latency.

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::connections::{self, ConnectionLimits};
 use crate::providers::{self, LoadPlan};
-use crate::routes::router;
+use crate::routes::{metrics_router, router};
 use crate::state::AppState;
 
 /// Why the service stopped other than by a shutdown signal.
@@ -35,25 +36,33 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// A bound listener and the state its router will serve; models come later, in [`Server::run`].
+/// A bound listener (and the metrics listener, when asked for) and the state its router will
+/// serve; models come later, in [`Server::run`].
 pub struct Server {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     limits: ConnectionLimits,
     drain_delay: Duration,
 }
 
 impl Server {
-    /// Opens the listening socket of `config.bind` (port 0 picks a free port).
+    /// Opens the listening socket of `config.bind`, and of `config.metrics_bind` when set
+    /// (port 0 picks a free port).
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let listen = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let listener = listen(config.bind).await?;
+        let metrics_listener = match config.metrics_bind {
+            Some(addr) => Some(listen(addr).await?),
+            None => None,
+        };
         Ok(Self {
             listener,
+            metrics_listener,
             state: AppState::new(config),
             limits: ConnectionLimits::from(config),
             drain_delay: config.drain_delay(),
@@ -63,6 +72,11 @@ impl Server {
     /// The address the service listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the metrics listener, when `AKIDB_METRICS_BIND` asked for one.
+    pub fn metrics_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// The state the router serves (for tests and embedding applications).
@@ -75,6 +89,8 @@ impl Server {
     /// `shutdown` completes the service drains: `/health` answers 503 and every answer
     /// carries `Connection: close` while requests are still served for the drain delay; then
     /// the listener closes, idle connections close, and in-flight requests finish within the
+    /// shutdown timeout. The metrics listener, if any, keeps answering scrapes through the
+    /// drain (they show it) and closes with the main listener, its connections under the same
     /// shutdown timeout. Stops at once with [`ServeError::Load`] when loading fails.
     pub async fn run<L, S>(self, loader: L, shutdown: S) -> Result<(), ServeError>
     where
@@ -85,11 +101,33 @@ impl Server {
     {
         let Self {
             listener,
+            metrics_listener,
             state,
             limits,
             drain_delay,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
+        // Completes when the main listener closes (or the server is gone).
+        let (listener_closed, mut closed) = watch::channel(false);
+        let metrics = match metrics_listener {
+            Some(metrics_listener) => {
+                let addr = metrics_listener.local_addr()?;
+                tracing::info!(metrics_bind = %addr, "serving /metrics without the API key");
+                Some(tokio::spawn(
+                    connections::serve(
+                        metrics_listener,
+                        metrics_router(state.clone()),
+                        state.clone(),
+                        limits,
+                        async move {
+                            let _ = closed.wait_for(|closed| *closed).await;
+                        },
+                    )
+                    .instrument(tracing::info_span!("metrics_listener", metrics_bind = %addr)),
+                ))
+            }
+            None => None,
+        };
         let load_failed = Arc::new(Notify::new());
         let loading = tokio::spawn({
             let state = state.clone();
@@ -109,9 +147,14 @@ impl Server {
                     () = shutdown => drain(&state, drain_delay).await,
                     () = load_failed.notified() => {}
                 }
+                let _ = listener_closed.send(true);
             }
         };
         connections::serve(listener, router(state.clone()), state, limits, stop).await;
+        if let Some(metrics) = metrics {
+            // Its shutdown started with the main listener's: bounded by the same timeout.
+            let _ = metrics.await;
+        }
         if !loading.is_finished() {
             loading.abort();
             return Ok(());
@@ -167,9 +210,7 @@ where
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     config.warn_about_legacy_settings();
     let server = Server::bind(&config).await?;
-    let plan = LoadPlan::from(&config)
-        .with_status(Arc::clone(server.state().load_status()))
-        .with_tokenizers(Arc::clone(server.state().tokenizers()));
+    let plan = LoadPlan::from(&config).with_status(Arc::clone(server.state().load_status()));
     server.run(providers::load(plan), shutdown_signal()).await
 }
 

@@ -11,7 +11,7 @@ use crate::config::{ApiKey, Config};
 use crate::error::ApiError;
 use crate::loading::LoadStatus;
 use crate::metrics::Metrics;
-use crate::names::{ServedNames, TokenizerRegistry};
+use crate::names::ServedNames;
 
 /// Per-request limits checked at the edge, before the request is tokenised.
 ///
@@ -68,7 +68,6 @@ struct Shared {
     served_names: Vec<Vec<String>>,
     default_prompts: Vec<Option<String>>,
     load_status: Arc<LoadStatus>,
-    tokenizers: Arc<TokenizerRegistry>,
     config: Config,
 }
 
@@ -127,7 +126,7 @@ impl Models {
         self.default_prompts.get(position)?.as_deref()
     }
 
-    /// The provider behind `model` (to count tokens without queueing).
+    /// The provider behind `model` (to count tokens or show them without queueing).
     pub fn provider(&self, model: &Batcher) -> Option<&Arc<dyn EmbeddingProvider>> {
         let position = self
             .batchers
@@ -185,7 +184,6 @@ impl AppState {
                 served_names: config.served_names(),
                 default_prompts: config.default_prompts(),
                 load_status: Arc::new(LoadStatus::new(&config.model_names())),
-                tokenizers: Arc::new(TokenizerRegistry::default()),
                 config: config.clone(),
             }),
         }
@@ -346,11 +344,6 @@ impl AppState {
     /// Each configured model's loading state.
     pub fn load_status(&self) -> &Arc<LoadStatus> {
         &self.shared.load_status
-    }
-
-    /// The loaded models' tokenizers (for `POST /tokenize`).
-    pub fn tokenizers(&self) -> &Arc<TokenizerRegistry> {
-        &self.shared.tokenizers
     }
 
     /// The configuration the service started with (for `GET /info`).

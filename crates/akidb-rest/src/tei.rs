@@ -6,14 +6,17 @@
 //! - `POST /embed` and `POST /` (TEI's root route): `inputs` a string or an array of strings;
 //!   `normalize`, `truncate`, `truncation_direction` (`Right`/`Left`), `prompt_name`,
 //!   `dimensions`, and the extension `model`; answers a bare array of vectors;
-//! - `POST /tokenize`: the token ids of each text (`[[{"id", "text", "special", "start",
-//!   "stop"}]]`, TEI's shape; `text`, `start` and `stop` are null, see below);
+//! - `POST /tokenize`: the tokens of each text (`[[{"id", "text", "special", "start",
+//!   "stop"}]]`, TEI's shape), with `start`/`stop` byte offsets into the input (see
+//!   [`SimpleToken`]);
 //! - `GET /info`: model id, revision, dtype/variant, limits, version.
 //!
 //! Errors are TEI's: `{"error": "...", "error_type": "Validation"}` with TEI's status codes
 //! (422 validation, 400 empty input, 429 overloaded, 503 not ready, 424 model failure).
 
-use akidb_embedding_core::{EmbedRequest, EmbeddingError, EmbeddingProvider, Truncation};
+use akidb_embedding_core::{
+    EmbedRequest, EmbeddingError, EmbeddingProvider, TokenKind, TokenSpan, Truncation,
+};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -239,10 +242,17 @@ async fn keep_end(
 pub struct TokenizeBody {
     /// The texts.
     pub inputs: TeiInputs,
-    /// A prompt the model defines, prepended before tokenising.
+    /// Include the special tokens (`[CLS]`, `<bos>`, …) in the answer (default `true`, as
+    /// TEI). `false` leaves them out of the answer; the other tokens are unchanged (the model
+    /// still reads the special tokens, and truncation still counts them).
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+    /// A prompt the model defines, prepended before tokenising (default: the model's default
+    /// prompt, as on the embedding routes).
     #[serde(default)]
     pub prompt_name: Option<String>,
-    /// Ask for each token's text span; refused (422) while the tokenizers give no offsets.
+    /// Require each token's text span: refused (422) when the model cannot give them. Spans
+    /// are given whenever the model can, asked or not, as TEI always gives them.
     #[serde(default)]
     pub return_offsets: bool,
     /// Extension: the model, when the service serves several.
@@ -251,34 +261,71 @@ pub struct TokenizeBody {
 }
 
 /// One token as TEI's `/tokenize` returns it.
+///
+/// A text token has its `text` (the bytes of the input it stands for) and `start`/`stop`,
+/// **byte** offsets into the input as sent (TEI's, from the tokenizer's byte offsets), always
+/// on UTF-8 character boundaries. A special token has its vocabulary entry as `text`
+/// (`[CLS]`), `special: true` and no offsets (TEI's answer). A token of a task prompt
+/// (`prompt_name`) has its vocabulary entry as `text`, `special: false` and no offsets: the
+/// offsets refer to the caller's input, never to the prompt prepended to it (TEI's refer to
+/// the prompted string). Without spans from the model, `text`, `special`, `start` and
+/// `stop` are null.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimpleToken {
-    /// The token id.
+    /// The token id, as the model reads it.
     pub id: u32,
-    /// The token's text (not available: null).
+    /// The input's text the token stands for, or the vocabulary entry of a special or prompt
+    /// token.
     pub text: Option<String>,
-    /// Whether it is a special token (not available: null).
+    /// Whether it is a special token.
     pub special: Option<bool>,
-    /// Start of its span in the text (not available: null).
+    /// First byte of its span in the input.
     pub start: Option<usize>,
-    /// End of its span in the text (not available: null).
+    /// End (exclusive) of its span in the input, in bytes.
     pub stop: Option<usize>,
 }
 
-/// `POST /tokenize`: each text's token ids, as the model sees them (prompt, special tokens,
-/// truncation applied).
+impl SimpleToken {
+    /// The answer for `token`, a token of `input`.
+    fn from_span(token: TokenSpan, input: &str) -> Self {
+        let text = token.slice(input).map(str::to_string);
+        match (token.kind, token.span, text) {
+            (TokenKind::Text, Some(span), Some(text)) => Self {
+                id: token.id,
+                text: Some(text),
+                special: Some(false),
+                start: Some(span.start),
+                stop: Some(span.end),
+            },
+            (kind, _, _) => Self {
+                id: token.id,
+                text: Some(token.token),
+                special: Some(kind == TokenKind::Special),
+                start: None,
+                stop: None,
+            },
+        }
+    }
+
+    /// A token known only by its id.
+    fn id_only(id: u32) -> Self {
+        Self {
+            id,
+            text: None,
+            special: None,
+            start: None,
+            stop: None,
+        }
+    }
+}
+
+/// `POST /tokenize`: each text's tokens as the model reads them (prompt, special tokens,
+/// truncation applied: the ids embedding uses), with their spans in the input.
 pub async fn tokenize(
     State(state): State<AppState>,
     body: Result<ApiJson<TokenizeBody>, ApiError>,
 ) -> Result<Json<Vec<Vec<SimpleToken>>>, TeiError> {
     let ApiJson(body) = body?;
-    if body.return_offsets {
-        return Err(ApiError::InvalidRequest(
-            "`return_offsets` is not supported yet: the token ids are available, their text spans are not"
-                .into(),
-        )
-        .into());
-    }
     let texts = body.inputs.into_texts();
     if texts.is_empty() {
         return Err(
@@ -288,34 +335,44 @@ pub async fn tokenize(
     state.limits().check(&texts)?;
     let models = state.models()?;
     let batcher = models.resolve(body.model.as_deref())?;
-    let id = batcher.model_info().id.clone();
-    let tokenizer = state.tokenizers().get(&id).ok_or_else(|| {
-        ApiError::InvalidRequest(format!("model `{id}` has no tokenizer to show"))
-    })?;
-    let prompt = body
+    let provider = models
+        .provider(batcher)
+        .ok_or_else(|| ApiError::Internal("the model's provider is gone".into()))?;
+    let mut request = EmbedRequest::new(texts);
+    request.prompt_name = body
         .prompt_name
         .or_else(|| models.default_prompt(batcher).map(str::to_string));
-    let tokens = tokio::task::spawn_blocking(move || {
-        texts
-            .iter()
-            .map(|text| {
-                tokenizer(text, prompt.as_deref()).map(|ids| {
-                    ids.into_iter()
-                        .map(|id| SimpleToken {
-                            id,
-                            text: None,
-                            special: None,
-                            start: None,
-                            stop: None,
-                        })
+    let texts = request.texts.clone();
+    match provider.token_spans(request.clone()).await {
+        Ok(spans) => Ok(Json(
+            spans
+                .into_iter()
+                .zip(&texts)
+                .map(|(tokens, text)| {
+                    tokens
+                        .into_iter()
+                        .filter(|token| body.add_special_tokens || !token.is_special())
+                        .map(|token| SimpleToken::from_span(token, text))
                         .collect()
                 })
-            })
-            .collect::<Result<Vec<Vec<SimpleToken>>, EmbeddingError>>()
-    })
-    .await
-    .map_err(|error| ApiError::Internal(format!("the tokenising task failed: {error}")))??;
-    Ok(Json(tokens))
+                .collect(),
+        )),
+        // A provider without spans still shows its ids, unless spans were required or
+        // special tokens must be told apart.
+        Err(EmbeddingError::Unsupported { .. })
+            if !body.return_offsets && body.add_special_tokens =>
+        {
+            let tokenized = provider.tokenize(request).await?;
+            Ok(Json(
+                tokenized
+                    .encodings
+                    .into_iter()
+                    .map(|encoding| encoding.ids.into_iter().map(SimpleToken::id_only).collect())
+                    .collect(),
+            ))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Answer of `GET /info`, in TEI's shape with AkiDB's additions.

@@ -150,6 +150,8 @@ pub fn config() -> Config {
 /// A running server and an HTTP client for it.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The metrics listener's address, when the configuration asked for one.
+    pub metrics_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     /// The server's state (its metrics count open connections).
     pub state: AppState,
@@ -174,6 +176,9 @@ impl TestServer {
     {
         let server = Server::bind(&config).await.expect("bind");
         let addr = server.local_addr().expect("local address");
+        let metrics_addr = server
+            .metrics_addr()
+            .map(|addr| addr.expect("metrics address"));
         let state = server.state().clone();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(loader, async move {
@@ -181,6 +186,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            metrics_addr,
             client: reqwest::Client::new(),
             state,
             shutdown: Some(shutdown),
