@@ -11,6 +11,8 @@
 //!   service is about to close;
 //! - on shutdown, no new connections are accepted, in-flight requests finish, idle
 //!   connections close, and after `shutdown_timeout` whatever is still open is dropped;
+//!   after a drain, connections the kernel had already queued when the listener closed are
+//!   accepted and their first request answered (closing them), instead of being reset;
 //! - a connection the service closes after answering is half-closed first, and what the
 //!   client still sends is read and dropped for a moment ([`linger`]): a client still
 //!   sending a body the service refused (413 from its `Content-Length`, 401) reads the answer
@@ -118,11 +120,34 @@ pub async fn serve(
             app.clone(),
             state.clone(),
             limits.client_timeout,
-            closing_seen.clone(),
+            Some(closing_seen.clone()),
             permit,
         ));
     }
-    drop(listener);
+    // Clients whose connection the kernel already completed, but the loop had not accepted,
+    // would be reset when the listener closes, losing a request they may have sent already
+    // (a balancer still routing to this replica sees "upstream prematurely closed"). In a
+    // drain, take them and answer their first request; drain answers close the connection.
+    let queued = if state.is_draining() {
+        accept_queued(listener)
+    } else {
+        drop(listener);
+        Vec::new()
+    };
+    for stream in queued {
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            tracing::debug!("connection limit reached; a queued connection is closed unanswered");
+            break;
+        };
+        connections.spawn(serve_connection(
+            stream,
+            app.clone(),
+            state.clone(),
+            limits.client_timeout,
+            None,
+            permit,
+        ));
+    }
     let closed_at = std::time::Instant::now();
     let open = connections.len();
     tracing::info!(
@@ -148,6 +173,36 @@ pub async fn serve(
     );
 }
 
+/// Takes the connections waiting in `listener`'s accept queue right now, without waiting
+/// for more, and closes the listener. (The runtime's readiness for the listener may not have
+/// seen them yet, so they are taken through the socket itself.)
+fn accept_queued(listener: TcpListener) -> Vec<TcpStream> {
+    let listener = match listener.into_std() {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::debug!(%error, "cannot take the queued connections");
+            return Vec::new();
+        }
+    };
+    let mut queued = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((stream, _peer)) => {
+                match stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream))
+                {
+                    Ok(stream) => queued.push(stream),
+                    Err(error) => tracing::debug!(%error, "cannot serve a queued connection"),
+                }
+            }
+            Err(error) if is_connection_error(&error) => {}
+            // `WouldBlock` (the listener is non-blocking): the queue is empty.
+            Err(_) => return queued,
+        }
+    }
+}
+
 /// Errors of one incoming connection (the peer gave up), not of the listener.
 fn is_connection_error(error: &io::Error) -> bool {
     matches!(
@@ -158,13 +213,15 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-/// Serves one connection until the client or the server closes it.
+/// Serves one connection until the client or the server closes it. `closing` turning true
+/// closes it once idle; without it, the connection is served until its client closes it or
+/// an answer does (every answer in a drain does).
 async fn serve_connection(
     stream: TcpStream,
     app: Router,
     state: AppState,
     client_timeout: Duration,
-    mut closing: watch::Receiver<bool>,
+    mut closing: Option<watch::Receiver<bool>>,
     _permit: OwnedSemaphorePermit,
 ) {
     let _counted = CountedConnection::new(state.clone());
@@ -195,9 +252,9 @@ async fn serve_connection(
             result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
                 break result;
             }
-            changed = closing.changed(), if !shutting_down => {
+            changed = closing_changed(&mut closing), if !shutting_down => {
                 // A closed channel means the server is gone: shut down too.
-                if changed.is_err() || *closing.borrow() {
+                if changed.is_err() || closing.as_ref().is_some_and(|closing| *closing.borrow()) {
                     Pin::new(&mut connection).graceful_shutdown();
                     shutting_down = true;
                 }
@@ -207,6 +264,16 @@ async fn serve_connection(
     match finished {
         Ok(()) => linger(connection.into_parts().io.into_inner()).await,
         Err(error) => tracing::debug!(%error, "connection ended with an error"),
+    }
+}
+
+/// The next change of `closing`; never, without one.
+async fn closing_changed(
+    closing: &mut Option<watch::Receiver<bool>>,
+) -> Result<(), watch::error::RecvError> {
+    match closing {
+        Some(closing) => closing.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -370,5 +437,82 @@ mod tests {
             );
         };
         assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+    }
+    #[test]
+    fn the_accept_queue_is_taken_without_waiting() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let empty = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            assert!(accept_queued(empty).is_empty(), "nothing queued");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            // The kernel completes these connections before anyone accepts them.
+            let _clients: Vec<_> = (0..3)
+                .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                .collect();
+            assert_eq!(accept_queued(listener).len(), 3);
+            // The listener is closed: new clients are refused.
+            assert!(std::net::TcpStream::connect(addr).is_err());
+        });
+    }
+
+    /// Clients that connected and sent a request just before a drain closes the listener get
+    /// their answer (with `Connection: close`), not a reset. Here five of them are queued
+    /// before the server runs at all, and its shutdown is already due, so the accept loop
+    /// takes few or none of them: the old code reset most.
+    #[tokio::test]
+    async fn connections_queued_when_a_drain_closes_the_listener_are_answered() {
+        use std::io::{Read as _, Write as _};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(&crate::Config::default());
+        state.start_draining();
+        let clients: Vec<std::net::TcpStream> = (0..5)
+            .map(|_| {
+                let mut client = std::net::TcpStream::connect(addr).unwrap();
+                client
+                    .write_all(b"GET /ping HTTP/1.1\r\nhost: test\r\n\r\n")
+                    .unwrap();
+                client
+            })
+            .collect();
+        let app = Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+        let limits = ConnectionLimits {
+            max_connections: 16,
+            client_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+        };
+        let readers: Vec<_> = clients
+            .into_iter()
+            .map(|mut client| {
+                std::thread::spawn(move || {
+                    client
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut answer = Vec::new();
+                    let read = client.read_to_end(&mut answer);
+                    (
+                        read.map_err(|e| e.kind()),
+                        String::from_utf8_lossy(&answer).into_owned(),
+                    )
+                })
+            })
+            .collect();
+        serve(listener, app, state, limits, std::future::ready(())).await;
+        for reader in readers {
+            let (read, answer) = tokio::task::spawn_blocking(move || reader.join().unwrap())
+                .await
+                .unwrap();
+            assert!(read.is_ok(), "{read:?}: {answer:?}");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+            assert!(
+                answer.to_ascii_lowercase().contains("connection: close"),
+                "{answer:?}"
+            );
+            assert!(answer.ends_with("pong"), "{answer:?}");
+        }
     }
 }
