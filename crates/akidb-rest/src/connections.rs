@@ -11,8 +11,9 @@
 //!   service is about to close;
 //! - on shutdown, no new connections are accepted, in-flight requests finish, idle
 //!   connections close, and after `shutdown_timeout` whatever is still open is dropped;
-//!   after a drain, connections the kernel had already queued when the listener closed are
-//!   accepted and their first request answered (closing them), instead of being reset;
+//!   connections opened during a drain are not idle but waiting for their first request,
+//!   which is answered (closing them), and so are those the kernel had already queued when
+//!   the listener closed, instead of being reset;
 //! - a connection the service closes after answering is half-closed first, and what the
 //!   client still sends is read and dropped for a moment ([`linger`]): a client still
 //!   sending a body the service refused (413 from its `Content-Length`, 401) reads the answer
@@ -115,12 +116,17 @@ pub async fn serve(
                 }
             },
         };
+        // A connection opened during a drain is served its first request even if the
+        // listener closes before that request arrives: a client that connected to a replica
+        // still accepting connections has a request on the way, and its answer closes the
+        // connection anyway. Closing it as idle would drop that request.
+        let closing = (!state.is_draining()).then(|| closing_seen.clone());
         connections.spawn(serve_connection(
             stream,
             app.clone(),
             state.clone(),
             limits.client_timeout,
-            Some(closing_seen.clone()),
+            closing,
             permit,
         ));
     }
@@ -457,6 +463,57 @@ mod tests {
             // The listener is closed: new clients are refused.
             assert!(std::net::TcpStream::connect(addr).is_err());
         });
+    }
+
+    /// A client that connected during the drain and sends its request only after the listener
+    /// closed still gets its answer: its connection was not idle, its request was on the way.
+    #[tokio::test]
+    async fn a_connection_opened_in_the_drain_gets_its_first_request_answered() {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AppState::new(&crate::Config::default());
+        state.start_draining();
+        let app = Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+        let limits = ConnectionLimits {
+            max_connections: 16,
+            client_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, state.clone(), limits, async move {
+            let _ = stopped.await;
+        }));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        // Accepted: the service counts it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state.metrics().connections_open() == 0 {
+            assert!(std::time::Instant::now() < deadline, "never accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(()).unwrap();
+        // The listener closes; the request comes after.
+        let refused = async {
+            while TcpStream::connect(addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), refused)
+            .await
+            .expect("the listener closes");
+        client
+            .write_all(b"GET /ping HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read the answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with("pong"), "{answer:?}");
+        server.await.unwrap();
     }
 
     /// Clients that connected and sent a request just before a drain closes the listener get
