@@ -128,8 +128,8 @@ impl TextTokenizer {
                 if special == 1 {
                     TokenSpan::special(id, token.as_str())
                 } else {
-                    let start = floor_char_boundary(text, start);
-                    let end = ceil_char_boundary(text, end.max(start));
+                    let start = text.floor_char_boundary(start);
+                    let end = text.ceil_char_boundary(end.max(start));
                     TokenSpan::text(id, token.as_str(), start..end)
                 }
             })
@@ -196,7 +196,7 @@ impl TextTokenizer {
             return self.encode_content(text, index, offsets);
         }
         // A prefix's offsets are offsets into the whole text: it starts where the text does.
-        let prefix = &text[..floor_char_boundary(text, budget)];
+        let prefix = &text[..text.floor_char_boundary(budget)];
         let encoding = self.encode_content(prefix, index, offsets)?;
         if encoding.len() >= wanted {
             return Ok(encoding);
@@ -307,22 +307,4 @@ fn longest_token_bytes(tokenizer: &Tokenizer) -> usize {
         .into_values()
         .map(|token| source_bytes(&token.content));
     vocabulary.chain(added).max().unwrap_or(1).max(1)
-}
-
-/// The largest char boundary of `text` at or below `at`.
-fn floor_char_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-/// The smallest char boundary of `text` at or above `at` (at most `text.len()`).
-fn ceil_char_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
