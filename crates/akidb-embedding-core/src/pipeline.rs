@@ -122,30 +122,9 @@ pub fn tokenize<E: TextEncoder + ?Sized>(
     encoder: &E,
     request: &EmbedRequest,
 ) -> Result<TokenizedRequest> {
-    let info = encoder.model_info();
-    let dimensions = validate::check_request(request, info)?;
-    let prompt = validate::resolve_prompt(
-        request.prompt_name.as_deref(),
-        |name| encoder.prompt(name),
-        &info.prompts,
-    )?;
-    let mut prompted = String::new();
-    let encodings = request
-        .texts
-        .iter()
-        .enumerate()
-        .map(|(index, text)| {
-            let text = if prompt.is_empty() {
-                text.as_str()
-            } else {
-                prompted.clear();
-                prompted.push_str(prompt);
-                prompted.push_str(text);
-                prompted.as_str()
-            };
-            encoder.encode(text, request.truncation, index)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (dimensions, encodings) = each_prompted_text(encoder, request, |prompted, _, index| {
+        encoder.encode(prompted, request.truncation, index)
+    })?;
     Ok(TokenizedRequest {
         encodings,
         output: OutputOptions {
@@ -164,27 +143,47 @@ pub fn token_spans<E: TextEncoder + ?Sized>(
     encoder: &E,
     request: &EmbedRequest,
 ) -> Result<Vec<Vec<TokenSpan>>> {
+    let (_, spans) = each_prompted_text(encoder, request, |prompted, prompt, index| {
+        let tokens = encoder.encode_spans(prompted, request.truncation, index)?;
+        let text = request.texts.get(index).map_or("", String::as_str);
+        Ok(token_span::relative_to_text(tokens, prompt, text))
+    })?;
+    Ok(spans)
+}
+
+/// What [`tokenize`] and [`token_spans`] share: validates `request` (giving its output
+/// dimension), resolves its prompt, and calls `each` with every prompted text, the prompt
+/// and the text's position.
+fn each_prompted_text<E: TextEncoder + ?Sized, T>(
+    encoder: &E,
+    request: &EmbedRequest,
+    mut each: impl FnMut(&str, &str, usize) -> Result<T>,
+) -> Result<(usize, Vec<T>)> {
     let info = encoder.model_info();
-    validate::check_request(request, info)?;
+    let dimensions = validate::check_request(request, info)?;
     let prompt = validate::resolve_prompt(
         request.prompt_name.as_deref(),
         |name| encoder.prompt(name),
         &info.prompts,
     )?;
-    request
+    let mut prompted = String::new();
+    let results = request
         .texts
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            let tokens = if prompt.is_empty() {
-                encoder.encode_spans(text, request.truncation, index)?
+            let text = if prompt.is_empty() {
+                text.as_str()
             } else {
-                let prompted = format!("{prompt}{text}");
-                encoder.encode_spans(&prompted, request.truncation, index)?
+                prompted.clear();
+                prompted.push_str(prompt);
+                prompted.push_str(text);
+                prompted.as_str()
             };
-            Ok(token_span::relative_to_text(tokens, prompt, text))
+            each(text, prompt, index)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((dimensions, results))
 }
 
 /// Turns a run's raw vectors for one request into its response: the Matryoshka cut,
