@@ -102,25 +102,9 @@ pub(crate) fn relative_to_text(
         }
         let start = span.start.saturating_sub(offset).min(text.len());
         let end = span.end.saturating_sub(offset).clamp(start, text.len());
-        token.span = Some(floor_boundary(text, start)..ceil_boundary(text, end));
+        token.span = Some(text.floor_char_boundary(start)..text.ceil_char_boundary(end));
     }
     tokens
-}
-
-/// The largest character boundary of `text` at or below `at` (`at` ≤ `text.len()`).
-fn floor_boundary(text: &str, mut at: usize) -> usize {
-    while at > 0 && !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-/// The smallest character boundary of `text` at or above `at` (`at` ≤ `text.len()`).
-fn ceil_boundary(text: &str, mut at: usize) -> usize {
-    while at < text.len() && !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
 
 #[cfg(test)]
