@@ -149,6 +149,31 @@ fn missing_or_corrupt_tokenizer_is_a_load_error() {
 }
 
 #[test]
+fn a_broken_tokenizer_is_reported_before_broken_weights_and_leaves_no_copy_behind() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    // The weights copy runs beside the tokenizer's parse; the session is built only after a
+    // good parse. With both broken, the tokenizer's error is the one reported, as when the
+    // steps ran one after the other, and the private weights copy is removed.
+    let copy = copy_model(&dir, "bad-tokenizer-and-graph", &[]);
+    std::fs::write(copy.join("tokenizer.json"), b"{\"version\": ").unwrap();
+    std::fs::write(copy.join("model.onnx"), b"<html>404 not found</html>").unwrap();
+    let err = load(&copy).unwrap_err();
+    assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&copy)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".akidb-weights-"))
+        .collect();
+    assert!(left.is_empty(), "private copies left behind: {left:?}");
+
+    // With a good tokenizer, the graph's error comes through.
+    std::fs::copy(dir.join("tokenizer.json"), copy.join("tokenizer.json")).unwrap();
+    let err = load(&copy).unwrap_err();
+    assert!(err.to_string().contains("model.onnx"), "{err}");
+}
+
+#[test]
 fn tokenizer_larger_than_embedding_table_is_refused_at_load() {
     let Some(dir) = minilm_dir() else { return };
     let copy = copy_model(&dir, "vocab-mismatch", &[]);

@@ -61,36 +61,30 @@ impl OnnxEmbeddingProvider {
         // optimisation, weights) are independent: build them side by side. A tokenizer error
         // still wins over a session error, as when they ran one after the other.
         let tokenizer_path = files.dir.join("tokenizer.json");
-        let (tokenizer, session) = std::thread::scope(|scope| {
-            let tokenizer = scope.spawn(|| {
-                let mut tokenizer = TextTokenizer::from_file(&tokenizer_path, spec.max_tokens)?;
-                if let Some(rows) = folder.vocab_size {
-                    tokenizer.check_embedding_rows(rows).map_err(|e| match e {
-                        EmbeddingError::ModelLoad { reason, .. } => {
-                            EmbeddingError::model_load(tokenizer_path.display(), reason)
-                        }
-                        other => other,
-                    })?;
-                }
-                Ok(tokenizer)
+        let (tokenizer, session) = std::thread::scope(|scope| -> Result<_> {
+            let prepared = scope.spawn(|| {
+                let search = RuntimeSearch {
+                    library: options.runtime_library.as_deref(),
+                    candidates: &options.runtime_search,
+                };
+                let env = runtime::environment(search)?;
+                let files = session::prepare(&options, &files)?;
+                Ok((env, files))
             });
-            let search = RuntimeSearch {
-                library: options.runtime_library.as_deref(),
-                candidates: &options.runtime_search,
-            };
-            let session =
-                runtime::environment(search).and_then(|env| session::build(&env, &options, &files));
-            let tokenizer = tokenizer.join().unwrap_or_else(|_| {
+            let tokenizer = load_tokenizer(&tokenizer_path, spec.max_tokens, folder.vocab_size);
+            let prepared = prepared.join().unwrap_or_else(|_| {
                 Err(EmbeddingError::model_load(
-                    tokenizer_path.display(),
-                    "loading the tokenizer panicked",
+                    files.onnx.display(),
+                    "preparing the model files panicked",
                 ))
             });
-            (tokenizer, session)
-        });
-        let tokenizer: TextTokenizer = tokenizer?;
+            let tokenizer = tokenizer?;
+            let (env, prepared) = prepared?;
+            let session = session::build(&env, &options, &files, prepared)?;
+            Ok((tokenizer, session))
+        })?;
         let session =
-            OnnxSession::new(session?, &files, spec.pooling, tokenizer.pad_id(), &options)?;
+            OnnxSession::new(session, &files, spec.pooling, tokenizer.pad_id(), &options)?;
 
         // Warm-up: the first run allocates ONNX Runtime's buffers; doing it here keeps it
         // out of the first request, and tells the real output dimension.
@@ -259,6 +253,25 @@ fn supported_dimensions(dimension: usize, matryoshka: &[usize]) -> Vec<usize> {
     dimensions.sort_unstable_by(|a, b| b.cmp(a));
     dimensions.dedup();
     dimensions
+}
+
+/// Reads the tokenizer and checks it against the embedding table's rows when the folder's
+/// `config.json` tells them.
+fn load_tokenizer(
+    path: &std::path::Path,
+    max_tokens: usize,
+    embedding_rows: Option<usize>,
+) -> Result<TextTokenizer> {
+    let mut tokenizer = TextTokenizer::from_file(path, max_tokens)?;
+    if let Some(rows) = embedding_rows {
+        tokenizer.check_embedding_rows(rows).map_err(|e| match e {
+            EmbeddingError::ModelLoad { reason, .. } => {
+                EmbeddingError::model_load(path.display(), reason)
+            }
+            other => other,
+        })?;
+    }
+    Ok(tokenizer)
 }
 
 #[cfg(test)]

@@ -236,12 +236,85 @@ impl InputTensors {
     }
 }
 
+/// The file work that comes before a session: whether a saved optimised graph is used, and
+/// the private copy of the weights (see [`crate::weights`]). It is only I/O, so the provider
+/// does it beside the tokenizer's parse; [`build`] then makes the session from it.
+#[derive(Debug)]
+pub(crate) struct SessionFiles {
+    cache: CacheUse,
+    /// The private copy, unlinked when this drops, right after the session holds its mapping.
+    private: Option<PrivateWeights>,
+}
+
+/// What [`build`] does with [`LoadOptions::optimized_model_cache`].
+#[derive(Debug)]
+enum CacheUse {
+    /// No cache asked for: the source graph is optimised.
+    None,
+    /// The saved optimised graph at this path matches the source files and settings.
+    Fresh(std::path::PathBuf),
+    /// Optimise the source graph and save the result here, then record `identity` in
+    /// `sidecar`.
+    Save {
+        cache: std::path::PathBuf,
+        sidecar: std::path::PathBuf,
+        identity: String,
+    },
+}
+
+/// Decides on the optimised-graph cache and makes the private weights copy `options` ask
+/// for; see [`SessionFiles`].
+pub(crate) fn prepare(options: &LoadOptions, files: &ModelFiles) -> Result<SessionFiles> {
+    // The optimised-graph cache is used only when its sidecar names exactly these source files
+    // (size and modification time) and settings; anything else is rebuilt, never used.
+    let cache = match &options.optimized_model_cache {
+        Some(cache) => {
+            let identity = optimized_cache_identity(files, options);
+            let sidecar = optimized_cache_sidecar(cache);
+            let fresh = cache.is_file()
+                && std::fs::read_to_string(&sidecar).is_ok_and(|saved| saved == identity);
+            if fresh {
+                CacheUse::Fresh(cache.clone())
+            } else {
+                if cache.exists() {
+                    tracing::info!(
+                        cache = %cache.display(),
+                        "the optimised graph was made from other files or settings; rebuilding it"
+                    );
+                }
+                // A stale sidecar must not vouch for the files about to be rewritten.
+                let _ = std::fs::remove_file(&sidecar);
+                CacheUse::Save {
+                    cache: cache.clone(),
+                    sidecar,
+                    identity,
+                }
+            }
+        }
+        None => CacheUse::None,
+    };
+    // Split weights are mapped, not read: map a private copy unless asked not to (see
+    // `crate::weights`). A fresh cache has weights of its own, written by this process.
+    let private = match (&files.onnx_data, options.weights_mapping, &cache) {
+        (_, _, CacheUse::Fresh(_)) => None,
+        (Some(data), WeightsMapping::PrivateCopy, _) => Some(PrivateWeights::create(
+            &files.onnx,
+            data,
+            options.weights_copy_dir.as_deref(),
+        )?),
+        _ => None,
+    };
+    Ok(SessionFiles { cache, private })
+}
+
 /// Builds the ONNX Runtime session for `files` as `options` ask: optimisation level, threads,
-/// execution provider, optimised-graph cache, and how split weights are mapped.
+/// execution provider, optimised-graph cache, and how split weights are mapped (`prepared`,
+/// from [`prepare`]).
 pub(crate) fn build(
     env: &Environment,
     options: &LoadOptions,
     files: &ModelFiles,
+    prepared: SessionFiles,
 ) -> Result<Session> {
     let onnx = &files.onnx;
     let load_error = |e: &dyn std::fmt::Display| {
@@ -266,70 +339,52 @@ pub(crate) fn build(
     if !options.cpu_arena {
         builder = without_cpu_arena(builder).map_err(|e| load_error(&e))?;
     }
-    // The optimised-graph cache is used only when its sidecar names exactly these source files
-    // (size and modification time) and settings; anything else is rebuilt, never used.
+    let SessionFiles { cache, private } = prepared;
     let mut record_cache = None;
-    let source: &Path = match &options.optimized_model_cache {
-        Some(cache) => {
-            let identity = optimized_cache_identity(files, options);
-            let sidecar = optimized_cache_sidecar(cache);
-            let fresh = cache.is_file()
-                && std::fs::read_to_string(&sidecar).is_ok_and(|saved| saved == identity);
-            if fresh {
-                tracing::info!(cache = %cache.display(), "loading the optimised graph saved earlier");
-                builder = builder
-                    .with_optimization_level(GraphOptimizationLevel::Disable)
-                    .map_err(|e| load_error(&e))?;
-                cache
-            } else {
-                if cache.exists() {
-                    tracing::info!(
-                        cache = %cache.display(),
-                        "the optimised graph was made from other files or settings; rebuilding it"
-                    );
-                }
-                // A stale sidecar must not vouch for the files about to be rewritten.
-                let _ = std::fs::remove_file(&sidecar);
-                // Weights go to a file of their own beside the graph, as in the source: a
-                // 1.2 GB graph cannot be one protobuf, and the file is mapped, not read.
-                builder = builder
-                    .with_optimized_model_path(cache)
-                    .map_err(|e| load_error(&e))?;
-                builder = builder
-                    .with_config_entry(
-                        "session.optimized_model_external_initializers_file_name",
-                        optimized_cache_weights_name(cache),
-                    )
-                    .map_err(|e| load_error(&e))?;
-                builder = builder
-                    .with_config_entry(
-                        "session.optimized_model_external_initializers_min_size_in_bytes",
-                        "1024",
-                    )
-                    .map_err(|e| load_error(&e))?;
-                record_cache = Some((sidecar, identity));
-                onnx
-            }
+    let source: &Path = match &cache {
+        CacheUse::Fresh(cache) => {
+            tracing::info!(cache = %cache.display(), "loading the optimised graph saved earlier");
+            builder = builder
+                .with_optimization_level(GraphOptimizationLevel::Disable)
+                .map_err(|e| load_error(&e))?;
+            cache
         }
-        None => onnx,
+        CacheUse::Save {
+            cache,
+            sidecar,
+            identity,
+        } => {
+            // Weights go to a file of their own beside the graph, as in the source: a
+            // 1.2 GB graph cannot be one protobuf, and the file is mapped, not read.
+            builder = builder
+                .with_optimized_model_path(cache)
+                .map_err(|e| load_error(&e))?;
+            builder = builder
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_file_name",
+                    optimized_cache_weights_name(cache),
+                )
+                .map_err(|e| load_error(&e))?;
+            builder = builder
+                .with_config_entry(
+                    "session.optimized_model_external_initializers_min_size_in_bytes",
+                    "1024",
+                )
+                .map_err(|e| load_error(&e))?;
+            record_cache = Some((sidecar, identity));
+            private.as_ref().map_or(onnx, PrivateWeights::onnx)
+        }
+        CacheUse::None => private.as_ref().map_or(onnx, PrivateWeights::onnx),
     };
-    // Split weights are mapped, not read: map a private copy unless asked not to (see
-    // `crate::weights`). The copy is unlinked when `private` drops, right after the session
-    // holds its mapping.
-    let private = match (&files.onnx_data, options.weights_mapping) {
-        (Some(data), WeightsMapping::PrivateCopy) if source == onnx.as_path() => Some(
-            PrivateWeights::create(onnx, data, options.weights_copy_dir.as_deref())?,
-        ),
-        _ => None,
-    };
-    let source = private.as_ref().map_or(source, PrivateWeights::onnx);
     let session = builder
         .commit_from_file(source)
         .map_err(|e| load_error(&e))?;
+    // The session holds its mapping: the private copy can leave the file system.
+    drop(private);
     if let Some((sidecar, identity)) = record_cache {
         // Written last, after ONNX Runtime has written the graph and its weights: a cache
         // without its sidecar (an interrupted save) is never used.
-        if let Err(error) = std::fs::write(&sidecar, identity) {
+        if let Err(error) = std::fs::write(sidecar, identity) {
             tracing::warn!(sidecar = %sidecar.display(), %error, "cannot record the optimised graph's source; it will be rebuilt at the next load");
         }
     }
