@@ -98,8 +98,15 @@ for entry in "${models[@]}"; do
   fi
   results="$out/$name.jsonl"
   : >"$results"
+  read -r -a impl_list <<<"$impls"
   for ((round = 1; round <= rounds; round++)); do
-    for impl in $impls; do
+    # Each round starts with the next implementation, so none is always the first process
+    # after a build or another model (that first process measured slower in some runs).
+    order=()
+    for ((k = 0; k < ${#impl_list[@]}; k++)); do
+      order+=("${impl_list[(k + round - 1) % ${#impl_list[@]}]}")
+    done
+    for impl in "${order[@]}"; do
       echo "compare: $name, $impl, round $round/$rounds" >&2
       vectors=()
       [[ $round == 1 ]] && vectors=(--vectors "$out/$name.$impl.vectors.json")
