@@ -6,9 +6,9 @@
 //! cargo run --release --example embed -- --model DIR2 --variant q8 "Hello"
 //! ```
 //! Without recipe options it writes the `q8` variant's own recipe (`QuantizeRecipe::q8`: blocks
-//! of 128, 16 for `down_proj`, 32 for `v_proj`, the Dense heads in fp32, the embedding table in
-//! 8 bits; chosen by measurement, see `benches/README.md`); any recipe option makes a uniform
-//! recipe from the options instead.
+//! of 128, 16 for `down_proj`, 32 for `v_proj`, the first Dense head in fp32 and the second in
+//! blocks of 16, the embedding table in 8 bits; chosen by measurement, see `benches/README.md`);
+//! any recipe option makes a uniform recipe from the options instead.
 //! Recipe options: `--accuracy-level N` (default 4), `--keep-fp32 PATTERN` (repeatable),
 //! `--block-size-for PATTERN=SIZE` (repeatable, first match wins), `--embedding-block-size N`
 //! (quantise the token-embedding table into `GatherBlockQuantized`), or `--recipe FILE.json`

@@ -141,8 +141,10 @@ impl QuantizeRecipe {
     /// - blocks of 128 along K, which keep the kernels fast on long texts and batches;
     /// - blocks of 16 for the MLP's `down_proj` and 32 for `v_proj`, where most of the error
     ///   of coarse blocks comes from;
-    /// - the two Dense heads after pooling (`/d1`, `/d2`: 2 % of the weights, but alone a third
-    ///   of block-32's error) kept in fp32;
+    /// - of the two Dense heads after pooling (`/d1`, `/d2`: 2 % of the weights, but alone a
+    ///   third of block-32's error), the first kept in fp32 and the second in blocks of 16:
+    ///   quantising `/d2` leaves the worst cosine where it was (0.99759 against 0.99760) and
+    ///   saves 5 MiB of resident memory, while quantising `/d1` costs 0.0004 of it;
     /// - the token-embedding table in 8 bits, blocks of 32 (`GatherBlockQuantized`), which
     ///   shrinks the files from 1.2 GB to 355 MB at no measured cost in fidelity.
     ///
@@ -156,8 +158,9 @@ impl QuantizeRecipe {
             overrides: vec![
                 NodeOverride::new("*/mlp/down_proj/MatMul").block_size(16),
                 NodeOverride::new("*/self_attn/v_proj/MatMul").block_size(32),
+                NodeOverride::new("/d2/MatMul").block_size(16),
             ],
-            keep_fp32: vec!["/d1/MatMul".to_string(), "/d2/MatMul".to_string()],
+            keep_fp32: vec!["/d1/MatMul".to_string()],
             embedding_block_size: Some(32),
         }
     }
@@ -546,6 +549,33 @@ mod tests {
         assert!(!glob_match("/t/layers.?/*", "/t/layers.10/x"));
         assert!(!glob_match("abc", "abcd"));
         assert!(glob_match("a*c*e", "abcdeXe"));
+    }
+
+    #[test]
+    fn the_q8_recipe_sets_each_node_group_as_measured() {
+        let q8 = QuantizeRecipe::q8();
+        let block = |name: &str| q8.settings_for(name).map(|s| (s.bits, s.block_size));
+        let layer = "/model/layers.3";
+        assert_eq!(
+            block(&format!("{layer}/mlp/up_proj/MatMul")),
+            Some((8, 128))
+        );
+        assert_eq!(
+            block(&format!("{layer}/mlp/down_proj/MatMul")),
+            Some((8, 16))
+        );
+        assert_eq!(
+            block(&format!("{layer}/self_attn/v_proj/MatMul")),
+            Some((8, 32))
+        );
+        // The first Dense head stays fp32; the second is quantised in blocks of 16.
+        assert_eq!(block("/d1/MatMul"), None);
+        assert_eq!(block("/d2/MatMul"), Some((8, 16)));
+        assert_eq!(q8.embedding_block_size, Some(32));
+        assert!(
+            q8.settings_for("/d2/MatMul")
+                .is_some_and(|s| s.accuracy_level == 4)
+        );
     }
 
     #[test]
