@@ -57,9 +57,13 @@ impl OnnxEmbeddingProvider {
         let folder = FolderConfig::read(&files.dir)?;
         let spec = model_spec::merge(&options, builtin, &folder, &files.dir)?;
 
-        // The tokenizer (a second for Gemma's 262k-token file) and the session (graph
-        // optimisation, weights) are independent: build them side by side. A tokenizer error
-        // still wins over a session error, as when they ran one after the other.
+        // Three pieces of work: the tokenizer's parse (0.6 s for Gemma's 262k-token file),
+        // the runtime library and the private weights copy (I/O: 1.2 GB for Gemma in fp32),
+        // and the session (graph optimisation, weight pre-packing). The copy runs beside the
+        // parse; the session is then built on this thread, after the parse, so ONNX Runtime's
+        // allocations fill the heap the parse freed instead of growing another malloc arena
+        // (30 MiB less resident for Gemma; `benches/README.md`, "Third session"). A tokenizer
+        // error wins over a session error, as when they ran one after the other.
         let tokenizer_path = files.dir.join("tokenizer.json");
         let (tokenizer, session) = std::thread::scope(|scope| -> Result<_> {
             let prepared = scope.spawn(|| {
