@@ -340,6 +340,10 @@ pub(crate) fn build(
         builder = without_cpu_arena(builder).map_err(|e| load_error(&e))?;
     }
     let SessionFiles { cache, private } = prepared;
+    // The source graph: the private copy when one was made.
+    let original = private
+        .as_ref()
+        .map_or(onnx.as_path(), PrivateWeights::onnx);
     let mut record_cache = None;
     let source: &Path = match &cache {
         CacheUse::Fresh(cache) => {
@@ -372,9 +376,9 @@ pub(crate) fn build(
                 )
                 .map_err(|e| load_error(&e))?;
             record_cache = Some((sidecar, identity));
-            private.as_ref().map_or(onnx, PrivateWeights::onnx)
+            original
         }
-        CacheUse::None => private.as_ref().map_or(onnx, PrivateWeights::onnx),
+        CacheUse::None => original,
     };
     let session = builder
         .commit_from_file(source)
