@@ -55,9 +55,16 @@ pub fn router(state: AppState) -> Router {
             auth::require_api_key,
         ));
     }
-    Router::new()
-        .route("/health", get(health))
-        .merge(protected)
+    let routes = Router::new().route("/health", get(health)).merge(protected);
+    observed(routes, &state)
+        .layer(DefaultBodyLimit::max(state.limits().max_body_bytes))
+        .with_state(state)
+}
+
+/// What every listener's routes share: in-flight tracking, the request log and metrics, and
+/// the JSON answers for unknown routes and methods.
+fn observed(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -65,8 +72,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.limits().max_body_bytes))
-        .with_state(state)
 }
 
 /// Answer of `POST /api/v1/embed`.
@@ -234,16 +239,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// the API key, as Prometheus scrapes by convention (text-embeddings-inference's
 /// `--prometheus-port`). Scrapes are counted and logged like those of the main listener.
 pub fn metrics_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), track))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            observability::observe,
-        ))
-        .fallback(no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+    observed(Router::new().route("/metrics", get(metrics)), &state).with_state(state)
 }
 
 /// Records every routed request's status and latency.
