@@ -13,6 +13,8 @@ python3 -m pip install --quiet --disable-pip-version-check -r scripts/requiremen
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The service's layers import one way: no circle between akidb-rest's modules.
+python3 scripts/module-cycles.py crates/akidb-rest/src
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use akidb_rest::ApiError;
 use akidb_rest::Config;
 use akidb_rest::request::{self, EmbedBody, OpenAiBody, Parsed};
-use akidb_rest::state::Limits;
+use akidb_rest::Limits;
 use libfuzzer_sys::fuzz_target;
 
 static LIMITS: LazyLock<[Limits; 2]> = LazyLock::new(|| {

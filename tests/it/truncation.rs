@@ -1,5 +1,6 @@
-//! Truncation means truncation: a text of any length is embedded from its first tokens when
-//! the request allows truncation, and refused with its index and full token count when it does
+//! Truncation means truncation: a text of any length is embedded from its first tokens (or
+//! its last, when the request cuts the start) when the request allows truncation, and refused
+//! with its index and a token count over the cap, read from a bounded prefix, when it does
 //! not. The tokenizer-cost guard (a text to be truncated is tokenised only up to a byte budget)
 //! never changes which tokens a text gets, hostile texts included. Each text of a request is
 //! tokenised exactly once.
@@ -114,8 +115,29 @@ fn a_100k_character_text_is_embedded_when_truncation_is_allowed_and_refused_othe
                 max_tokens,
             }) => {
                 assert_eq!((index, max_tokens), (1, cap));
-                assert_eq!(tokens, full, "the full count, {}", dir.display());
-                assert!(tokens > 5 * cap, "{tokens}");
+                // Counted from a bounded prefix (which may hold all 100,000 characters): a
+                // lower bound that is over the cap.
+                assert!(
+                    tokens > cap && tokens <= full,
+                    "{tokens} of {full}, {}",
+                    dir.display()
+                );
+                assert!(full > 5 * cap, "{full}");
+            }
+            other => panic!("{}: {other:?}", dir.display()),
+        }
+        // Two million characters are never counted whole: the count stays that of a prefix.
+        let huge = long.repeat(20);
+        let strict = EmbedRequest::new([huge.as_str()]).with_truncation(Truncation::Error);
+        match provider.embed_blocking(strict) {
+            Err(EmbeddingError::TextTooLong { index, tokens, .. }) => {
+                assert_eq!(index, 0);
+                assert!(
+                    tokens > cap && tokens < 2 * full,
+                    "{tokens} of about {}, {}",
+                    20 * full,
+                    dir.display()
+                );
             }
             other => panic!("{}: {other:?}", dir.display()),
         }
@@ -136,6 +158,52 @@ fn the_cost_guard_never_changes_the_tokens_of_a_truncated_text() {
                 dir.display()
             );
             assert!(ids.len() <= cap);
+        }
+    }
+}
+
+/// The ids the model should see for `text` cut at its start to `cap` tokens: the whole text
+/// tokenised, its last `cap - specials` content tokens, the special tokens around them.
+fn truncated_end_reference(tokenizer: &tokenizers::Tokenizer, text: &str, cap: usize) -> Vec<u32> {
+    let content = tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+    let specials = tokenizer.encode("", true).unwrap().get_ids().to_vec();
+    let (first, last) = (specials[0], specials[specials.len() - 1]);
+    let kept = (cap - specials.len()).min(content.len());
+    let mut ids = vec![first];
+    ids.extend(&content[content.len() - kept..]);
+    ids.push(last);
+    ids
+}
+
+#[tokio::test]
+async fn cutting_the_start_keeps_exactly_the_last_tokens_and_reads_a_bounded_end() {
+    for (dir, provider) in models() {
+        let cap = provider.model_info().max_tokens;
+        let tokenizer = reference_tokenizer(&dir);
+        let mut texts = hostile_texts();
+        texts.push(("short", "only a few words".to_string()));
+        for (name, text) in texts {
+            let request =
+                EmbedRequest::new([text.as_str()]).with_truncation(Truncation::TruncateStart);
+            let ids = provider.tokenize(request.clone()).await.unwrap().encodings[0]
+                .ids
+                .clone();
+            assert_eq!(
+                ids,
+                truncated_end_reference(&tokenizer, &text, cap),
+                "{name}, {}",
+                dir.display()
+            );
+            // The spans point into the caller's text, at its end.
+            let spans = provider.token_spans(request).await.unwrap().remove(0);
+            assert_eq!(spans.len(), ids.len(), "{name}");
+            let last = spans.iter().rev().find_map(|token| token.span.clone());
+            if let Some(span) = last {
+                assert!(
+                    span.end <= text.len() && span.end + 8 >= text.trim_end().len(),
+                    "{name}: {span:?}"
+                );
+            }
         }
     }
 }

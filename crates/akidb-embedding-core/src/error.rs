@@ -35,12 +35,14 @@ pub enum EmbeddingError {
 
     /// A text has more tokens than the model accepts and the request refused truncation.
     #[error(
-        "text at index {index} has {tokens} tokens, more than this model's limit of {max_tokens}"
+        "text at index {index} is longer than this model's limit of {max_tokens} tokens (at least {tokens} counted)"
     )]
     TextTooLong {
         /// Position of the text in the request.
         index: usize,
-        /// Its token count, special tokens and prompt included.
+        /// Tokens counted, special tokens and prompt included: the text's whole count, or, for
+        /// a text too long to count cheaply, the count of a first part of it that is already
+        /// over the limit (a lower bound).
         tokens: usize,
         /// The model's limit.
         max_tokens: usize,
@@ -178,7 +180,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "text at index 3 has 4000 tokens, more than this model's limit of 2048"
+            "text at index 3 is longer than this model's limit of 2048 tokens (at least 4000 counted)"
         );
         let err = EmbeddingError::UnsupportedDimension {
             requested: 100,

@@ -9,6 +9,10 @@ pub enum Truncation {
     /// Keep the first tokens up to the limit (what sentence-transformers does).
     #[default]
     Truncate,
+    /// Keep the last tokens up to the limit, cutting the start of the text, prompt included
+    /// (text-embeddings-inference's `truncation_direction: "Left"`). The text is tokenised
+    /// once, from a bounded end of it, so this costs what [`Truncation::Truncate`] costs.
+    TruncateStart,
     /// Refuse the request with [`crate::EmbeddingError::TextTooLong`].
     Error,
 }

@@ -260,10 +260,16 @@ impl MockEmbeddingProvider {
             });
         }
         let kept = if check { words.min(max_words) } else { words };
+        // Cutting the start reads every word and keeps the last ones.
+        let skipped = if truncation == Truncation::TruncateStart {
+            words - kept
+        } else {
+            0
+        };
         let mut tokens = Vec::with_capacity(kept + 2);
         tokens.push(TokenSpan::special(BOS_ID, "<s>"));
         let mut at = 0;
-        for _ in 0..kept {
+        for word in 0..skipped + kept {
             let rest = &text[at..];
             let start = rest
                 .find(|c: char| !c.is_whitespace())
@@ -272,7 +278,9 @@ impl MockEmbeddingProvider {
                 .find(char::is_whitespace)
                 .map_or(rest.len(), |offset| start + offset);
             let piece = &rest[..end];
-            tokens.push(TokenSpan::text(word_id(piece), piece, at..at + end));
+            if word >= skipped {
+                tokens.push(TokenSpan::text(word_id(piece), piece, at..at + end));
+            }
             at += end;
         }
         let rest = &text[at..];
@@ -492,6 +500,14 @@ mod tests {
         // and a truncated text embeds as its first words.
         let first_words = mock.embed(EmbedRequest::new(["a b c"])).await.unwrap();
         assert_eq!(cut.embeddings, first_words.embeddings);
+        // Cutting the start keeps the last words (each with the space before it).
+        let end = mock
+            .embed(EmbedRequest::new([long]).with_truncation(Truncation::TruncateStart))
+            .await
+            .unwrap();
+        let last_words = mock.embed(EmbedRequest::new([" e f g"])).await.unwrap();
+        assert_eq!(end.embeddings, last_words.embeddings);
+        assert_ne!(end.embeddings, cut.embeddings);
         let calls = mock.batch_sizes().len();
         let tokenized = mock
             .tokenize(EmbedRequest::new(["ok", long, "one two"]))

@@ -15,6 +15,11 @@
 //! When the prefix nevertheless holds fewer tokens than that (text whose characters the
 //! normaliser drops), the whole text is tokenised: the guard never changes a result.
 //!
+//! [`Truncation::TruncateStart`] (keep the last tokens) reads a bounded end of the text the
+//! same way, and a refusal under [`Truncation::Error`] reads the same bounded prefix: a text
+//! whose prefix is already over the cap is refused with the prefix's token count (a lower
+//! bound), never by tokenising megabytes to count them exactly.
+//!
 //! [`TextTokenizer::encode_spans`] takes the very same path with the tokenizer's byte offsets
 //! computed (`Tokenizer::encode` instead of `encode_fast`, which skips them), so the tokens it
 //! describes are exactly those [`TextTokenizer::encode`] gives.
@@ -99,7 +104,7 @@ impl TextTokenizer {
     /// refused with [`EmbeddingError::TextTooLong`] naming `index` and the text's full token
     /// count when `truncation` says so.
     pub fn encode(&self, text: &str, truncation: Truncation, index: usize) -> Result<Encoding> {
-        let encoding = self.encode_with(text, truncation, index, Offsets::None)?;
+        let (encoding, _) = self.encode_with(text, truncation, index, Offsets::None)?;
         Ok(Encoding {
             ids: encoding.get_ids().to_vec(),
             type_ids: encoding.get_type_ids().to_vec(),
@@ -117,7 +122,7 @@ impl TextTokenizer {
         truncation: Truncation,
         index: usize,
     ) -> Result<Vec<TokenSpan>> {
-        let encoding = self.encode_with(text, truncation, index, Offsets::Bytes)?;
+        let (encoding, base) = self.encode_with(text, truncation, index, Offsets::Bytes)?;
         Ok(encoding
             .get_ids()
             .iter()
@@ -128,8 +133,8 @@ impl TextTokenizer {
                 if special == 1 {
                     TokenSpan::special(id, token.as_str())
                 } else {
-                    let start = text.floor_char_boundary(start);
-                    let end = text.ceil_char_boundary(end.max(start));
+                    let start = text.floor_char_boundary(base + start);
+                    let end = text.ceil_char_boundary((base + end).max(start));
                     TokenSpan::text(id, token.as_str(), start..end)
                 }
             })
@@ -137,32 +142,37 @@ impl TextTokenizer {
     }
 
     /// The one tokenisation path of [`TextTokenizer::encode`] and
-    /// [`TextTokenizer::encode_spans`]: only whether offsets are computed differs.
+    /// [`TextTokenizer::encode_spans`]: only whether offsets are computed differs. Also gives
+    /// where in `text` the tokenised part starts (offsets are relative to it).
     fn encode_with(
         &self,
         text: &str,
         truncation: Truncation,
         index: usize,
         offsets: Offsets,
-    ) -> Result<tokenizers::Encoding> {
-        let mut content = match truncation {
-            Truncation::Truncate => self.encode_first_tokens(text, index, offsets)?,
-            Truncation::Error => self.encode_content(text, index, offsets)?,
+    ) -> Result<(tokenizers::Encoding, usize)> {
+        // A refusal reads no more than a cut does: a text whose first part is already over
+        // the limit is refused on that part's count (a lower bound).
+        let (mut content, base) = match truncation {
+            Truncation::Truncate | Truncation::Error => {
+                (self.encode_first_tokens(text, index, offsets)?, 0)
+            }
+            Truncation::TruncateStart => self.encode_last_tokens(text, index, offsets)?,
         };
         let total = content.len() + self.special_tokens;
         if total > self.max_tokens {
-            if truncation == Truncation::Error {
-                return Err(EmbeddingError::TextTooLong {
-                    index,
-                    tokens: total,
-                    max_tokens: self.max_tokens,
-                });
-            }
-            content.truncate(
-                self.max_tokens - self.special_tokens,
-                0,
-                TruncationDirection::Right,
-            );
+            let direction = match truncation {
+                Truncation::Error => {
+                    return Err(EmbeddingError::TextTooLong {
+                        index,
+                        tokens: total,
+                        max_tokens: self.max_tokens,
+                    });
+                }
+                Truncation::Truncate => TruncationDirection::Right,
+                Truncation::TruncateStart => TruncationDirection::Left,
+            };
+            content.truncate(self.max_tokens - self.special_tokens, 0, direction);
         }
         let encoding: tokenizers::Encoding = self
             .tokenizer
@@ -178,7 +188,7 @@ impl TextTokenizer {
                 self.tokenizer.id_to_token(id).unwrap_or_default()
             )));
         }
-        Ok(encoding)
+        Ok((encoding, base))
     }
 
     /// Tokenises no more of `text` than its first `max_tokens` tokens can come from (see the
@@ -208,6 +218,34 @@ impl TextTokenizer {
             "few tokens per byte: tokenising the whole text"
         );
         self.encode_content(text, index, offsets)
+    }
+
+    /// The mirror of [`Self::encode_first_tokens`] for [`Truncation::TruncateStart`]:
+    /// tokenises no more of `text` than its last `max_tokens` tokens can come from, and says
+    /// where the tokenised end starts.
+    fn encode_last_tokens(
+        &self,
+        text: &str,
+        index: usize,
+        offsets: Offsets,
+    ) -> Result<(tokenizers::Encoding, usize)> {
+        let wanted = self.max_tokens - self.special_tokens + PREFIX_MARGIN_TOKENS;
+        let budget = wanted.saturating_mul(self.max_token_bytes);
+        if text.len() <= budget {
+            return Ok((self.encode_content(text, index, offsets)?, 0));
+        }
+        let start = text.ceil_char_boundary(text.len() - budget);
+        let encoding = self.encode_content(&text[start..], index, offsets)?;
+        if encoding.len() >= wanted {
+            return Ok((encoding, start));
+        }
+        tracing::debug!(
+            index,
+            bytes = text.len(),
+            suffix_tokens = encoding.len(),
+            "few tokens per byte: tokenising the whole text"
+        );
+        Ok((self.encode_content(text, index, offsets)?, 0))
     }
 
     fn encode_content(

@@ -10,7 +10,10 @@ use std::time::Duration;
 use akidb_embedding_onnx::{OnnxVariant, OptimizationLevel, WeightsMapping};
 use clap::Parser;
 
-use crate::batcher::BatcherConfig;
+use crate::engine::EngineSettings;
+use crate::engine::batcher::BatcherConfig;
+use crate::engine::providers::LoadPlan;
+pub use crate::engine::providers::ProviderKind;
 
 /// The model served when `AKIDB_EMBEDDING_MODEL` is not set.
 pub const DEFAULT_MODEL: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -47,15 +50,10 @@ pub const DEFAULT_DRAIN_DELAY_MS: u64 = 0;
 pub const DEFAULT_BATCH_WAIT_MS: u64 = 0;
 /// Waiting requests per model when `AKIDB_QUEUE_CAPACITY` is not set.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
-
-/// Which provider turns texts into vectors (`python-bridge`, the Python service's name, is
-/// read as `onnx`, with a warning).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProviderKind {
-    /// ONNX Runtime models (`akidb-embedding-onnx`).
-    Onnx,
-    /// The deterministic mock (`akidb-embedding-mock`); only ever used when asked for.
-    Mock,
+/// Default texts tokenised at once per model (`AKIDB_TOKENIZATION_WORKERS`): the machine's
+/// cores, as text-embeddings-inference's `--tokenization-workers`.
+pub fn default_tokenization_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// How the service writes its log lines.
@@ -75,7 +73,7 @@ pub enum LogFormat {
 pub struct ApiKey(String);
 
 impl ApiKey {
-    /// The key's bytes, for the constant-time comparison in [`crate::auth`].
+    /// The key's bytes, for the constant-time comparison of the HTTP layer.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
@@ -302,6 +300,11 @@ pub struct Config {
     #[arg(long, env = "AKIDB_QUEUE_CAPACITY", default_value_t = DEFAULT_QUEUE_CAPACITY, value_parser = positive)]
     pub queue_capacity: usize,
 
+    /// Texts tokenised at once per model, at most (a bounded pool; its work is admitted like
+    /// inference). Default: the machine's cores.
+    #[arg(long, env = "AKIDB_TOKENIZATION_WORKERS", default_value_t = default_tokenization_workers(), value_parser = positive)]
+    pub tokenization_workers: usize,
+
     /// Merge concurrent requests into shared model runs; `false` runs each request alone
     /// (a baseline for benchmarks).
     #[arg(
@@ -354,6 +357,7 @@ impl Default for Config {
             api_key: None,
             batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            tokenization_workers: default_tokenization_workers(),
             dynamic_batching: true,
         }
     }
@@ -432,7 +436,18 @@ impl Config {
             max_request_tokens: self.max_request_tokens,
             max_wait: Duration::from_millis(self.batch_wait_ms),
             queue_capacity: self.queue_capacity,
+            tokenization_workers: self.tokenization_workers,
+            request_timeout: self.request_timeout(),
             dynamic: self.dynamic_batching,
+        }
+    }
+
+    /// The engine's settings: batching and admission, served names, default prompts.
+    pub fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            batcher: self.batcher(),
+            served_names: self.served_names(),
+            default_prompts: self.default_prompts(),
         }
     }
 }
@@ -484,6 +499,36 @@ fn positive(value: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".to_string()),
         Ok(number) => Ok(number),
         Err(err) => Err(err.to_string()),
+    }
+}
+
+impl From<&Config> for LoadPlan {
+    fn from(config: &Config) -> Self {
+        Self {
+            kind: config.provider,
+            models: config.model_names(),
+            threads: config.threads,
+            max_batch_size: config.max_batch_size,
+            max_batch_tokens: config.max_batch_tokens,
+            weights_mapping: config.weights_mapping,
+            weights_copy_dir: config.weights_copy_dir.clone(),
+            variant: config.variant.clone(),
+            revision: config.revision.clone(),
+            offline: config.offline,
+            cache_dir: config.cache_dir.clone(),
+            hub_endpoint: config.hub_endpoint.clone(),
+            hf_token: config
+                .hf_token
+                .as_ref()
+                .map(|token| String::from_utf8_lossy(token.as_bytes()).into_owned()),
+            models_dir: config.models_dir.clone(),
+            ort_library: config.ort_library.clone(),
+            optimized_model_cache: config.optimized_model_cache.clone(),
+            graph_optimization: config.graph_optimization,
+            cuda: config.cuda,
+            cpu_arena: config.cpu_arena,
+            status: None,
+        }
     }
 }
 
@@ -621,5 +666,20 @@ mod tests {
         );
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(Config::default().served_names().is_empty());
+    }
+
+    #[test]
+    fn the_arena_setting_reaches_the_load_options() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let plan = LoadPlan::from(&parse(&[]));
+        assert!(
+            crate::engine::providers::onnx_options("m", &plan).cpu_arena(),
+            "on by default"
+        );
+        let plan = LoadPlan::from(&parse(&["--cpu-arena", "false"]));
+        assert!(!crate::engine::providers::onnx_options("m", &plan).cpu_arena());
     }
 }

@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
     } else {
         format
     };
-    if let Err(error) = akidb_rest::observability::init_logging(format) {
+    if let Err(error) = akidb_rest::logging::init_logging(format) {
         eprintln!("akidb-rest: cannot set up logging: {error}");
     }
     let config = akidb_rest::Config::parse();

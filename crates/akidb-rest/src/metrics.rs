@@ -28,8 +28,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::batcher::{BatchObserver, BatchReport};
-use crate::observability::Timings;
+use crate::engine::batcher::{BatchObserver, BatchReport};
+use crate::engine::timings::Timings;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use akidb_embedding_core::{EmbeddingError, EmbeddingProvider};
+use std::sync::{Mutex, PoisonError};
+
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument as _;
 
 use crate::config::Config;
-use crate::connections::{self, ConnectionLimits};
-use crate::providers::{self, LoadPlan};
-use crate::routes::{metrics_router, router};
-use crate::state::AppState;
+use crate::engine::providers::{self, LoadPlan};
+use crate::http::state::AppState;
+use crate::http::{metrics_router, router};
+use crate::net::{self, ConnectionLimits, Lifecycle};
 
 /// Why the service stopped other than by a shutdown signal.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +29,7 @@ pub enum ServeError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// A model could not be loaded or failed its health check; the service does not run
+    /// A model could not be loaded or failed its calibration runs; the service does not run
     /// without it.
     #[error("cannot load the models: {0}")]
     Load(EmbeddingError),
@@ -85,7 +87,8 @@ impl Server {
     }
 
     /// Serves requests at once (`/health` answers 503) while `loader` builds the providers;
-    /// once they are loaded and pass their health check, requests reach them. When
+    /// once they are loaded and calibrated (two runs whose vectors are checked), requests
+    /// reach them. When
     /// `shutdown` completes the service drains: `/health` answers 503 and every answer
     /// carries `Connection: close` while requests are still served for the drain delay; then
     /// the listener closes, idle connections close, and in-flight requests finish within the
@@ -107,6 +110,10 @@ impl Server {
             drain_delay,
         } = self;
         tracing::info!(addr = %listener.local_addr()?, "listening; loading models");
+        let lifecycle = Lifecycle {
+            metrics: Arc::clone(state.metrics()),
+            draining: state.draining_flag(),
+        };
         // Completes when the main listener closes (or the server is gone).
         let (listener_closed, mut closed) = watch::channel(false);
         let metrics = match metrics_listener {
@@ -114,10 +121,10 @@ impl Server {
                 let addr = metrics_listener.local_addr()?;
                 tracing::info!(metrics_bind = %addr, "serving /metrics without the API key");
                 Some(tokio::spawn(
-                    connections::serve(
+                    net::serve(
                         metrics_listener,
                         metrics_router(state.clone()),
-                        state.clone(),
+                        lifecycle.clone(),
                         limits,
                         async move {
                             let _ = closed.wait_for(|closed| *closed).await;
@@ -128,16 +135,20 @@ impl Server {
             }
             None => None,
         };
+        // A failed load is recorded before the server is told to stop, so whichever way the
+        // stop and the loader's own end interleave, the failure is what `run` returns.
         let load_failed = Arc::new(Notify::new());
+        let failure: Arc<Mutex<Option<EmbeddingError>>> = Arc::default();
         let loading = tokio::spawn({
             let state = state.clone();
             let load_failed = Arc::clone(&load_failed);
+            let failure = Arc::clone(&failure);
             async move {
-                let result = load_and_install(&state, loader).await;
-                if result.is_err() {
+                if let Err(error) = load_and_install(&state, loader).await {
+                    tracing::error!(%error, "cannot load the models; stopping");
+                    *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
                     load_failed.notify_one();
                 }
-                result
             }
         });
         let stop = {
@@ -150,21 +161,29 @@ impl Server {
                 let _ = listener_closed.send(true);
             }
         };
-        connections::serve(listener, router(state.clone()), state, limits, stop).await;
+        let trimmer = tokio::spawn(crate::memory::trim_when_idle(state.clone()));
+        net::serve(listener, router(state.clone()), lifecycle, limits, stop).await;
+        trimmer.abort();
         if let Some(metrics) = metrics {
             // Its shutdown started with the main listener's: bounded by the same timeout.
             let _ = metrics.await;
         }
-        if !loading.is_finished() {
-            loading.abort();
-            return Ok(());
-        }
-        match loading.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(ServeError::Load(error)),
-            Err(join_error) => Err(ServeError::Load(EmbeddingError::model_load(
+        // A shutdown while models still load stops the loading.
+        loading.abort();
+        if let Err(join_error) = loading.await
+            && join_error.is_panic()
+        {
+            return Err(ServeError::Load(EmbeddingError::model_load(
                 "(loader)", join_error,
-            ))),
+            )));
+        }
+        match failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            Some(error) => Err(ServeError::Load(error)),
+            None => Ok(()),
         }
     }
 }
@@ -184,23 +203,18 @@ async fn drain(state: &AppState, delay: Duration) {
     }
 }
 
-/// Awaits the providers, checks each can embed, and hands them to the state.
+/// Awaits the providers and hands them to the state (which calibrates each: the start-up's
+/// proof that every model serves).
 async fn load_and_install<L>(state: &AppState, loader: L) -> Result<(), EmbeddingError>
 where
     L: Future<Output = Result<Vec<Arc<dyn EmbeddingProvider>>, EmbeddingError>>,
 {
     let started = Instant::now();
     let providers = loader.await?;
-    for provider in &providers {
-        let id = &provider.model_info().id;
-        provider.health_check().await.map_err(|error| {
-            EmbeddingError::model_load(id, format!("health check failed: {error}"))
-        })?;
-    }
     state.install(providers).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
-        models = ?state.models().map(|models| models.ids().join(", ")).unwrap_or_default(),
+        models = ?state.engine().map(|engine| engine.ids().join(", ")).unwrap_or_default(),
         "ready"
     );
     Ok(())

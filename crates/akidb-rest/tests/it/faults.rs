@@ -16,7 +16,7 @@ use akidb_embedding_mock::{FailureMode, MockEmbeddingProvider};
 use akidb_embedding_onnx::WeightsMapping;
 use akidb_rest::Config;
 use akidb_rest::config::ProviderKind;
-use akidb_rest::providers::{self, LoadPlan};
+use akidb_rest::engine::providers::{self, LoadPlan};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -269,7 +269,11 @@ async fn a_provider_failing_every_nth_run_never_gives_a_wrong_vector() {
     let flaky = Arc::new(
         MockEmbeddingProvider::new(64)
             .with_latency(Duration::from_millis(2))
-            .with_failures(FailureMode::EveryNth(3)),
+            // The first failure falls after the calibration runs (a model that fails those
+            // does not serve at all).
+            .with_failures(FailureMode::EveryNth(
+                akidb_rest::engine::batcher::CALIBRATION_RUNS as u64 + 1,
+            )),
     );
     let provider: Arc<dyn EmbeddingProvider> = flaky.clone();
     let server = Arc::new(TestServer::start(config(), vec![provider]).await);

@@ -441,11 +441,11 @@ async fn concurrent_clients_get_their_own_vectors(fixture: Fixture) {
     let answers = server
         .post_all_at_once("/api/v1/embed", (0..32).map(body).collect())
         .await;
-    // The first run is the calibration before the model was ready.
-    let served_runs = loaded
-        .mock
-        .as_ref()
-        .map(|mock| mock.batch_sizes().split_off(1));
+    // The first runs are the calibration before the model was ready.
+    let served_runs = loaded.mock.as_ref().map(|mock| {
+        mock.batch_sizes()
+            .split_off(akidb_rest::engine::batcher::CALIBRATION_RUNS)
+    });
     for (i, (status, answer)) in answers.into_iter().enumerate() {
         assert_eq!(status, 200, "client {i}: {answer}");
         let request: Value = body(i);

@@ -4,6 +4,7 @@
 mod common;
 
 mod abuse;
+mod admission;
 mod binary;
 mod clients;
 mod drain;

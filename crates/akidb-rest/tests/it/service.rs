@@ -5,6 +5,9 @@
 
 use crate::common;
 
+/// Model runs (and tokenisations) a model's calibration makes before it serves.
+const CALIBRATION_RUNS: u64 = akidb_rest::engine::batcher::CALIBRATION_RUNS as u64;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,8 +161,8 @@ async fn a_full_queue_answers_503_with_retry_after() {
         })
     };
     let running = send("first");
-    // Run 1 calibrated the model's cost before it was ready; run 2 is `first`.
-    wait_until(|| async { slow.calls() == 2 }).await; // `first` is running
+    // The calibration runs came before the model was ready; the next is `first`.
+    wait_until(|| async { slow.calls() == CALIBRATION_RUNS + 1 }).await; // `first` is running
     let waiting = send("second");
     wait_until(|| queue_depth_is(&server, 1)).await; // `second` fills the queue
 
@@ -240,8 +243,8 @@ async fn without_dynamic_batching_every_request_runs_alone() {
     for task in tasks {
         assert_eq!(task.await.unwrap().0, 200);
     }
-    // The first run is the calibration before the model was ready.
-    assert_eq!(counted.batch_sizes()[1..], [2; 8]);
+    // The first runs are the calibration before the model was ready.
+    assert_eq!(counted.batch_sizes()[CALIBRATION_RUNS as usize..], [2; 8]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,8 +261,8 @@ async fn shutdown_finishes_in_flight_requests_then_refuses_connections() {
             .send()
             .await
     });
-    // Run 1 calibrated the model before it was ready; run 2 is the request's.
-    wait_until(|| async { slow.calls() == 2 }).await; // the request is being embedded
+    // The calibration runs came before the model was ready; the next is the request's.
+    wait_until(|| async { slow.calls() == CALIBRATION_RUNS + 1 }).await; // the request is being embedded
     server.stop().await.unwrap();
     let response = in_flight
         .await
@@ -285,8 +288,8 @@ async fn each_text_is_tokenised_once_per_request_through_the_service() {
         ..config()
     };
     let server = Arc::new(TestServer::start(config, vec![provider]).await);
-    // The calibration run (before the model was ready) tokenised its one text.
-    assert_eq!(counting.tokenizer_calls(), 1);
+    // The calibration runs (before the model was ready) tokenised one text each.
+    assert_eq!(counting.tokenizer_calls(), CALIBRATION_RUNS);
     let bodies: Vec<serde_json::Value> = vec![
         json!({"inputs": ["one", "two words", "three more words"]}),
         json!({"inputs": ["query text"], "prompt_name": "query", "dimensions": 8}),
@@ -307,7 +310,7 @@ async fn each_text_is_tokenised_once_per_request_through_the_service() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        counting.tokenizer_calls() - 1,
+        counting.tokenizer_calls() - CALIBRATION_RUNS,
         texts as u64 + 2,
         "one tokenisation per text per request: validation, the token limit, admission and \
          the model run all use the same encodings"
@@ -361,63 +364,6 @@ async fn a_callers_own_timeout_is_honoured_and_capped_by_the_service() {
     let message = assert_error(status, &body, 504, "timeout");
     assert!(message.contains("200 ms"), "{message}");
     server.stop().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_that_cannot_finish_in_time_gets_503_at_once() {
-    // Runs cost 2 ms per padded token; the calibration run (before the model is ready)
-    // teaches the service so.
-    let slow =
-        Arc::new(MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(2)));
-    let provider: Arc<dyn EmbeddingProvider> = slow.clone();
-    let server = Arc::new(TestServer::start(config(), vec![provider]).await);
-    assert_eq!(slow.calls(), 1, "calibrated");
-    let hundred_words = "word ".repeat(100);
-    let running = {
-        let server = Arc::clone(&server);
-        let body = json!({"inputs": [hundred_words]});
-        tokio::spawn(async move { server.post("/api/v1/embed", &body).await })
-    };
-    wait_until(|| async { slow.calls() == 2 }).await;
-    // ~200 ms of work ahead and ~200 ms of its own cannot finish within 250 ms: refused
-    // before its deadline, not at it.
-    let started = std::time::Instant::now();
-    let response = server
-        .client
-        .post(server.url("/api/v1/embed"))
-        .json(&json!({"inputs": [hundred_words], "timeout": 0.25}))
-        .send()
-        .await
-        .unwrap();
-    let answered = started.elapsed();
-    let retry: u64 = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let (status, body) = common::json_of(response).await;
-    let message = assert_error(status, &body, 503, "overloaded");
-    assert!(message.contains("deadline"), "{message}");
-    assert!(retry >= 1, "{retry}");
-    assert!(
-        answered < Duration::from_millis(250),
-        "answered after {answered:?}, not before the deadline"
-    );
-    assert_eq!(running.await.unwrap().0, 200);
-    assert_eq!(slow.calls(), 2, "the refused request never ran");
-    // With time enough, the same request is served.
-    let (status, _) = server
-        .post(
-            "/api/v1/embed",
-            &json!({"inputs": [hundred_words], "timeout": 5}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let metrics = server.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"503\"} 1"),
-        "{metrics}"
-    );
 }
 
 /// Polls `condition` every 5 ms; panics after 10 s.

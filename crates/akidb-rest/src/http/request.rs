@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use akidb_rest::request::parse_openai;
-//! use akidb_rest::state::Limits;
+//! use akidb_rest::Limits;
 //! use akidb_rest::Config;
 //!
 //! let limits = Limits::from_config(&Config::default());
@@ -31,8 +31,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::ApiError;
-use crate::state::{AppState, Limits};
+use super::error::ApiError;
+use super::state::{AppState, Limits};
 
 /// Body of `POST /api/v1/embed`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

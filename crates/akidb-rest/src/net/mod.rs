@@ -6,7 +6,7 @@
 //!   closed: trickled headers and idle sockets cannot hold a connection for ever;
 //! - a client must take response bytes within the client timeout ([`TimedStream`]), else the
 //!   connection is closed: a client that stops reading cannot pin a response in memory;
-//! - while the service drains ([`AppState::is_draining`]), every answer carries
+//! - while the service drains ([`Lifecycle`]), every answer carries
 //!   `Connection: close`, so a client never sends another request on a connection the
 //!   service is about to close;
 //! - on shutdown, no new connections are accepted, in-flight requests finish, idle
@@ -19,7 +19,7 @@
 //!   sending a body the service refused (413 from its `Content-Length`, 401) reads the answer
 //!   instead of a connection reset.
 //!
-//! The body's own deadline (408) is enforced where it is read, in [`crate::request::ApiJson`].
+//! The body's own deadline (408) is enforced where it is read, in `ApiJson` (the HTTP layer).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -43,7 +43,29 @@ use tokio::task::JoinSet;
 use tokio::time::Sleep;
 use tower::ServiceExt;
 
-use crate::state::AppState;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::metrics::Metrics;
+
+/// What the connection layer needs of the service: whether it drains (every answer then
+/// closes its connection) and where connections are counted.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// The service's metrics (open and accepted connections).
+    pub metrics: Arc<Metrics>,
+    /// Set once the service drains.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Lifecycle {
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
 
 /// Longest a closing connection keeps reading what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -81,7 +103,7 @@ impl From<&crate::Config> for ConnectionLimits {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    state: AppState,
+    state: Lifecycle,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -225,7 +247,7 @@ fn is_connection_error(error: &io::Error) -> bool {
 async fn serve_connection(
     stream: TcpStream,
     app: Router,
-    state: AppState,
+    state: Lifecycle,
     client_timeout: Duration,
     mut closing: Option<watch::Receiver<bool>>,
     _permit: OwnedSemaphorePermit,
@@ -307,10 +329,10 @@ async fn linger(mut stream: TimedStream) {
 }
 
 /// Counts a connection in the metrics while it is open.
-struct CountedConnection(AppState);
+struct CountedConnection(Lifecycle);
 
 impl CountedConnection {
-    fn new(state: AppState) -> Self {
+    fn new(state: Lifecycle) -> Self {
         state.metrics().connection_opened();
         Self(state)
     }
@@ -472,8 +494,10 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(&crate::Config::default());
-        state.start_draining();
+        let state = Lifecycle {
+            metrics: Arc::new(Metrics::default()),
+            draining: Arc::new(AtomicBool::new(true)),
+        };
         let app = Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
         let limits = ConnectionLimits {
             max_connections: 16,
@@ -525,8 +549,10 @@ mod tests {
         use std::io::{Read as _, Write as _};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = AppState::new(&crate::Config::default());
-        state.start_draining();
+        let state = Lifecycle {
+            metrics: Arc::new(Metrics::default()),
+            draining: Arc::new(AtomicBool::new(true)),
+        };
         let clients: Vec<std::net::TcpStream> = (0..5)
             .map(|_| {
                 let mut client = std::net::TcpStream::connect(addr).unwrap();

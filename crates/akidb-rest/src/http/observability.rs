@@ -4,10 +4,9 @@
 //! `x-inference-time` and `x-total-time` (milliseconds, as text-embeddings-inference sends
 //! them).
 //!
-//! The batcher fills a [`Timings`] it finds in the request's task ([`Timings::current`]), so
-//! it needs no HTTP types and its signature stays as it is.
+//! The engine fills the request's [`Timings`] (set here, found by the engine in the request's
+//! task), so it needs no HTTP type.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,8 +16,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::config::LogFormat;
-use crate::state::AppState;
+use crate::engine::timings::{Timings, with_timings};
+
+use super::state::AppState;
 
 /// The request-id header, read and returned.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,85 +33,6 @@ pub const TOTAL_TIME: HeaderName = HeaderName::from_static("x-total-time");
 
 /// Longest client-given request id kept; longer or non-printable ones are replaced.
 const MAX_REQUEST_ID: usize = 128;
-
-tokio::task_local! {
-    static CURRENT: Timings;
-}
-
-/// Where one request's time went; shared between the handler's task and the batcher's.
-#[derive(Debug, Clone, Default)]
-pub struct Timings(Arc<Recorded>);
-
-#[derive(Debug, Default)]
-struct Recorded {
-    queue_us: AtomicU64,
-    tokenization_us: AtomicU64,
-    inference_us: AtomicU64,
-    tokens: AtomicU64,
-    embedded: AtomicU64,
-}
-
-fn micros(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
-}
-
-impl Timings {
-    /// The timings of the request whose task runs this (none outside a request).
-    pub fn current() -> Option<Self> {
-        CURRENT.try_with(Clone::clone).ok()
-    }
-
-    /// Adds time spent tokenising, and the tokens counted.
-    pub fn record_tokenization(&self, elapsed: Duration, tokens: usize) {
-        self.0
-            .tokenization_us
-            .fetch_add(micros(elapsed), Ordering::AcqRel);
-        self.0.tokens.fetch_add(tokens as u64, Ordering::AcqRel);
-    }
-
-    /// Adds time spent waiting for a model run.
-    pub fn record_queue(&self, elapsed: Duration) {
-        self.0.queue_us.fetch_add(micros(elapsed), Ordering::AcqRel);
-    }
-
-    /// Adds time of a model run the request took part in.
-    pub fn record_inference(&self, elapsed: Duration) {
-        self.0
-            .inference_us
-            .fetch_add(micros(elapsed), Ordering::AcqRel);
-        self.0.embedded.store(1, Ordering::Release);
-    }
-
-    /// Queue time so far.
-    pub fn queue(&self) -> Duration {
-        Duration::from_micros(self.0.queue_us.load(Ordering::Acquire))
-    }
-
-    /// Tokenisation time so far.
-    pub fn tokenization(&self) -> Duration {
-        Duration::from_micros(self.0.tokenization_us.load(Ordering::Acquire))
-    }
-
-    /// Inference time so far.
-    pub fn inference(&self) -> Duration {
-        Duration::from_micros(self.0.inference_us.load(Ordering::Acquire))
-    }
-
-    /// Tokens counted for the request.
-    pub fn tokens(&self) -> u64 {
-        self.0.tokens.load(Ordering::Acquire)
-    }
-
-    /// Whether a model run embedded the request (its timing headers mean something).
-    pub fn embedded(&self) -> bool {
-        self.0.embedded.load(Ordering::Acquire) == 1
-    }
-}
-
-/// Runs `future` with `timings` as the current request's timings.
-pub async fn with_timings<F: Future>(timings: Timings, future: F) -> F::Output {
-    CURRENT.scope(timings, future).await
-}
 
 /// The client's request id when it is printable ASCII of sane length, else a new one.
 pub fn request_id(given: Option<&HeaderValue>) -> String {
@@ -192,28 +113,6 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         );
     });
     response
-}
-
-/// Installs the global log subscriber: `format` on stderr, filtered by `RUST_LOG` (default
-/// `info`). Fails if one is installed already.
-pub fn init_logging(format: LogFormat) -> Result<(), String> {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-    };
-    result.map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

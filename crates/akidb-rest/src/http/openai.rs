@@ -12,10 +12,10 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::error::ApiError;
-use crate::request::{ApiJson, EncodingFormat, OpenAiBody};
-use crate::routes::{encode_base64, run_embedding};
-use crate::state::AppState;
+use super::dispatch::{encode_base64, run_embedding};
+use super::error::ApiError;
+use super::request::{ApiJson, EncodingFormat, OpenAiBody};
+use super::state::AppState;
 
 /// An [`ApiError`] answered in OpenAI's error shape, with the same status code.
 #[derive(Debug)]
@@ -193,9 +193,9 @@ fn started_at() -> u64 {
 }
 
 fn cards(state: &AppState) -> Result<Vec<ModelCard>, ApiError> {
-    let models = state.models()?;
-    let infos: Vec<_> = models.infos().collect();
-    Ok(models
+    let engine = state.engine()?;
+    let infos: Vec<_> = engine.infos().collect();
+    Ok(engine
         .names()
         .all()
         .filter_map(|(position, name)| {
@@ -231,7 +231,12 @@ pub async fn retrieve_model(
     let card = cards(&state)?
         .into_iter()
         .find(|card| card.id == id)
-        .ok_or_else(|| ApiError::ModelNotFound(format!("model `{id}` is not served here")))?;
+        .ok_or_else(|| {
+            ApiError::ModelNotFound(format!(
+                "model `{}` is not served here",
+                crate::engine::shown(id)
+            ))
+        })?;
     Ok(Json(card).into_response())
 }
 

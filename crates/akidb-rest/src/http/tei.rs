@@ -14,19 +14,17 @@
 //! Errors are TEI's: `{"error": "...", "error_type": "Validation"}` with TEI's status codes
 //! (422 validation, 400 empty input, 429 overloaded, 503 not ready, 424 model failure).
 
-use akidb_embedding_core::{
-    EmbedRequest, EmbeddingError, EmbeddingProvider, TokenKind, TokenSpan, Truncation,
-};
+use akidb_embedding_core::{EmbedRequest, EmbeddingError, TokenKind, TokenSpan, Truncation};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-use crate::request::{ApiJson, Parsed};
-use crate::routes::run_embedding;
-use crate::state::AppState;
+use super::dispatch::{deadline, run_embedding, within};
+use super::error::ApiError;
+use super::request::{ApiJson, EncodingFormat, Parsed};
+use super::state::AppState;
 
 /// An [`ApiError`] answered in TEI's shape and with TEI's status codes.
 #[derive(Debug)]
@@ -157,28 +155,18 @@ pub async fn embed(
     body: Result<ApiJson<TeiEmbedBody>, ApiError>,
 ) -> Result<Json<Vec<Vec<f32>>>, TeiError> {
     let ApiJson(body) = body?;
-    let mut texts = body.inputs.into_texts();
+    let texts = body.inputs.into_texts();
     if texts.is_empty() {
         return Err(
             ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
         );
     }
     state.limits().check(&texts)?;
-    let truncate = body.truncate.unwrap_or(true);
-    if truncate && body.truncation_direction == TruncationDirection::Left {
-        let models = state.models()?;
-        let batcher = models.resolve(body.model.as_deref())?;
-        let provider = models
-            .provider(batcher)
-            .ok_or_else(|| ApiError::Internal("the model's provider is gone".into()))?;
-        let prompt = body
-            .prompt_name
-            .clone()
-            .or_else(|| models.default_prompt(batcher).map(str::to_string));
-        for text in &mut texts {
-            *text = keep_end(provider.as_ref(), text, prompt.as_deref()).await?;
-        }
-    }
+    let truncation = match (body.truncate.unwrap_or(true), body.truncation_direction) {
+        (false, _) => Truncation::Error,
+        (true, TruncationDirection::Right) => Truncation::Truncate,
+        (true, TruncationDirection::Left) => Truncation::TruncateStart,
+    };
     let parsed = Parsed {
         model: body.model,
         request: EmbedRequest {
@@ -186,55 +174,13 @@ pub async fn embed(
             normalize: body.normalize,
             prompt_name: body.prompt_name,
             dimensions: body.dimensions,
-            truncation: if truncate {
-                Truncation::Truncate
-            } else {
-                Truncation::Error
-            },
+            truncation,
         },
-        encoding: crate::request::EncodingFormat::Float,
+        encoding: EncodingFormat::Float,
         timeout: None,
     };
     let (_, response) = run_embedding(&state, &headers, parsed).await?;
     Ok(Json(response.embeddings))
-}
-
-/// The longest end of `text` that fits the model's token limit (the whole text if it fits):
-/// TEI's `truncation_direction: Left`. Found by bisecting on character boundaries with the
-/// provider's own token count, so it holds for any tokenizer.
-async fn keep_end(
-    provider: &dyn EmbeddingProvider,
-    text: &str,
-    prompt: Option<&str>,
-) -> Result<String, TeiError> {
-    let fits = |candidate: &str| {
-        let mut request = EmbedRequest::new([candidate]).with_truncation(Truncation::Error);
-        request.prompt_name = prompt.map(str::to_string);
-        async move {
-            match provider.tokenize(request).await {
-                Ok(_) => Ok(true),
-                Err(EmbeddingError::TextTooLong { .. }) => Ok(false),
-                Err(other) => Err(other),
-            }
-        }
-    };
-    if fits(text).await? {
-        return Ok(text.to_string());
-    }
-    let starts: Vec<usize> = text.char_indices().map(|(at, _)| at).collect();
-    // Invariant: the suffix from starts[low] does not fit, from starts[high] (or empty) does.
-    let (mut low, mut high) = (0, starts.len());
-    while high - low > 1 {
-        let middle = low + (high - low) / 2;
-        if fits(&text[starts[middle]..]).await? {
-            high = middle;
-        } else {
-            low = middle;
-        }
-    }
-    Ok(starts
-        .get(high)
-        .map_or_else(String::new, |&at| text[at..].to_string()))
 }
 
 /// Body of `POST /tokenize`.
@@ -323,6 +269,7 @@ impl SimpleToken {
 /// truncation applied: the ids embedding uses), with their spans in the input.
 pub async fn tokenize(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<ApiJson<TokenizeBody>, ApiError>,
 ) -> Result<Json<Vec<Vec<SimpleToken>>>, TeiError> {
     let ApiJson(body) = body?;
@@ -333,21 +280,28 @@ pub async fn tokenize(
         );
     }
     state.limits().check(&texts)?;
-    let models = state.models()?;
-    let batcher = models.resolve(body.model.as_deref())?;
-    let provider = models
-        .provider(batcher)
-        .ok_or_else(|| ApiError::Internal("the model's provider is gone".into()))?;
+    let engine = state.engine()?;
+    let due = deadline(&state, &headers, None)?;
     let mut request = EmbedRequest::new(texts);
-    request.prompt_name = body
-        .prompt_name
-        .or_else(|| models.default_prompt(batcher).map(str::to_string));
-    let texts = request.texts.clone();
-    match provider.token_spans(request.clone()).await {
-        Ok(spans) => Ok(Json(
-            spans
+    request.prompt_name = body.prompt_name;
+    let model = body.model.as_deref();
+    let spans = within(due, async {
+        match engine.token_spans(model, request.clone(), due.0).await {
+            // A provider without spans still shows its ids, unless spans were required or
+            // special tokens must be told apart.
+            Err(crate::engine::EngineError::Embedding(EmbeddingError::Unsupported { .. }))
+                if !body.return_offsets && body.add_special_tokens =>
+            {
+                let ids = engine.token_ids(model, request.clone(), due.0).await?;
+                Ok(ids
+                    .into_iter()
+                    .map(|ids| ids.into_iter().map(SimpleToken::id_only).collect())
+                    .collect())
+            }
+            Err(error) => Err(error),
+            Ok(spans) => Ok(spans
                 .into_iter()
-                .zip(&texts)
+                .zip(&request.texts)
                 .map(|(tokens, text)| {
                     tokens
                         .into_iter()
@@ -355,24 +309,11 @@ pub async fn tokenize(
                         .map(|token| SimpleToken::from_span(token, text))
                         .collect()
                 })
-                .collect(),
-        )),
-        // A provider without spans still shows its ids, unless spans were required or
-        // special tokens must be told apart.
-        Err(EmbeddingError::Unsupported { .. })
-            if !body.return_offsets && body.add_special_tokens =>
-        {
-            let tokenized = provider.tokenize(request).await?;
-            Ok(Json(
-                tokenized
-                    .encodings
-                    .into_iter()
-                    .map(|encoding| encoding.ids.into_iter().map(SimpleToken::id_only).collect())
-                    .collect(),
-            ))
+                .collect()),
         }
-        Err(error) => Err(error.into()),
-    }
+    })
+    .await?;
+    Ok(Json(spans))
 }
 
 /// Answer of `GET /info`, in TEI's shape with AkiDB's additions.
@@ -402,7 +343,7 @@ pub struct Info {
     pub max_client_batch_size: usize,
     /// Over-long texts are cut unless a request says `truncate: false`.
     pub auto_truncate: bool,
-    /// Tokenisation runs on the blocking pool, not dedicated workers.
+    /// Texts tokenised at once, at most (`AKIDB_TOKENIZATION_WORKERS`).
     pub tokenization_workers: usize,
     /// Vector length.
     pub dimension: usize,
@@ -421,14 +362,14 @@ pub struct Info {
 /// `GET /info`: the first (or only) model's description; `?model=` is not needed by TEI
 /// clients, which talk to one model.
 pub async fn info(State(state): State<AppState>) -> Result<Json<Info>, TeiError> {
-    let models = state.models()?;
-    let batcher = models
+    let engine = state.engine()?;
+    let batcher = engine
         .batchers()
-        .first()
+        .next()
         .ok_or_else(|| ApiError::NotReady("no model is served".into()))?;
     let model = batcher.model_info();
     let config = state.config();
-    let names = models.names().of(0).to_vec();
+    let names = engine.names().of(0).to_vec();
     Ok(Json(Info {
         model_id: model.id.clone(),
         model_sha: Some(config.revision.clone()),
@@ -442,7 +383,7 @@ pub async fn info(State(state): State<AppState>) -> Result<Json<Info>, TeiError>
         max_batch_requests: Some(config.max_batch_size),
         max_client_batch_size: config.max_inputs,
         auto_truncate: true,
-        tokenization_workers: 0,
+        tokenization_workers: batcher.tokenization_workers(),
         dimension: model.dimension,
         dimensions: model.dimensions.clone(),
         prompts: model.prompts.clone(),
@@ -508,18 +449,5 @@ mod tests {
             }),
             (StatusCode::TOO_MANY_REQUESTS, "Overloaded")
         );
-    }
-
-    #[tokio::test]
-    async fn left_truncation_keeps_the_end_that_fits() {
-        use akidb_embedding_mock::MockEmbeddingProvider;
-        let mock = MockEmbeddingProvider::new(4).with_max_tokens(6);
-        let text = "one two three four five six seven eight";
-        let kept = keep_end(&mock, text, None).await.unwrap();
-        assert!(text.ends_with(&kept), "{kept}");
-        assert!(kept.contains("eight"));
-        let request = EmbedRequest::new([kept.as_str()]).with_truncation(Truncation::Error);
-        assert!(mock.tokenize(request).await.is_ok());
-        assert_eq!(keep_end(&mock, "short", None).await.unwrap(), "short");
     }
 }

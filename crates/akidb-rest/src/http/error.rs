@@ -1,7 +1,7 @@
 //! The service's one error type and the one place that maps errors to HTTP status codes.
 //!
 //! Every error leaves the service as `{"error": {"type": "...", "message": "..."}}`, axum's
-//! own rejections included (see [`crate::request::ApiJson`]).
+//! own rejections included (see [`super::request::ApiJson`]).
 
 use akidb_embedding_core::{EmbeddingError, ErrorKind};
 use axum::Json;
@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::batcher::BatchError;
+use crate::engine::EngineError;
 
 /// Seconds a client is told to wait (`Retry-After`) when the service is busy or loading.
 const RETRY_AFTER_SECONDS: u64 = 1;
@@ -130,16 +130,21 @@ impl From<EmbeddingError> for ApiError {
     }
 }
 
-impl From<BatchError> for ApiError {
-    fn from(error: BatchError) -> Self {
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
         match error {
-            BatchError::QueueFull { .. } => Self::Overloaded(error.to_string()),
-            BatchError::Shed { ref shed, .. } => Self::Shed {
+            EngineError::ModelRequired { .. } => Self::InvalidRequest(error.to_string()),
+            EngineError::ModelNotFound { .. } => Self::ModelNotFound(error.to_string()),
+            EngineError::QueueFull { .. } => Self::Overloaded(error.to_string()),
+            EngineError::Shed { ref shed, .. } => Self::Shed {
                 retry_after_secs: shed.retry_after_secs(),
                 message: error.to_string(),
             },
-            BatchError::Stopped { .. } => Self::NotReady(error.to_string()),
-            BatchError::Embedding(error) => error.into(),
+            // Sending it again cannot help: too large, as a size limit is.
+            EngineError::NeverFits { .. } => Self::PayloadTooLarge(error.to_string()),
+            EngineError::Timeout => Self::Timeout(error.to_string()),
+            EngineError::Stopped { .. } => Self::NotReady(error.to_string()),
+            EngineError::Embedding(error) => error.into(),
         }
     }
 }
@@ -215,7 +220,9 @@ mod tests {
         };
         let mapped = ApiError::from(too_long);
         assert_eq!(mapped.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(mapped.to_string().contains("index 2 has 300 tokens"));
+        assert!(mapped.to_string().contains(
+            "index 2 is longer than this model's limit of 256 tokens (at least 300 counted)"
+        ));
         let too_many = ApiError::from(EmbeddingError::TooManyTokens {
             tokens: 70_000,
             limit: 65_536,
@@ -224,16 +231,16 @@ mod tests {
         assert_eq!(too_many.type_name(), "payload_too_large");
         let failed = ApiError::from(EmbeddingError::Inference("boom".into()));
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let full = ApiError::from(BatchError::QueueFull {
+        let full = ApiError::from(EngineError::QueueFull {
             model: "m".into(),
             capacity: 4,
         });
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
         let response = full.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        let shed = ApiError::from(BatchError::Shed {
+        let shed = ApiError::from(EngineError::Shed {
             model: "m".into(),
-            shed: crate::admission::Shed {
+            shed: crate::engine::admission::Shed {
                 ahead: std::time::Duration::from_secs(40),
                 own: std::time::Duration::from_secs(3),
                 budget: std::time::Duration::from_secs(30),
@@ -243,5 +250,16 @@ mod tests {
         assert_eq!(shed.type_name(), "overloaded");
         assert!(shed.to_string().contains("40.0 s"), "{shed}");
         assert_eq!(shed.into_response().headers()[header::RETRY_AFTER], "13");
+        let never = ApiError::from(EngineError::NeverFits {
+            model: "m".into(),
+            own: std::time::Duration::from_secs(40),
+            limit: std::time::Duration::from_secs(27),
+        });
+        assert_eq!(never.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(never.to_string().contains("40.0 s"), "{never}");
+        assert_eq!(
+            ApiError::from(EngineError::Timeout).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 }

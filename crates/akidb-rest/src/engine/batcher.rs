@@ -1,53 +1,51 @@
-//! The dynamic batcher: queues tokenised requests for one model and cuts shared model runs
-//! from them, in tokens.
+//! The dynamic batcher: admits, tokenises and queues requests for one model and cuts shared
+//! model runs from them, in tokens.
 //!
 //! Knows nothing of HTTP. Each served model gets one [`Batcher`]; callers `embed` through it,
 //! and a background task owns the queue. A request crosses the provider once:
 //!
-//! 1. [`EmbeddingProvider::tokenize`] validates it (once) and tokenises each text (once, off
-//!    the async threads where the provider's tokenizer is costly), prompt and truncation
-//!    applied; the request's token limit is counted from these encodings, so a request over
-//!    it, or an invalid one, never queues;
-//! 2. admission ([`crate::admission`]) estimates the work ahead in padded tokens times the
-//!    model's measured cost per token; a request that cannot finish before its deadline is
-//!    refused at once ([`BatchError::Shed`]);
-//! 3. the task takes the oldest waiting request and the later ones, up to `max_batch_size`
+//! 1. it takes a place in the queue (past `queue_capacity` requests in the engine, tokenising
+//!    or waiting, it is refused at once with [`EngineError::QueueFull`]) and is admitted on
+//!    the cost of its tokenisation, known from its bytes alone ([`crate::engine::admission`]):
+//!    a request that cannot even be tokenised before its deadline, behind the work ahead, is
+//!    refused before any heavy work;
+//! 2. the tokenisation pool ([`TokenizerPool`]) validates it and tokenises each text (once,
+//!    prompt and truncation applied), one text at a time, stopping between texts when the
+//!    request has ended; the request's token limit is counted from these encodings, so a
+//!    request over it, or an invalid one, never queues;
+//! 3. its exact estimate (its texts planned into runs, costed by the model's calibrated cost)
+//!    replaces the rough one, and is checked again;
+//! 4. the task takes the oldest waiting request and the later ones, up to `max_batch_size`
 //!    texts and `max_batch_tokens` padded tokens, waiting at most `max_wait` (counted from
 //!    the oldest request's arrival) for more; the encodings carry their prompts and
 //!    truncation, so any requests may share a run;
-//! 4. the library's least-padding planner ([`plan_runs`], the one the providers use
+//! 5. the library's least-padding planner ([`plan_runs`], the one the providers use
 //!    themselves) cuts the texts into model runs bounded by texts and padded tokens, run
-//!    oldest request first; each run returns raw vectors, and each request is finished by [`pipeline::finish`] with its
-//!    own dimension and normalisation as soon as its last text has run;
-//! 5. when a run holding texts of several requests fails, its requests run again one by
+//!    oldest request first; each run returns raw vectors, and each request is finished by
+//!    [`pipeline::finish`] with its own dimension and normalisation as soon as its last text
+//!    has run;
+//! 6. when a run holding texts of several requests fails, its requests run again one by
 //!    one: one bad request never decides the fate of the others. When the provider names the
 //!    text at fault (an over-long text), only its request gets the error and the others run
 //!    again together. A provider that panics fails only its run (the call runs in its own
 //!    task), never the batcher.
 //!
-//! The queue is bounded by [`Semaphore`] permits, one carried by each waiting request: past
-//! `queue_capacity` waiting requests, [`Batcher::embed`] fails at once with
-//! [`BatchError::QueueFull`]. Work whose caller went away (a timeout, a closed connection) is
-//! never started: such requests leave the queue, and their texts are dropped from runs not
-//! yet started.
+//! Work whose caller went away (a timeout, a closed connection) is never started: such
+//! requests leave the queue, and their texts are dropped from runs not yet started.
 //!
 //! ```
 //! use std::sync::Arc;
-//! use std::time::Duration;
 //! use akidb_embedding_core::EmbedRequest;
 //! use akidb_embedding_mock::MockEmbeddingProvider;
-//! use akidb_rest::batcher::{Batcher, BatcherConfig};
+//! use akidb_rest::engine::batcher::{Batcher, BatcherConfig};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let config = BatcherConfig {
-//!     max_batch_size: 32,
-//!     max_batch_tokens: 16_384,
-//!     max_request_tokens: 65_536,
-//!     max_wait: Duration::from_millis(5),
-//!     queue_capacity: 1024,
-//!     dynamic: true,
-//! };
-//! let batcher = Batcher::spawn(Arc::new(MockEmbeddingProvider::new(8)), config, Arc::new(()));
+//! let batcher = Batcher::spawn(
+//!     Arc::new(MockEmbeddingProvider::new(8)),
+//!     BatcherConfig::default(),
+//!     Arc::new(()),
+//! );
+//! batcher.calibrate().await.unwrap();
 //! let response = batcher.embed(EmbedRequest::new(["hello"])).await.unwrap();
 //! assert_eq!(response.dimension, 8);
 //! # });
@@ -60,19 +58,24 @@ use std::time::Duration;
 use akidb_embedding_core::batching::{padded_tokens, plan_runs};
 use akidb_embedding_core::{
     EmbedRequest, EmbedResponse, EmbeddingError, EmbeddingProvider, Encoding, ModelInfo, Result,
-    TokenizedRequest, pipeline, validate,
+    TokenSpan, TokenizedRequest, pipeline, validate,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::admission::{Admission, InFlight, Reservation, Shed};
-use crate::observability::Timings;
+use super::EngineError;
+use super::admission::{Admission, CostModel, InFlight, Refusal, Reservation};
+use super::timings::Timings;
+use super::tokenize::TokenizerPool;
 
-/// Words of the text [`Batcher::calibrate`] runs: long enough that a run's fixed cost does
-/// not dominate its cost per token, short enough to cost well under a second on a CPU.
+/// Words of the short calibration text ([`Batcher::calibrate`]): long enough that a run's
+/// fixed cost does not dominate its cost per token.
 pub const CALIBRATION_WORDS: usize = 128;
 
-/// How a [`Batcher`] forms its batches.
+/// Model runs of [`Batcher::calibrate`]: two short, one at the cap.
+pub const CALIBRATION_RUNS: usize = 3;
+
+/// How a [`Batcher`] forms its batches and admits work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatcherConfig {
     /// Most texts in one model run (a request with more is cut into several runs).
@@ -86,40 +89,32 @@ pub struct BatcherConfig {
     pub max_request_tokens: usize,
     /// Longest the oldest waiting request waits for others to join its batch.
     pub max_wait: Duration,
-    /// Most requests waiting for a run; more are refused with [`BatchError::QueueFull`].
+    /// Most requests in the engine at once for this model (tokenising or waiting for a run);
+    /// more are refused with [`EngineError::QueueFull`].
     pub queue_capacity: usize,
+    /// Texts tokenised at once, at most, for this model.
+    pub tokenization_workers: usize,
+    /// The service's longest deadline: a request whose own work is estimated past it is
+    /// refused with [`EngineError::NeverFits`].
+    pub request_timeout: Duration,
     /// `false`: every request runs alone (a baseline for benchmarks).
     pub dynamic: bool,
 }
 
-/// Why [`Batcher::embed`] gave no vectors.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BatchError {
-    /// The queue already holds `capacity` requests; the caller should retry shortly.
-    #[error("the queue of model `{model}` is full ({capacity} requests waiting); retry shortly")]
-    QueueFull {
-        /// The model whose queue is full.
-        model: String,
-        /// The queue's capacity.
-        capacity: usize,
-    },
-    /// The request would not finish before its deadline: refused before it queues.
-    #[error("model `{model}` cannot serve this request in time: {shed}; retry in {} s", .shed.retry_after_secs())]
-    Shed {
-        /// The model that is too busy.
-        model: String,
-        /// The estimate that refused the request.
-        shed: Shed,
-    },
-    /// The batcher's task has stopped (the service is shutting down).
-    #[error("the batcher of model `{model}` has stopped")]
-    Stopped {
-        /// The model whose batcher stopped.
-        model: String,
-    },
-    /// The request is invalid or the provider failed on it.
-    #[error(transparent)]
-    Embedding(#[from] EmbeddingError),
+impl Default for BatcherConfig {
+    /// The service's defaults.
+    fn default() -> Self {
+        Self {
+            max_batch_size: 32,
+            max_batch_tokens: 16_384,
+            max_request_tokens: 65_536,
+            max_wait: Duration::ZERO,
+            queue_capacity: 1024,
+            tokenization_workers: 2,
+            request_timeout: Duration::from_secs(30),
+            dynamic: true,
+        }
+    }
 }
 
 /// What a batcher tells its observer after every provider run.
@@ -156,9 +151,10 @@ pub struct Batcher {
     provider: Arc<dyn EmbeddingProvider>,
     config: BatcherConfig,
     sender: mpsc::UnboundedSender<Job>,
-    /// One permit per place in the queue; each waiting job carries one.
+    /// One permit per request in the engine (tokenising or queued).
     places: Arc<Semaphore>,
     admission: Admission,
+    pool: TokenizerPool,
 }
 
 impl std::fmt::Debug for Batcher {
@@ -173,7 +169,8 @@ impl std::fmt::Debug for Batcher {
 
 impl Batcher {
     /// Starts the batcher task for `provider` on the current tokio runtime. The task ends
-    /// once the handle is dropped and the requests already queued are answered.
+    /// once the handle is dropped and the requests already queued are answered. Admission
+    /// refuses nothing until [`calibrate`](Self::calibrate) has run.
     pub fn spawn(
         provider: Arc<dyn EmbeddingProvider>,
         config: BatcherConfig,
@@ -199,6 +196,7 @@ impl Batcher {
             places: Arc::new(Semaphore::new(
                 config.queue_capacity.min(Semaphore::MAX_PERMITS),
             )),
+            pool: TokenizerPool::new(config.tokenization_workers),
             config,
             sender,
             admission,
@@ -215,7 +213,7 @@ impl Batcher {
         !self.sender.is_closed()
     }
 
-    /// Requests waiting for a model run now.
+    /// Requests in the engine for this model now (tokenising or waiting for a run).
     pub fn queue_depth(&self) -> usize {
         self.config
             .queue_capacity
@@ -223,36 +221,64 @@ impl Batcher {
             .saturating_sub(self.places.available_permits())
     }
 
-    /// The model's admission estimate (work ahead, measured cost per token).
+    /// The model's admission ledger (work ahead, calibrated cost).
     pub fn admission(&self) -> &Admission {
         &self.admission
     }
 
-    /// Embeds `request` with no deadline of its own (never shed; see
-    /// [`embed_before`](Self::embed_before)).
+    /// Texts this model tokenises at once, at most.
+    pub fn tokenization_workers(&self) -> usize {
+        self.pool.workers()
+    }
+
+    /// Embeds `request` with no deadline of its own (refused only when its own work exceeds
+    /// the service's deadline; see [`embed_before`](Self::embed_before)).
     ///
     /// The vectors are those `provider.embed(request)` would give (the provider may pad a
     /// merged run differently, so a real model can differ in the last float bits).
-    pub async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, BatchError> {
+    pub async fn embed(&self, request: EmbedRequest) -> Result<EmbedResponse, EngineError> {
         self.embed_before(request, None).await
     }
 
-    /// Tokenises `request` once, queues its encodings unless the work ahead would not let it
-    /// finish by `deadline` ([`BatchError::Shed`]), and waits for its vectors.
+    /// Admits `request` on its tokenisation's cost, tokenises it on the pool, admits it again
+    /// on its exact estimate, queues its encodings and waits for its vectors; refused at once when
+    /// the work ahead and its own would not let it finish by `deadline`.
     pub async fn embed_before(
         &self,
         request: EmbedRequest,
         deadline: Option<Instant>,
-    ) -> Result<EmbedResponse, BatchError> {
+    ) -> Result<EmbedResponse, EngineError> {
         // The caller's timings (set by the service's middleware; none for library callers).
         let timings = Timings::current();
+        let permit = self.take_place()?;
+        // On arrival only the tokenisation's cost is certain (bytes are known, tokens are not:
+        // a megabyte of one repeated letter may be three tokens): a request that cannot even
+        // be tokenised behind the work ahead is refused before any heavy step; the exact
+        // estimate below, from its token counts, decides the rest.
+        let mut reservation = self.admit(self.tokenize_cost(&request), deadline)?;
         let tokenizing = Instant::now();
-        let tokenized = self.tokenize(request).await?;
+        let admission = &self.admission;
+        let tokenized = self
+            .pool
+            .tokenize(&self.provider, request, deadline, admission, |bytes| {
+                reservation.release(admission.tokenize_cost(bytes));
+            })
+            .await?;
         let lengths = tokenized.token_counts();
         if let Some(timings) = &timings {
             timings.record_tokenization(tokenizing.elapsed(), lengths.iter().sum());
         }
         validate::check_total_tokens(&lengths, self.config.max_request_tokens)?;
+        let exact = self.admission.run_cost(&self.planned(&lengths));
+        let reservation = self
+            .admission
+            .readmit(
+                reservation,
+                exact,
+                budget(deadline),
+                self.config.request_timeout,
+            )
+            .map_err(|refusal| self.refused(refusal))?;
         let padded = padded_tokens(
             &lengths,
             &plan_runs(
@@ -261,23 +287,6 @@ impl Batcher {
                 self.config.max_batch_tokens,
             ),
         );
-        let permit =
-            Arc::clone(&self.places)
-                .try_acquire_owned()
-                .map_err(|_| BatchError::QueueFull {
-                    model: self.info.id.clone(),
-                    capacity: self.config.queue_capacity,
-                })?;
-        let budget = deadline.map_or(Duration::MAX, |deadline| {
-            deadline.saturating_duration_since(Instant::now())
-        });
-        let reservation = self
-            .admission
-            .admit(padded as u64, budget)
-            .map_err(|shed| BatchError::Shed {
-                model: self.info.id.clone(),
-                shed,
-            })?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             tokenized,
@@ -290,61 +299,183 @@ impl Batcher {
             reply,
             timings,
         };
-        let stopped = || BatchError::Stopped {
-            model: self.info.id.clone(),
-        };
-        self.sender.send(job).map_err(|_| stopped())?;
-        Ok(answer.await.map_err(|_| stopped())??)
+        self.sender.send(job).map_err(|_| self.stopped())?;
+        Ok(answer.await.map_err(|_| self.stopped())??)
     }
 
-    /// Measures the model's cost per token with one run of a text of about
-    /// [`CALIBRATION_WORDS`] words, so that admission estimates from the very first request on
-    /// (as text-embeddings-inference warms its model up before it serves); the service calls
-    /// it before the model is ready. The run goes to the provider directly (no queue, no
-    /// observer). A failure is logged, and admission then learns from the first runs.
-    pub async fn calibrate(&self) {
-        let text = vec!["calibration"; CALIBRATION_WORDS].join(" ");
-        let tokenized = match self.tokenize(EmbedRequest::new([text])).await {
-            Ok(tokenized) => tokenized,
-            Err(error) => {
-                tracing::warn!(model = %self.info.id, %error, "calibration: tokenisation failed");
-                return;
-            }
+    /// The tokens of each text of `request` with their spans, as the provider gives them:
+    /// a place in the queue, admitted on its tokenisation's estimate and tokenised on the
+    /// pool as [`embed_before`](Self::embed_before) does, within the request token limit.
+    pub async fn token_spans_before(
+        &self,
+        request: EmbedRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<TokenSpan>>, EngineError> {
+        let _place = self.take_place()?;
+        let mut reservation = self.admit(self.tokenize_cost(&request), deadline)?;
+        let admission = &self.admission;
+        let spans = self
+            .pool
+            .token_spans(&self.provider, request, deadline, |bytes| {
+                reservation.release(admission.tokenize_cost(bytes));
+            })
+            .await?;
+        let lengths: Vec<usize> = spans.iter().map(Vec::len).collect();
+        validate::check_total_tokens(&lengths, self.config.max_request_tokens)?;
+        Ok(spans)
+    }
+
+    /// The token ids of each text of `request` (for providers without spans), admitted and
+    /// tokenised as [`token_spans_before`](Self::token_spans_before).
+    pub async fn token_ids_before(
+        &self,
+        request: EmbedRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Vec<u32>>, EngineError> {
+        let _place = self.take_place()?;
+        let mut reservation = self.admit(self.tokenize_cost(&request), deadline)?;
+        let admission = &self.admission;
+        let tokenized = self
+            .pool
+            .tokenize(&self.provider, request, deadline, admission, |bytes| {
+                reservation.release(admission.tokenize_cost(bytes));
+            })
+            .await?;
+        validate::check_total_tokens(&tokenized.token_counts(), self.config.max_request_tokens)?;
+        Ok(tokenized
+            .encodings
+            .into_iter()
+            .map(|encoding| encoding.ids)
+            .collect())
+    }
+
+    /// Calibrates the model's cost (see [`crate::engine::admission`]) with runs of one text
+    /// each: two of about [`CALIBRATION_WORDS`] words (the faster counts), and one of a text
+    /// that fills the model's token cap. Their vectors are checked (one per text, of the
+    /// model's dimension, finite), so a model that passes can serve. The runs go to the provider directly (no queue, no
+    /// observer). Fails with a load error when either run fails.
+    pub async fn calibrate(&self) -> Result<(), EmbeddingError> {
+        let short = vec!["calibration"; CALIBRATION_WORDS].join(" ");
+        // Every word is at least one token: this many words reach the cap.
+        let long = vec!["calibration"; self.info.max_tokens].join(" ");
+        // The shorter of two short runs: the first run of a shape pays for its buffers.
+        let first = self.measure(short.clone()).await?;
+        let again = self.measure(short).await?;
+        let short = if again.1 < first.1 { again } else { first };
+        let long = self.measure(long).await?;
+        let model = CostModel::from_runs((1, short.0, short.1), (1, long.0, long.1));
+        self.admission.calibrate(model);
+        tracing::info!(
+            model = %self.info.id,
+            short_tokens = short.0,
+            short_ms = short.1.as_secs_f64() * 1e3,
+            long_tokens = long.0,
+            long_ms = long.1.as_secs_f64() * 1e3,
+            "calibrated the model's cost"
+        );
+        Ok(())
+    }
+
+    /// One calibration run of `text`: its token count and how long the model took.
+    async fn measure(&self, text: String) -> Result<(usize, Duration), EmbeddingError> {
+        let failed = |error: EngineError| {
+            EmbeddingError::model_load(&self.info.id, format!("calibration run failed: {error}"))
         };
-        let lengths = tokenized.token_counts();
-        let padded = padded_tokens(&lengths, &plan_runs(&lengths, 1, usize::MAX)) as u64;
-        let Ok(reservation) = self.admission.admit(padded, Duration::MAX) else {
-            return;
-        };
-        let mut in_flight = self.admission.start_batch(padded, vec![reservation]);
-        let started = Instant::now();
-        let provider = Arc::clone(&self.provider);
-        let outcome = tokio::spawn(async move { provider.run(tokenized.encodings).await })
+        let bytes = text.len();
+        let tokenizing = Instant::now();
+        let tokenized = self
+            .provider
+            .tokenize(EmbedRequest::new([text]))
             .await
-            .unwrap_or_else(|failure| Err(provider_failure(&self.info.id, "model run", failure)));
+            .map_err(|error| failed(error.into()))?;
+        let length = tokenized.total_tokens();
+        self.admission.tokenized(
+            TokenizerPool::bytes_read(bytes, self.info.max_tokens),
+            tokenizing.elapsed(),
+        );
+        let provider = Arc::clone(&self.provider);
+        let started = Instant::now();
+        let vectors = tokio::spawn(async move { provider.run(tokenized.encodings).await })
+            .await
+            .unwrap_or_else(|failure| Err(provider_failure(&self.info.id, "model run", failure)))
+            .map_err(|error| failed(error.into()))?;
         let elapsed = started.elapsed();
-        in_flight.ran(padded, elapsed, outcome.is_ok());
-        match outcome {
-            Ok(_) => tracing::info!(
-                model = %self.info.id,
-                padded_tokens = padded,
-                elapsed_ms = elapsed.as_secs_f64() * 1e3,
-                "calibrated the model's cost per token"
-            ),
-            Err(error) => {
-                tracing::warn!(model = %self.info.id, %error, "calibration: the model run failed")
+        match vectors.as_slice() {
+            [vector]
+                if vector.len() == self.info.dimension
+                    && vector.iter().all(|value| value.is_finite()) =>
+            {
+                Ok((length, elapsed))
             }
+            _ => Err(failed(
+                EmbeddingError::Inference(format!(
+                    "the model gave no finite vector of {} values for one text",
+                    self.info.dimension
+                ))
+                .into(),
+            )),
         }
     }
 
-    /// The provider's tokenisation, in a task of its own so that a panic in it fails this
-    /// request only (as an [`EmbeddingError::Inference`]).
-    async fn tokenize(&self, request: EmbedRequest) -> Result<TokenizedRequest> {
-        let provider = Arc::clone(&self.provider);
-        tokio::spawn(async move { provider.tokenize(request).await })
-            .await
-            .unwrap_or_else(|failure| Err(provider_failure(&self.info.id, "tokenizer", failure)))
+    /// Token counts `lengths` planned into runs, as lists of token counts.
+    fn planned(&self, lengths: &[usize]) -> Vec<Vec<usize>> {
+        plan_runs(
+            lengths,
+            self.config.max_batch_size,
+            self.config.max_batch_tokens,
+        )
+        .into_iter()
+        .map(|run| run.into_iter().map(|text| lengths[text]).collect())
+        .collect()
     }
+
+    /// The estimated tokenisation of every text of `request`.
+    fn tokenize_cost(&self, request: &EmbedRequest) -> Duration {
+        let bytes: usize = request
+            .texts
+            .iter()
+            .map(|text| TokenizerPool::bytes_read(text.len(), self.info.max_tokens))
+            .sum();
+        self.admission.tokenize_cost(bytes)
+    }
+
+    /// A place in the queue, or [`EngineError::QueueFull`] at once.
+    fn take_place(&self) -> Result<OwnedSemaphorePermit, EngineError> {
+        Arc::clone(&self.places)
+            .try_acquire_owned()
+            .map_err(|_| EngineError::QueueFull {
+                model: self.info.id.clone(),
+                capacity: self.config.queue_capacity,
+            })
+    }
+
+    /// Admits work estimated at `cost` for a request due by `deadline`.
+    fn admit(&self, cost: Duration, deadline: Option<Instant>) -> Result<Reservation, EngineError> {
+        self.admission
+            .admit(cost, budget(deadline), self.config.request_timeout)
+            .map_err(|refusal| self.refused(refusal))
+    }
+
+    fn refused(&self, refusal: Refusal) -> EngineError {
+        let model = self.info.id.clone();
+        match refusal {
+            Refusal::NeverFits { own, limit } => EngineError::NeverFits { model, own, limit },
+            Refusal::Shed(shed) => EngineError::Shed { model, shed },
+        }
+    }
+
+    fn stopped(&self) -> EngineError {
+        EngineError::Stopped {
+            model: self.info.id.clone(),
+        }
+    }
+}
+
+/// Time left before `deadline` (unbounded without one).
+fn budget(deadline: Option<Instant>) -> Duration {
+    deadline.map_or(Duration::MAX, |deadline| {
+        deadline.saturating_duration_since(Instant::now())
+    })
 }
 
 /// An [`EmbeddingError::Inference`] for a provider task that panicked (or was cancelled),
@@ -611,9 +742,13 @@ impl Worker {
             self.config.max_batch_size,
             self.config.max_batch_tokens,
         );
+        let shapes: Vec<Vec<usize>> = runs
+            .iter()
+            .map(|run| run.iter().map(|&text| lengths[text]).collect())
+            .collect();
         let mut in_flight = self
             .admission
-            .start_batch(padded_tokens(&lengths, &runs) as u64, reservations);
+            .start_batch(self.admission.run_cost(&shapes), reservations);
         // Oldest request first (the planner orders by length): a request finishes no later
         // than admission estimated, behind the work that was ahead of it, whatever joined
         // its batch after it.
@@ -621,7 +756,7 @@ impl Worker {
         runs.sort_by_key(|run| run.iter().map(|&text| texts[text].0).min());
         let mut runs: VecDeque<Vec<usize>> = runs.into();
         while let Some(run) = runs.pop_front() {
-            let planned = padded(&lengths, &run);
+            let planned = shape(&lengths, &run);
             // Texts of requests already answered (failed) or whose caller has gone are
             // dropped before the run starts.
             let live: Vec<usize> = run
@@ -629,7 +764,7 @@ impl Worker {
                 .filter(|&text| members[texts[text].0].wanted())
                 .collect();
             if live.is_empty() {
-                in_flight.ran(planned, Duration::ZERO, false);
+                in_flight.ran(planned.0, planned.1, Duration::ZERO, false);
                 continue;
             }
             let outcome = self
@@ -660,7 +795,7 @@ impl Worker {
         members: &mut [Member],
         texts: &[(usize, usize)],
         live: &[usize],
-        planned: u64,
+        planned: (usize, usize),
         in_flight: &mut InFlight,
     ) -> Result<Vec<Vec<f32>>> {
         let batch: Vec<Encoding> = live
@@ -696,7 +831,15 @@ impl Worker {
         for &owner in &owners {
             members[owner].run_took(elapsed);
         }
-        in_flight.ran(planned, elapsed, outcome.is_ok());
+        let longest = live
+            .iter()
+            .map(|&text| {
+                let (member, index) = texts[text];
+                members[member].tokenized.encodings[index].len()
+            })
+            .max()
+            .unwrap_or(planned.1);
+        in_flight.ran(count, longest, elapsed, outcome.is_ok());
         self.observer.batch_ran(&BatchReport {
             model: &self.model,
             requests,
@@ -710,7 +853,7 @@ impl Worker {
             requests,
             batch_size = count,
             tokens,
-            padded_tokens = planned,
+            padded_tokens = planned.0 * planned.1,
             elapsed_ms = elapsed.as_secs_f64() * 1e3,
             succeeded = outcome.is_ok(),
             "model run"
@@ -789,10 +932,10 @@ fn distinct_members(texts: &[(usize, usize)], live: &[usize]) -> Vec<usize> {
     owners
 }
 
-/// Padded tokens of one run: its texts × its longest text.
-fn padded(lengths: &[usize], run: &[usize]) -> u64 {
+/// The shape of one run: its texts and its longest text (the padded length).
+fn shape(lengths: &[usize], run: &[usize]) -> (usize, usize) {
     let longest = run.iter().map(|&text| lengths[text]).max().unwrap_or(0);
-    (run.len() * longest) as u64
+    (run.len(), longest)
 }
 
 #[cfg(test)]
@@ -808,6 +951,8 @@ mod tests {
             max_request_tokens: 65_536,
             max_wait: Duration::from_millis(20),
             queue_capacity: 64,
+            tokenization_workers: 2,
+            request_timeout: Duration::from_secs(30),
             dynamic,
         }
     }
@@ -824,7 +969,7 @@ mod tests {
         let batcher = spawn(&mock, config(true));
         let timings = Timings::default();
         let started = std::time::Instant::now();
-        let response = crate::observability::with_timings(
+        let response = crate::engine::timings::with_timings(
             timings.clone(),
             batcher.embed(EmbedRequest::new(["one two three", "four"])),
         )
@@ -946,7 +1091,7 @@ mod tests {
         assert!(results[0].is_ok() && results[2].is_ok());
         assert!(matches!(
             results[1],
-            Err(BatchError::Embedding(EmbeddingError::Inference(_)))
+            Err(EngineError::Embedding(EmbeddingError::Inference(_)))
         ));
         assert_eq!(mock.batch_sizes(), vec![3, 1, 1, 1]);
     }
@@ -990,7 +1135,7 @@ mod tests {
     /// Three strict requests, the middle one with an over-long second text, sent together.
     async fn strict_requests_with_one_over_long(
         provider: Arc<dyn EmbeddingProvider>,
-    ) -> Vec<std::result::Result<EmbedResponse, BatchError>> {
+    ) -> Vec<std::result::Result<EmbedResponse, EngineError>> {
         let wait = BatcherConfig {
             max_wait: Duration::from_millis(200),
             ..config(true)
@@ -1016,7 +1161,7 @@ mod tests {
         assert!(
             matches!(
                 results[1],
-                Err(BatchError::Embedding(EmbeddingError::TextTooLong {
+                Err(EngineError::Embedding(EmbeddingError::TextTooLong {
                     index: 1,
                     ..
                 }))
@@ -1058,7 +1203,7 @@ mod tests {
         let batcher = spawn(&mock, config(true));
         let failed = batcher.embed(EmbedRequest::new(["panic"])).await;
         assert!(
-            matches!(failed, Err(BatchError::Embedding(EmbeddingError::Inference(ref message))) if message.contains("panicked")),
+            matches!(failed, Err(EngineError::Embedding(EmbeddingError::Inference(ref message))) if message.contains("panicked")),
             "{failed:?}"
         );
         assert!(batcher.is_running());
@@ -1079,7 +1224,7 @@ mod tests {
         let over = EmbedRequest::new(["a", "b", "c d e"]);
         assert_eq!(
             batcher.embed(over).await,
-            Err(BatchError::Embedding(EmbeddingError::TooManyTokens {
+            Err(EngineError::Embedding(EmbeddingError::TooManyTokens {
                 tokens: 11,
                 limit: 10
             }))
@@ -1099,21 +1244,21 @@ mod tests {
         let empty = batcher.embed(EmbedRequest::new(Vec::<String>::new())).await;
         assert_eq!(
             empty,
-            Err(BatchError::Embedding(EmbeddingError::EmptyBatch))
+            Err(EngineError::Embedding(EmbeddingError::EmptyBatch))
         );
         let prompt = batcher
             .embed(EmbedRequest::new(["a"]).with_prompt("nope"))
             .await;
         assert!(matches!(
             prompt,
-            Err(BatchError::Embedding(EmbeddingError::UnknownPrompt { .. }))
+            Err(EngineError::Embedding(EmbeddingError::UnknownPrompt { .. }))
         ));
         let dimension = batcher
             .embed(EmbedRequest::new(["a"]).with_dimensions(3))
             .await;
         assert!(matches!(
             dimension,
-            Err(BatchError::Embedding(
+            Err(EngineError::Embedding(
                 EmbeddingError::UnsupportedDimension { .. }
             ))
         ));
@@ -1143,7 +1288,7 @@ mod tests {
         let refused = batcher.embed(EmbedRequest::new(["third"])).await;
         assert!(matches!(
             refused,
-            Err(BatchError::QueueFull { capacity: 1, .. })
+            Err(EngineError::QueueFull { capacity: 1, .. })
         ));
         waiting.abort();
         assert!(running.await.unwrap().is_ok());
@@ -1155,41 +1300,72 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_request_that_cannot_finish_in_time_is_shed_at_once() {
-        let mock = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(300)));
-        let batcher = spawn(&mock, config(true));
-        // The first run teaches the cost: 300 ms for 3 padded tokens.
-        batcher.embed(EmbedRequest::new(["learn"])).await.unwrap();
-        assert!(batcher.admission().cost_per_token().is_some());
-        let running = {
-            let batcher = Arc::clone(&batcher);
-            tokio::spawn(async move { batcher.embed(EmbedRequest::new(["busy"])).await })
-        };
-        settle(|| mock.calls() == 2).await;
-        // ~300 ms ahead and ~300 ms of its own: cannot finish within 100 ms.
-        let started = std::time::Instant::now();
-        let shed = batcher
+    #[tokio::test(start_paused = true)]
+    async fn admission_refuses_at_once_what_cannot_finish_and_serves_what_can() {
+        // 1 ms per padded token: calibration learns exactly that (the clock is tokio's, paused).
+        let mock = Arc::new(
+            MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(1)),
+        );
+        let batcher = spawn(
+            &mock,
+            BatcherConfig {
+                request_timeout: Duration::from_secs(2),
+                ..config(true)
+            },
+        );
+        batcher.calibrate().await.unwrap();
+        let model = batcher.admission().cost_model().unwrap();
+        assert!((model.per_token - 0.001).abs() < 1e-6, "{model:?}");
+        assert!(model.per_token_per_position.abs() < 1e-9, "{model:?}");
+        let calibration_runs = mock.calls();
+        assert_eq!(calibration_runs, CALIBRATION_RUNS as u64);
+        let words = |count: usize| vec!["word"; count].join(" ");
+        // Its own 52 ms cannot fit 90 % of a 40 ms deadline, even with nothing ahead.
+        let alone = batcher
             .embed_before(
-                EmbedRequest::new(["hurry"]),
-                Some(Instant::now() + Duration::from_millis(100)),
+                EmbedRequest::new([words(50)]),
+                Some(Instant::now() + Duration::from_millis(40)),
             )
             .await;
-        let waited = started.elapsed();
         assert!(
-            matches!(shed, Err(BatchError::Shed { ref shed, .. }) if shed.retry_after_secs() == 1),
-            "{shed:?}"
+            matches!(alone, Err(EngineError::Shed { ref shed, .. }) if shed.ahead.is_zero()),
+            "{alone:?}"
         );
-        assert!(waited < Duration::from_millis(50), "shed after {waited:?}");
-        // With time enough, the same request is served.
+        // Four texts at the cap (4 × 512 ms) never fit the service's 2 s deadline.
+        let never = batcher.embed(EmbedRequest::new(vec![words(600); 4])).await;
+        assert!(
+            matches!(never, Err(EngineError::NeverFits { .. })),
+            "{never:?}"
+        );
+        // Behind a 302 ms run, a 52 ms request cannot fit 300 ms, fits 1 s.
+        let running = {
+            let batcher = Arc::clone(&batcher);
+            tokio::spawn(async move { batcher.embed(EmbedRequest::new([words(300)])).await })
+        };
+        settle(|| mock.calls() == calibration_runs + 1).await;
+        let behind = batcher
+            .embed_before(
+                EmbedRequest::new([words(50)]),
+                Some(Instant::now() + Duration::from_millis(300)),
+            )
+            .await;
+        assert!(
+            matches!(behind, Err(EngineError::Shed { ref shed, .. }) if !shed.ahead.is_zero() && shed.retry_after_secs() == 1),
+            "{behind:?}"
+        );
         let patient = batcher
             .embed_before(
-                EmbedRequest::new(["hurry"]),
-                Some(Instant::now() + Duration::from_secs(10)),
+                EmbedRequest::new([words(50)]),
+                Some(Instant::now() + Duration::from_secs(1)),
             )
             .await;
         assert!(patient.is_ok(), "{patient:?}");
         assert!(running.await.unwrap().is_ok());
-        assert_eq!(mock.calls(), 3, "the shed request never ran");
+        assert_eq!(
+            mock.calls(),
+            calibration_runs + 2,
+            "the refused requests never ran"
+        );
+        assert!(batcher.admission().is_idle());
     }
 }

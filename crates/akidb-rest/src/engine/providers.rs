@@ -13,13 +13,22 @@ use akidb_embedding_onnx::{
     LoadOptions, OnnxEmbeddingProvider, OnnxVariant, OptimizationLevel, WeightsMapping,
 };
 
-use crate::config::{Config, ProviderKind};
-use crate::loading::{DownloadLogger, LoadStatus, ModelState, PROGRESS_LOG_INTERVAL};
+use super::loading::{DownloadLogger, LoadStatus, ModelState, PROGRESS_LOG_INTERVAL};
+
+/// Which provider turns texts into vectors (`python-bridge`, the Python service's name, is
+/// read as `onnx`, with a warning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// ONNX Runtime models (`akidb-embedding-onnx`).
+    Onnx,
+    /// The deterministic mock (`akidb-embedding-mock`); only ever used when asked for.
+    Mock,
+}
 
 /// Length of the mock's vectors.
 pub const MOCK_DIMENSION: usize = 384;
 
-/// What [`load`] needs to know, taken from the [`Config`]: every load option of the library.
+/// What [`load`] needs to know, taken from the service's configuration: every load option of the library.
 #[derive(Debug, Clone)]
 pub struct LoadPlan {
     /// Which provider.
@@ -70,36 +79,6 @@ impl LoadPlan {
     pub fn with_status(mut self, status: Arc<LoadStatus>) -> Self {
         self.status = Some(status);
         self
-    }
-}
-
-impl From<&Config> for LoadPlan {
-    fn from(config: &Config) -> Self {
-        Self {
-            kind: config.provider,
-            models: config.model_names(),
-            threads: config.threads,
-            max_batch_size: config.max_batch_size,
-            max_batch_tokens: config.max_batch_tokens,
-            weights_mapping: config.weights_mapping,
-            weights_copy_dir: config.weights_copy_dir.clone(),
-            variant: config.variant.clone(),
-            revision: config.revision.clone(),
-            offline: config.offline,
-            cache_dir: config.cache_dir.clone(),
-            hub_endpoint: config.hub_endpoint.clone(),
-            hf_token: config
-                .hf_token
-                .as_ref()
-                .map(|token| String::from_utf8_lossy(token.as_bytes()).into_owned()),
-            models_dir: config.models_dir.clone(),
-            ort_library: config.ort_library.clone(),
-            optimized_model_cache: config.optimized_model_cache.clone(),
-            graph_optimization: config.graph_optimization,
-            cuda: config.cuda,
-            cpu_arena: config.cpu_arena,
-            status: None,
-        }
     }
 }
 
@@ -160,7 +139,7 @@ fn mock(model: &str) -> Arc<dyn EmbeddingProvider> {
 }
 
 /// The provider's load options for `model` under `plan`.
-fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
+pub(crate) fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
     // The project's runtime and installed models (see `akidb_embeddings::install`).
     let mut options = akidb_embeddings::install::load_options(model)
         .with_max_batch_size(plan.max_batch_size)
@@ -245,22 +224,4 @@ fn progress_interval() -> std::time::Duration {
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(PROGRESS_LOG_INTERVAL, std::time::Duration::from_millis)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[test]
-    fn the_arena_setting_reaches_the_load_options() {
-        let parse = |args: &[&str]| {
-            Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
-                .unwrap()
-        };
-        let plan = LoadPlan::from(&parse(&[]));
-        assert!(onnx_options("m", &plan).cpu_arena(), "on by default");
-        let plan = LoadPlan::from(&parse(&["--cpu-arena", "false"]));
-        assert!(!onnx_options("m", &plan).cpu_arena());
-    }
 }

@@ -8,8 +8,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use subtle::{Choice, ConstantTimeEq};
 
+use super::error::ApiError;
 use crate::config::ApiKey;
-use crate::error::ApiError;
 
 /// Middleware that lets a request through only when it carries the configured key.
 pub async fn require_api_key(
