@@ -43,7 +43,7 @@
 #      E_START_TIMEOUT (300 s);
 #   idleness: IDLE_TARGET (5 s), IDLE_CORES (0.03), IDLE_OBSERVE (90 s watched at most),
 #   SETTLE (30 s). Other AKIDB_* variables reach the service (e.g. AKIDB_EMBEDDING_VARIANT).
-# Time: about 12 minutes on the current service (a 90 s + loads; b, c and d 40-120 s each,
+# Time: about 8-12 minutes on the current service (8 with NICE=-15; a 90 s + loads; b, c, d 40-120 s each,
 # longer while the server stays busy; e 30 starts of 1-10 s). Exit status 1 when a check fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/priority.sh"
