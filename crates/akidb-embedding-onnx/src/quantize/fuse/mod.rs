@@ -23,7 +23,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::proto::{GraphProto, NodeProto, TensorProto, tensor_proto::DataType};
+use super::proto::{
+    AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+    tensor_proto::DataType,
+};
 use shapes::{Dim, ShapeFacts, normalise_axis};
 
 const MS_DOMAIN: &str = "com.microsoft";
@@ -43,11 +46,14 @@ pub enum FuseStep {
     Shapes,
     /// `FastGelu`/`Gelu` instead of the spelled-out activation.
     Gelu,
+    /// `com.microsoft::MultiHeadAttention` instead of the spelled-out scaled dot product
+    /// attention (its mask, padding and sliding window alike, becomes the attention bias).
+    Attention,
 }
 
 impl FuseStep {
     /// Every step, in the order they are applied.
-    pub const ALL: [FuseStep; 2] = [FuseStep::Shapes, FuseStep::Gelu];
+    pub const ALL: [FuseStep; 3] = [FuseStep::Shapes, FuseStep::Gelu, FuseStep::Attention];
 }
 
 /// Which rewrites to apply. The default applies every step that passes the fidelity checks
@@ -245,6 +251,8 @@ pub(crate) fn fuse_graph(
     };
     let mut fuser = Fuser {
         new: Vec::new(),
+        expanded: HashMap::new(),
+        initializers: Vec::new(),
         names: graph
             .initializer
             .iter()
@@ -255,9 +263,15 @@ pub(crate) fn fuse_graph(
     };
     if recipe.has(FuseStep::Shapes) {
         fuser.fold_shapes(graph);
+        fuser.flush(graph);
     }
     if recipe.has(FuseStep::Gelu) {
         fuser.fuse_gelu(graph);
+        fuser.flush(graph);
+    }
+    if recipe.has(FuseStep::Attention) {
+        fuser.fuse_attention(graph);
+        fuser.flush(graph);
     }
     let mut new = std::mem::take(&mut fuser.new);
     remove_dead_nodes(graph);
@@ -279,6 +293,9 @@ pub(crate) fn fuse_graph(
 
 struct Fuser<'a> {
     new: Vec<NewTensor>,
+    /// Padding biases expanded to one row per query, by the original's name.
+    expanded: HashMap<String, String>,
+    initializers: Vec<TensorProto>,
     names: HashSet<String>,
     report: &'a mut FuseReport,
 }
@@ -299,19 +316,26 @@ impl Fuser<'_> {
         name
     }
 
+    /// A new int64 constant, stored in the graph (inline: shape constants are small).
     fn int64_constant(&mut self, base: &str, values: &[i64], scalar: bool) -> String {
         let name = self.fresh_name(base);
-        self.new.push(NewTensor {
-            name: name.clone(),
-            data_type: DataType::Int64,
+        self.initializers.push(TensorProto {
+            name: Some(name.clone()),
+            data_type: Some(DataType::Int64 as i32),
             dims: if scalar {
                 Vec::new()
             } else {
                 vec![values.len() as i64]
             },
-            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..Default::default()
         });
         name
+    }
+
+    /// Moves the constants made so far into the graph, so later steps see them.
+    fn flush(&mut self, graph: &mut GraphProto) {
+        graph.initializer.append(&mut self.initializers);
     }
 
     /// Replaces run-time shape arithmetic by constants (see the module documentation).
@@ -320,6 +344,7 @@ impl Fuser<'_> {
         let facts = ShapeFacts::infer(graph, &constants);
         let producers = producers(graph);
         let is_constant = |name: &str| constants.tensor(name).is_some();
+        let mut clear_allowzero = Vec::new();
         for index in 0..graph.node.len() {
             let node = &graph.node[index];
             if !node.domain().is_empty() {
@@ -339,11 +364,18 @@ impl Fuser<'_> {
             };
             let mut replace: Vec<(usize, Vec<i64>, bool, &str)> = Vec::new();
             match node.op_type() {
-                "Reshape" if attr_int(node, "allowzero") != Some(1) => {
+                "Reshape" => {
+                    // With `allowzero`, a 0 in the target is a zero-sized dimension, not a
+                    // copy: fold only targets without one, and let the copies be copies.
+                    let allowzero = attr_int(node, "allowzero") == Some(1);
                     if let (Some(target), Some(data)) = (value_of(1), &data_shape)
+                        && !(allowzero && target.elements.contains(&Dim::Known(0)))
                         && let Some(constant) = reshape_target(&target.elements, data)
                     {
                         replace.push((1, constant, false, "reshape"));
+                        if allowzero {
+                            clear_allowzero.push(index);
+                        }
                     }
                 }
                 "Expand" => {
@@ -399,13 +431,23 @@ impl Fuser<'_> {
             }
             for (slot, values, scalar, what) in replace {
                 // Only int64 tensors are replaced (narrower integers are left alone).
-                let folded: HashSet<&str> = self.new.iter().map(|t| t.name.as_str()).collect();
+                let folded: HashSet<&str> = self.initializers.iter().map(|t| t.name()).collect();
                 if !is_int64(graph, &producers, &folded, &graph.node[index].input[slot]) {
                     continue;
                 }
                 let name = self.int64_constant(what, &values, scalar);
                 graph.node[index].input[slot] = name;
                 self.count(what);
+            }
+        }
+        for index in clear_allowzero {
+            if let Some(node) = graph.node.get_mut(index)
+                && node
+                    .input
+                    .get(1)
+                    .is_some_and(|i| i.starts_with("akidb_fused/"))
+            {
+                node.attribute.retain(|a| a.name() != "allowzero");
             }
         }
     }
@@ -456,6 +498,377 @@ impl Fuser<'_> {
             graph.node[index] = node;
             self.count(what);
         }
+    }
+}
+
+impl Fuser<'_> {
+    /// `MultiHeadAttention` for `Softmax(scale · Q·Kᵀ + bias)·V` followed by the heads'
+    /// merge (`Transpose(0,2,1,3)` and `Reshape` to `[batch, sequence, hidden]`).
+    fn fuse_attention(&mut self, graph: &mut GraphProto) {
+        let constants = Constants::of(graph);
+        let facts = ShapeFacts::infer(graph, &constants);
+        let producers = producers(graph);
+        let consumers = consumers(graph);
+        let mut edits: Vec<(usize, Vec<NodeProto>)> = Vec::new();
+        for node in &graph.node {
+            if node.op_type() != "Softmax" || !node.domain().is_empty() {
+                continue;
+            }
+            if let Some(plan) =
+                self.match_attention(graph, node, &constants, &facts, &producers, &consumers)
+            {
+                edits.push(plan);
+            }
+        }
+        edits.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        for (index, nodes) in edits {
+            graph.node.splice(index..=index, nodes);
+            self.count("multi_head_attention");
+        }
+    }
+
+    /// The nodes replacing the heads' merge `Reshape` (at the returned index) for the
+    /// attention around `softmax`, when the whole pattern is there.
+    fn match_attention(
+        &mut self,
+        graph: &GraphProto,
+        softmax: &NodeProto,
+        constants: &Constants,
+        facts: &ShapeFacts,
+        producers: &HashMap<String, usize>,
+        consumers: &HashMap<String, Vec<usize>>,
+    ) -> Option<(usize, Vec<NodeProto>)> {
+        let node_at = |i: usize| graph.node.get(i);
+        let only_consumer = |name: &str| -> Option<&NodeProto> {
+            match consumers.get(name).map(Vec::as_slice) {
+                Some([one]) => node_at(*one),
+                _ => None,
+            }
+        };
+        let shape = |name: &str| facts.shapes.get(name);
+        let axis = attr_int(softmax, "axis").unwrap_or(-1);
+        if axis != -1 && axis != 3 {
+            return None;
+        }
+        // Scores, with the optional additive bias.
+        let scores_in = softmax.input.first()?;
+        let (scores, bias) = match producer(graph, producers, scores_in, "Add") {
+            Some(add) => {
+                let [a, b] = add.input.as_slice() else {
+                    return None;
+                };
+                if producer(graph, producers, a, "MatMul").is_some() {
+                    (a.clone(), Some(b.clone()))
+                } else if producer(graph, producers, b, "MatMul").is_some() {
+                    (b.clone(), Some(a.clone()))
+                } else {
+                    return None;
+                }
+            }
+            None => (scores_in.clone(), None),
+        };
+        let qk = producer(graph, producers, &scores, "MatMul")?;
+        let unscale = |name: &str| -> Option<(String, f32)> {
+            if let Some(mul) = producer(graph, producers, name, "Mul") {
+                for (x, c) in [
+                    (&mul.input[0], &mul.input[1]),
+                    (&mul.input[1], &mul.input[0]),
+                ] {
+                    if let Some(value) = constants.scalar(c) {
+                        return Some((x.clone(), value));
+                    }
+                }
+                return None;
+            }
+            if let Some(div) = producer(graph, producers, name, "Div") {
+                let value = constants.scalar(div.input.get(1)?)?;
+                return (value != 0.0).then(|| (div.input[0].clone(), 1.0 / value));
+            }
+            Some((name.to_string(), 1.0))
+        };
+        let (q_bnsh, q_scale) = unscale(qk.input.first()?)?;
+        let (k_t, k_scale) = unscale(qk.input.get(1)?)?;
+        // After the softmax: optionally `Where(IsNaN(p), 0, p)`, then `MatMul(p, V)`.
+        let probabilities = softmax.output.first()?;
+        let mut p = probabilities.clone();
+        if let Some(users) = consumers.get(probabilities)
+            && users.len() == 2
+        {
+            let isnan = users
+                .iter()
+                .filter_map(|&i| node_at(i))
+                .find(|n| n.op_type() == "IsNaN")?;
+            let guard = users
+                .iter()
+                .filter_map(|&i| node_at(i))
+                .find(|n| n.op_type() == "Where")?;
+            let zero = constants.scalar(guard.input.get(1)?)?;
+            if guard.input.first() != isnan.output.first()
+                || zero != 0.0
+                || guard.input.get(2) != Some(probabilities)
+                || only_consumer(isnan.output.first()?)?.output != guard.output
+            {
+                return None;
+            }
+            p = guard.output.first()?.clone();
+        }
+        let pv = only_consumer(&p)?;
+        if pv.op_type() != "MatMul" || pv.input.first() != Some(&p) {
+            return None;
+        }
+        let v_bnsh = pv.input.get(1)?.clone();
+        let merge = only_consumer(pv.output.first()?)?;
+        if merge.op_type() != "Transpose" || attr_ints(merge, "perm")? != [0, 2, 1, 3] {
+            return None;
+        }
+        let reshape = only_consumer(merge.output.first()?)?;
+        if reshape.op_type() != "Reshape" {
+            return None;
+        }
+        let reshape_index = graph.node.iter().position(|n| std::ptr::eq(n, reshape))?;
+        // Shapes: Q [B, N, S, H], Kᵀ [B, N, H, L], V [B, N, L, H], output [B, S, N·H].
+        let q_shape = shape(&q_bnsh)?;
+        let [b, Dim::Known(heads), s, Dim::Known(head_size)] = q_shape.as_slice() else {
+            return None;
+        };
+
+        let k_bnsh = key_of_transposed(graph, producers, facts, &k_t)?;
+        let k_shape = shape(&k_bnsh)?;
+        let v_shape = shape(&v_bnsh)?;
+        let [kb, Dim::Known(k_heads), l, Dim::Known(k_size)] = k_shape.as_slice() else {
+            return None;
+        };
+        if kb != b || k_heads != heads || k_size != head_size || v_shape != k_shape {
+            return None;
+        }
+        let out_shape = shape(reshape.output.first()?)?;
+        if out_shape.as_slice() != [*b, *s, Dim::Known(heads * head_size)] {
+            return None;
+        }
+        let mut nodes = Vec::new();
+        let mut bias = bias;
+        if let Some(name) = bias.clone() {
+            let bias_shape = shape(&name)?;
+            let [bb, bn, bs, bl] = bias_shape.as_slice() else {
+                return None;
+            };
+            if !(*bb == *b || *bb == Dim::Known(1))
+                || !(*bn == Dim::Known(1) || *bn == Dim::Known(*heads))
+                || bl != l
+            {
+                return None;
+            }
+            if bs != s {
+                // A bias shared by every query ([B, 1, 1, L], a padding mask): the operator
+                // wants one row per query, so it is expanded once (for all layers).
+                if *bs != Dim::Known(1) || s != l {
+                    return None;
+                }
+                bias = Some(self.expanded_bias(graph, facts, &name, *s, &mut nodes)?);
+            }
+        }
+        let name = reshape.name().to_string();
+        // Query as [B, S, N·H]: the projection itself when Q is its heads' split, else
+        // Q transposed back and merged.
+        let query = match bsd_of_split(graph, producers, facts, &q_bnsh) {
+            Some(x) => x,
+            None => {
+                let transposed = self.fresh_name("query_bsnh");
+                let merged = self.fresh_name("query_bsd");
+                let target = self.int64_constant("query_shape", &[0, 0, heads * head_size], false);
+                nodes.push(NodeProto {
+                    name: Some(format!("{name}/akidb_query_transpose")),
+                    op_type: Some("Transpose".to_string()),
+                    input: vec![q_bnsh.clone()],
+                    output: vec![transposed.clone()],
+                    attribute: vec![ints_attribute("perm", &[0, 2, 1, 3])],
+                    ..Default::default()
+                });
+                nodes.push(NodeProto {
+                    name: Some(format!("{name}/akidb_query_merge")),
+                    op_type: Some("Reshape".to_string()),
+                    input: vec![transposed, target],
+                    output: vec![merged.clone()],
+                    ..Default::default()
+                });
+                merged
+            }
+        };
+        // Key and value: both as [B, L, N·H] projections when both are split heads, else
+        // both as [B, N, L, H].
+        let (key, value) = match (
+            bsd_of_split(graph, producers, facts, &k_bnsh),
+            bsd_of_split(graph, producers, facts, &v_bnsh),
+        ) {
+            (Some(k), Some(v)) => (k, v),
+            _ => (k_bnsh, v_bnsh),
+        };
+        nodes.push(NodeProto {
+            name: Some(format!("{name}/MultiHeadAttention")),
+            op_type: Some("MultiHeadAttention".to_string()),
+            domain: Some(MS_DOMAIN.to_string()),
+            input: vec![
+                query,
+                key,
+                value,
+                String::new(),
+                String::new(),
+                bias.unwrap_or_default(),
+            ],
+            output: reshape.output.clone(),
+            attribute: vec![
+                int_attribute("num_heads", *heads),
+                float_attribute("scale", q_scale * k_scale),
+            ],
+            ..Default::default()
+        });
+        Some((reshape_index, nodes))
+    }
+}
+
+impl Fuser<'_> {
+    /// `bias` `[B, 1, 1, S]` expanded to `[B, 1, S, S]`, the sequence length read from the
+    /// graph input that has it; the nodes go to `nodes` the first time.
+    fn expanded_bias(
+        &mut self,
+        graph: &GraphProto,
+        facts: &ShapeFacts,
+        bias: &str,
+        sequence: Dim,
+        nodes: &mut Vec<NodeProto>,
+    ) -> Option<String> {
+        if let Some(done) = self.expanded.get(bias) {
+            return Some(done.clone());
+        }
+        let (input, axis) = graph.input.iter().find_map(|i| {
+            let dims = facts.shapes.get(i.name())?;
+            let axis = dims.iter().position(|d| *d == sequence)?;
+            Some((i.name().to_string(), axis as i64))
+        })?;
+        let length = self.fresh_name("sequence_length");
+        let ones = self.int64_constant("bias_rows_ones", &[1, 1], false);
+        let one = self.int64_constant("bias_rows_one", &[1], false);
+        let target = self.fresh_name("bias_rows_shape");
+        let expanded = self.fresh_name("attention_bias");
+        nodes.push(NodeProto {
+            name: Some(format!("{expanded}/Shape")),
+            op_type: Some("Shape".to_string()),
+            input: vec![input],
+            output: vec![length.clone()],
+            attribute: vec![int_attribute("start", axis), int_attribute("end", axis + 1)],
+            ..Default::default()
+        });
+        nodes.push(NodeProto {
+            name: Some(format!("{expanded}/Concat")),
+            op_type: Some("Concat".to_string()),
+            input: vec![ones, length, one],
+            output: vec![target.clone()],
+            attribute: vec![int_attribute("axis", 0)],
+            ..Default::default()
+        });
+        nodes.push(NodeProto {
+            name: Some(format!("{expanded}/Expand")),
+            op_type: Some("Expand".to_string()),
+            input: vec![bias.to_string(), target],
+            output: vec![expanded.clone()],
+            ..Default::default()
+        });
+        self.expanded.insert(bias.to_string(), expanded.clone());
+        Some(expanded)
+    }
+}
+
+/// `K` as `[B, N, L, H]` from its transpose `Kᵀ` `[B, N, H, L]`: a `Transpose(0,1,3,2)`, or
+/// the `Reshape([-1, L, H]) → Transpose(0,2,1) → Reshape([B, N, H, L])` exports also write.
+fn key_of_transposed(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    facts: &ShapeFacts,
+    k_t: &str,
+) -> Option<String> {
+    if let Some(t) = producer(graph, producers, k_t, "Transpose") {
+        return (attr_ints(t, "perm")? == [0, 1, 3, 2]).then(|| t.input[0].clone());
+    }
+    let outer = producer(graph, producers, k_t, "Reshape")?;
+    let t = producer(graph, producers, outer.input.first()?, "Transpose")?;
+    if attr_ints(t, "perm")? != [0, 2, 1] {
+        return None;
+    }
+    let inner = producer(graph, producers, t.input.first()?, "Reshape")?;
+    let k = inner.input.first()?;
+    let k_shape = facts.shapes.get(k)?;
+    let t_shape = facts.shapes.get(k_t)?;
+    let [b, n, l, h] = k_shape.as_slice() else {
+        return None;
+    };
+    (t_shape.as_slice() == [*b, *n, *h, *l]).then(|| k.clone())
+}
+
+/// The `[B, S, N·H]` tensor whose heads' split `Transpose(Reshape(x, [B, S, N, H]),
+/// (0,2,1,3))` is `bnsh`, if it is one.
+fn bsd_of_split(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    facts: &ShapeFacts,
+    bnsh: &str,
+) -> Option<String> {
+    let t = producer(graph, producers, bnsh, "Transpose")?;
+    if attr_ints(t, "perm")? != [0, 2, 1, 3] {
+        return None;
+    }
+    let split = producer(graph, producers, t.input.first()?, "Reshape")?;
+    let x = split.input.first()?;
+    let x_shape = facts.shapes.get(x)?;
+    let split_shape = facts.shapes.get(split.output.first()?)?;
+    let [b, s, Dim::Known(hidden)] = x_shape.as_slice() else {
+        return None;
+    };
+    let [sb, ss, Dim::Known(n), Dim::Known(h)] = split_shape.as_slice() else {
+        return None;
+    };
+    (sb == b && ss == s && n * h == *hidden).then(|| x.clone())
+}
+
+/// Consumer node indices of each tensor.
+fn consumers(graph: &GraphProto) -> HashMap<String, Vec<usize>> {
+    let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, node) in graph.node.iter().enumerate() {
+        for input in &node.input {
+            map.entry(input.clone()).or_default().push(i);
+        }
+    }
+    for output in &graph.output {
+        map.entry(output.name().to_string())
+            .or_default()
+            .push(usize::MAX);
+    }
+    map
+}
+
+fn int_attribute(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
+}
+
+fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn float_attribute(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_string()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(value),
+        ..Default::default()
     }
 }
 
@@ -700,6 +1113,15 @@ fn match_erf_gelu(
             && y == x
         {
             return Some(x);
+        }
+    }
+    // x * (0.5 * (1 + erf))
+    for (x, half) in [(a, b), (b, a)] {
+        if let Some(half) = producer(graph, producers, half, "Mul")
+            && let Some((_, factor)) = either(half, |n| near(n, 0.5))
+            && erf_factor(factor).is_some_and(|inner| inner == *x)
+        {
+            return Some(x.clone());
         }
     }
     // 0.5 * (x * (1 + erf))

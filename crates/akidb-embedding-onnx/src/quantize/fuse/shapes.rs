@@ -265,9 +265,31 @@ impl ShapeFacts {
             ("", "Reshape") => {
                 let target = Self::input(node, 1).and_then(|n| self.value(n)).cloned();
                 match (in0, target) {
-                    (Some(data), Some(target)) if attr_int(node, "allowzero") != Some(1) => {
+                    (Some(data), Some(target))
+                        if attr_int(node, "allowzero") != Some(1)
+                            || !target.elements.contains(&Dim::Known(0)) =>
+                    {
                         self.reshape(&data, &target.elements)
                     }
+                    _ => None,
+                }
+            }
+            ("", "GatherND") => {
+                let indices = Self::input(node, 1).and_then(|n| self.shape(n)).cloned();
+                let batch = usize::try_from(attr_int(node, "batch_dims").unwrap_or(0)).ok();
+                match (in0, indices, batch) {
+                    (Some(data), Some(indices), Some(batch)) => match indices.split_last() {
+                        Some((Dim::Known(depth), outer)) => {
+                            let depth = usize::try_from(*depth).ok();
+                            depth.and_then(|depth| {
+                                let rest = data.get(batch + depth..)?;
+                                let mut dims = outer.to_vec();
+                                dims.extend_from_slice(rest);
+                                Some(dims)
+                            })
+                        }
+                        _ => None,
+                    },
                     _ => None,
                 }
             }
@@ -503,6 +525,9 @@ impl ShapeFacts {
             let dim = dims[axis];
             dims[axis] = match (dim, start, end, step) {
                 (d, Dim::Known(0), e, 1) if e == d => d,
+                // A prefix of a table as long as the sequence (position ids, a mask): the
+                // sequence is taken to fit the table, or the graph fails at run time anyway.
+                (Dim::Known(_), Dim::Known(0), Dim::Sym(e), 1) => Dim::Sym(e),
                 (d, Dim::Known(0), Dim::Known(e), 1) if e >= i64::MAX / 2 => d,
                 (Dim::Known(n), Dim::Known(s), Dim::Known(e), 1) => {
                     let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
@@ -605,6 +630,37 @@ impl ShapeFacts {
                 }
             }
             "Identity" => value(0),
+            "Slice" => {
+                let data = value(0)?;
+                let start = *value(1)?.all_known()?.first()?;
+                let end = *value(2)?.all_known()?.first()?;
+                if let Some(axes) = value(3)
+                    && axes.all_known()? != [0]
+                {
+                    return None;
+                }
+                if let Some(steps) = value(4)
+                    && steps.all_known()? != [1]
+                {
+                    return None;
+                }
+                if data.scalar {
+                    return None;
+                }
+                let len = data.elements.len() as i64;
+                let clamp = |v: i64| {
+                    if v < 0 {
+                        v.saturating_add(len).max(0)
+                    } else {
+                        v.min(len)
+                    }
+                };
+                let (start, end) = (clamp(start) as usize, clamp(end) as usize);
+                Some(IntValue {
+                    elements: data.elements.get(start..end.max(start))?.to_vec(),
+                    scalar: false,
+                })
+            }
             "Reshape" => {
                 let data = value(0)?;
                 let target = value(1)?.all_known()?;
