@@ -46,6 +46,11 @@ pub enum FuseStep {
     Shapes,
     /// `FastGelu`/`Gelu` instead of the spelled-out activation.
     Gelu,
+    /// `SimplifiedLayerNormalization` for RMSNorm spelled out as `Pow`, `ReduceMean`, `Add`,
+    /// `Sqrt`, `Div`, `Mul` and the scale (EmbeddingGemma's `1 + weight` is already folded
+    /// into that constant by the export). ONNX Runtime fuses most of these itself, but not
+    /// those a transpose it moves lands in.
+    RmsNorm,
     /// `com.microsoft::MultiHeadAttention` instead of the spelled-out scaled dot product
     /// attention (its mask, padding and sliding window alike, becomes the attention bias).
     Attention,
@@ -53,7 +58,12 @@ pub enum FuseStep {
 
 impl FuseStep {
     /// Every step, in the order they are applied.
-    pub const ALL: [FuseStep; 3] = [FuseStep::Shapes, FuseStep::Gelu, FuseStep::Attention];
+    pub const ALL: [FuseStep; 4] = [
+        FuseStep::Shapes,
+        FuseStep::Gelu,
+        FuseStep::RmsNorm,
+        FuseStep::Attention,
+    ];
 }
 
 /// Which rewrites to apply. The default applies every step that passes the fidelity checks
@@ -121,6 +131,15 @@ impl Constants {
             }
         }
         for node in &graph.node {
+            // An Identity of a constant is that constant (exports share weights so).
+            if node.op_type() == "Identity"
+                && node.domain().is_empty()
+                && let (Some(input), Some(output)) = (node.input.first(), node.output.first())
+                && let Some(tensor) = tensors.get(input).cloned()
+            {
+                tensors.insert(output.clone(), tensor);
+                continue;
+            }
             if node.op_type() != "Constant" || !node.domain().is_empty() {
                 continue;
             }
@@ -267,6 +286,10 @@ pub(crate) fn fuse_graph(
     }
     if recipe.has(FuseStep::Gelu) {
         fuser.fuse_gelu(graph);
+        fuser.flush(graph);
+    }
+    if recipe.has(FuseStep::RmsNorm) {
+        fuser.fuse_rms_norm(graph);
         fuser.flush(graph);
     }
     if recipe.has(FuseStep::Attention) {
@@ -502,6 +525,58 @@ impl Fuser<'_> {
 }
 
 impl Fuser<'_> {
+    /// `SimplifiedLayerNormalization(x, scale)` for
+    /// `x · (1 / √(mean(x²) + ε)) · scale` over the last axis.
+    fn fuse_rms_norm(&mut self, graph: &mut GraphProto) {
+        let constants = Constants::of(graph);
+        let producers = producers(graph);
+        let mut rewrites = Vec::new();
+        for (index, out) in graph.node.iter().enumerate() {
+            if out.op_type() != "Mul" || !out.domain().is_empty() {
+                continue;
+            }
+            let Some((scale, normed)) = either(out, |n| {
+                constants.tensor(n).is_some_and(|t| t.dims.len() == 1)
+                    && constants.floats(n).is_some()
+            }) else {
+                continue;
+            };
+            let Some(normed) = producer(graph, &producers, normed, "Mul") else {
+                continue;
+            };
+            let Some((x, epsilon)) = normed.input.iter().find_map(|x| {
+                let other = normed.input.iter().find(|o| *o != x)?;
+                let epsilon = rms_of(graph, &producers, &constants, other, x)?;
+                Some((x.clone(), epsilon))
+            }) else {
+                continue;
+            };
+            // A Cast to float of the input is the input (the kernel runs in float).
+            let input = producer(graph, &producers, &x, "Cast")
+                .filter(|c| attr_int(c, "to") == Some(DataType::Float as i64))
+                .map_or(x.clone(), |c| c.input[0].clone());
+            rewrites.push((
+                index,
+                NodeProto {
+                    name: Some(format!("{}/SimplifiedLayerNormalization", out.name())),
+                    op_type: Some("SimplifiedLayerNormalization".to_string()),
+                    input: vec![input, scale.to_string()],
+                    output: out.output.clone(),
+                    attribute: vec![
+                        int_attribute("axis", -1),
+                        float_attribute("epsilon", epsilon),
+                        int_attribute("stash_type", 1),
+                    ],
+                    ..Default::default()
+                },
+            ));
+        }
+        for (index, node) in rewrites {
+            graph.node[index] = node;
+            self.count("simplified_layer_normalization");
+        }
+    }
+
     /// `MultiHeadAttention` for `Softmax(scale · Q·Kᵀ + bias)·V` followed by the heads'
     /// merge (`Transpose(0,2,1,3)` and `Reshape` to `[batch, sequence, hidden]`).
     fn fuse_attention(&mut self, graph: &mut GraphProto) {
@@ -776,6 +851,55 @@ impl Fuser<'_> {
         self.expanded.insert(bias.to_string(), expanded.clone());
         Some(expanded)
     }
+}
+
+/// ε when `name` is `1 / √(mean(x², last axis) + ε)` of `x` (or `Reciprocal(√…)`).
+fn rms_of(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    constants: &Constants,
+    name: &str,
+    x: &str,
+) -> Option<f32> {
+    let sqrt_out = if let Some(div) = producer(graph, producers, name, "Div") {
+        if constants.scalar(div.input.first()?)? != 1.0 {
+            return None;
+        }
+        div.input.get(1)?
+    } else {
+        producer(graph, producers, name, "Reciprocal")?
+            .input
+            .first()?
+    };
+    let sqrt = producer(graph, producers, sqrt_out, "Sqrt")?;
+    let add = producer(graph, producers, sqrt.input.first()?, "Add")?;
+    let (mean, epsilon) = match (
+        constants.scalar(&add.input[0]),
+        constants.scalar(&add.input[1]),
+    ) {
+        (None, Some(e)) => (&add.input[0], e),
+        (Some(e), None) => (&add.input[1], e),
+        _ => return None,
+    };
+    let mean = producer(graph, producers, mean, "ReduceMean")?;
+    if attr_int(mean, "keepdims").unwrap_or(1) != 1 {
+        return None;
+    }
+    let axes = match mean.input.get(1) {
+        Some(a) if !a.is_empty() => constants.ints(a)?,
+        _ => attr_ints(mean, "axes")?,
+    };
+    if axes != [-1] {
+        return None;
+    }
+    let square = mean.input.first()?;
+    let pow = producer(graph, producers, square, "Pow")?;
+    if pow.input.first().map(String::as_str) != Some(x)
+        || constants.scalar(pow.input.get(1)?)? != 2.0
+    {
+        return None;
+    }
+    Some(epsilon)
 }
 
 /// `K` as `[B, N, L, H]` from its transpose `Kᵀ` `[B, N, H, L]`: a `Transpose(0,1,3,2)`, or
