@@ -535,10 +535,8 @@ impl Fuser<'_> {
             if out.op_type() != "Mul" || !out.domain().is_empty() {
                 continue;
             }
-            let Some((scale, normed)) = either(out, |n| {
-                constants.tensor(n).is_some_and(|t| t.dims.len() == 1)
-                    && constants.floats(n).is_some()
-            }) else {
+            let Some((scale, normed)) = either(out, |n| is_vector_weight(graph, &producers, n))
+            else {
                 continue;
             };
             let Some(normed) = producer(graph, &producers, normed, "Mul") else {
@@ -851,6 +849,17 @@ impl Fuser<'_> {
         self.expanded.insert(bias.to_string(), expanded.clone());
         Some(expanded)
     }
+}
+
+/// Whether `name` is a 1-D fp32 initializer (inline or in the weights file), directly or
+/// through `Identity` nodes.
+fn is_vector_weight(graph: &GraphProto, producers: &HashMap<String, usize>, name: &str) -> bool {
+    if let Some(t) = graph.initializer.iter().find(|t| t.name() == name) {
+        return t.dims.len() == 1 && t.data_type == Some(DataType::Float as i32);
+    }
+    producer(graph, producers, name, "Identity")
+        .and_then(|n| n.input.first())
+        .is_some_and(|input| is_vector_weight(graph, producers, input))
 }
 
 /// ε when `name` is `1 / √(mean(x², last axis) + ε)` of `x` (or `Reciprocal(√…)`).
