@@ -519,10 +519,12 @@ mod tests {
 
     #[test]
     fn keys_depend_on_source_and_recipe() {
-        let plan = |q: &QuantizeRecipe| Plan {
-            quantize: Some(q),
-            fuse: None,
-        };
+        fn plan(q: &QuantizeRecipe) -> Plan<'_> {
+            Plan {
+                quantize: Some(q),
+                fuse: None,
+            }
+        }
         let default = QuantizeRecipe::default();
         let a = entry_key("0011", &plan(&default)).unwrap();
         assert_eq!(a.len(), 32);

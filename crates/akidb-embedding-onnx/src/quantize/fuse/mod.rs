@@ -1104,7 +1104,7 @@ fn producer<'g>(
 }
 
 /// The two inputs of a binary node, tried in both orders: `(matches a, other)`.
-fn either<'n>(node: &'n NodeProto, first: impl Fn(&str) -> bool) -> Option<(&'n str, &'n str)> {
+fn either(node: &NodeProto, first: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
     let [a, b] = node.input.as_slice() else {
         return None;
     };

@@ -146,7 +146,7 @@ impl ShapeFacts {
         self.values.get(name)
     }
 
-    fn input<'a>(node: &'a NodeProto, index: usize) -> Option<&'a str> {
+    fn input(node: &NodeProto, index: usize) -> Option<&str> {
         node.input
             .get(index)
             .map(String::as_str)
