@@ -19,6 +19,11 @@
 //! concurrent first loads (threads or processes) never see a half-written entry: the first
 //! rename wins, the others use the winner's entry. When a source changes, the entries made
 //! from the same graph path with the old content are removed once the new one is in place.
+//!
+//! The same cache holds fused graphs ([`super::fuse`], [`fused_files`]): an entry is
+//! quantised, fused, or both ([`cached_rewrite`]); fused-only entries hold
+//! [`FUSED_FILE`] instead of `model_q8.onnx`, and their key adds the fusion recipe and its
+//! format version.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -90,19 +95,34 @@ pub fn fused_files(
         _ => roots.push(beside_root(&files.onnx)),
     }
     roots.extend(user_cache_root());
-    let entry = cached_rewrite(
+    // Fusion only makes the run faster: a graph it cannot read or a cache it cannot write
+    // leaves the graph as it is (ONNX Runtime then reports a broken graph itself).
+    let entry = match cached_rewrite(
         &files.onnx,
         files.onnx_data.as_deref(),
         &roots,
         None,
         Some(fuse),
-    )?;
+    ) {
+        Ok(entry) => entry,
+        Err(error) => {
+            tracing::warn!(graph = %files.onnx.display(), %error, "cannot fuse the graph; running it as it is");
+            return Ok(files);
+        }
+    };
     Ok(ModelFiles {
         dir: files.dir,
+        onnx_data: data_if_any(&entry),
         onnx: entry.onnx,
-        onnx_data: Some(entry.data),
         fused: true,
     })
+}
+
+/// The entry's weights file, unless the graph keeps every weight inline (an empty file).
+fn data_if_any(entry: &CacheEntry) -> Option<PathBuf> {
+    std::fs::metadata(&entry.data)
+        .is_ok_and(|m| m.len() > 0)
+        .then(|| entry.data.clone())
 }
 
 /// The `q8` variant of a model fetched from the hub whose repository publishes none: its fp32
@@ -142,8 +162,8 @@ fn q8_of(fp32: ModelFiles, roots: &[PathBuf], fuse: Option<&FuseRecipe>) -> Resu
     )?;
     Ok(ModelFiles {
         dir: fp32.dir,
+        onnx_data: data_if_any(&entry),
         onnx: entry.onnx,
-        onnx_data: Some(entry.data),
         fused: fuse.is_some(),
     })
 }

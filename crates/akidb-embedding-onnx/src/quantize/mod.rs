@@ -529,7 +529,14 @@ pub fn fuse_folder(
         }
     };
     std::fs::create_dir_all(output_dir).map_err(|e| QuantizeError::io(output_dir, e))?;
-    let report = rewrite_file(&source, &output_dir.join(name), quantize, Some(fuse))?;
+    let output = output_dir.join(&name);
+    let report = rewrite_file(&source, &output, quantize, Some(fuse))?;
+    // A graph that keeps every weight inline (MiniLM's) needs no weights file; an empty one
+    // would read as a truncated download.
+    let data = output_dir.join(format!("{name}_data"));
+    if std::fs::metadata(&data).is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(&data).map_err(|e| QuantizeError::io(&data, e))?;
+    }
     copy_support_files(model_dir, output_dir)?;
     Ok(report)
 }
