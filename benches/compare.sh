@@ -54,9 +54,11 @@ fi
 
 echo "compare: installing Python requirements" >&2
 "$python" -m pip install --quiet --disable-pip-version-check -r benches/requirements.txt >&2
-echo "compare: building examples/latency and benches/fastembed-bench (release)" >&2
+echo "compare: building examples/latency and (when measured) benches/fastembed-bench (release)" >&2
 cargo build --quiet --release --example latency >&2
-cargo build --quiet --release --manifest-path benches/fastembed-bench/Cargo.toml >&2
+if [[ " $impls " == *" fastembed "* ]]; then
+  cargo build --quiet --release --manifest-path benches/fastembed-bench/Cargo.toml >&2
+fi
 
 akidb_bin="$root/target/release/examples/latency"
 fastembed_bin="$root/benches/fastembed-bench/target/release/fastembed-bench"

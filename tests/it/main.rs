@@ -8,6 +8,7 @@ mod consistency;
 mod consumer;
 mod cpu_arena;
 mod errors;
+mod fuse;
 mod hub;
 mod model_files;
 mod proptest_unicode;

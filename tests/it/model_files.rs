@@ -86,13 +86,17 @@ fn weights_are_mapped_from_the_private_copy_or_in_place_never_read_into_the_heap
     };
     let private_dir = copy_model(&source, "files-mapped-private", &[]);
     let in_place_dir = copy_model(&source, "files-mapped-in-place", &[]);
+    // The folder's own graph: a fused one is mapped from its cache entry the same way.
     let private = OnnxEmbeddingProvider::load(
-        crate::load_options(private_dir.to_str().unwrap()).with_intra_threads(1),
+        crate::load_options(private_dir.to_str().unwrap())
+            .with_intra_threads(1)
+            .with_fused_graph(false),
     )
     .unwrap();
     let in_place = OnnxEmbeddingProvider::load(
         crate::load_options(in_place_dir.to_str().unwrap())
             .with_intra_threads(1)
+            .with_fused_graph(false)
             .with_weights_mapping(WeightsMapping::InPlace),
     )
     .unwrap();
@@ -132,6 +136,7 @@ fn the_copy_goes_to_the_folder_asked_for_and_an_unusable_one_is_a_load_error() {
     let provider = OnnxEmbeddingProvider::load(
         crate::load_options(dir.to_str().unwrap())
             .with_intra_threads(1)
+            .with_fused_graph(false)
             .with_weights_copy_dir(copies.path()),
     )
     .unwrap();

@@ -31,6 +31,8 @@
 //! harm a loaded model.
 //! [`quantize`] makes the project's own `q8` variant (`MatMulNBits` weights) from an fp32
 //! graph, ahead of time or at first load ([`OnnxVariant::Q8`]).
+//! [`quantize::fuse`] rewrites a graph into ONNX Runtime's fused operators; loading does it
+//! by default ([`LoadOptions::with_fused_graph`]), cached like `q8`.
 
 pub mod model_spec;
 mod options;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use ort::session::builder::GraphOptimizationLevel;
 
+use crate::quantize::fuse::FuseRecipe;
 use crate::source::{self, HubOptions};
 use crate::weights::WeightsMapping;
 use crate::{ModelSpec, OnnxVariant};
@@ -54,6 +55,7 @@ pub struct LoadOptions {
     pub(crate) weights_copy_dir: Option<PathBuf>,
     pub(crate) cuda: bool,
     pub(crate) cpu_arena: bool,
+    pub(crate) fuse: Option<FuseRecipe>,
 }
 
 impl LoadOptions {
@@ -80,6 +82,7 @@ impl LoadOptions {
             weights_copy_dir: None,
             cuda: false,
             cpu_arena: true,
+            fuse: Some(FuseRecipe::default()),
         }
     }
 
@@ -257,6 +260,30 @@ impl LoadOptions {
     pub fn with_cpu_arena(mut self, enabled: bool) -> Self {
         self.cpu_arena = enabled;
         self
+    }
+
+    /// Whether the graph is fused at load (default `true`): the export's shape arithmetic
+    /// folded and spelled-out operators replaced by ONNX Runtime's fused ones, with the steps
+    /// of [`FuseRecipe::default`] (see [`crate::quantize::fuse`]). The fused graph is made at
+    /// first load and kept in the same checked cache as the `q8` variant's
+    /// ([`crate::quantize::cache`]); for `q8` one entry holds the quantised and fused graph.
+    /// `false` runs the graph as the folder has it.
+    #[must_use]
+    pub fn with_fused_graph(mut self, enabled: bool) -> Self {
+        self.fuse = enabled.then(FuseRecipe::default);
+        self
+    }
+
+    /// Fuses the graph at load with exactly these steps (see [`LoadOptions::with_fused_graph`]).
+    #[must_use]
+    pub fn with_fuse_recipe(mut self, recipe: FuseRecipe) -> Self {
+        self.fuse = Some(recipe);
+        self
+    }
+
+    /// The fusion applied at load, if any (see [`LoadOptions::with_fused_graph`]).
+    pub fn fuse_recipe(&self) -> Option<&FuseRecipe> {
+        self.fuse.as_ref()
     }
 
     /// The model string this was created with.

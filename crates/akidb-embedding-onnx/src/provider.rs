@@ -54,6 +54,12 @@ impl OnnxEmbeddingProvider {
     pub fn load(options: LoadOptions) -> Result<Self> {
         let started = Instant::now();
         let (files, builtin) = source::resolve(&options)?;
+        let files = match &options.fuse {
+            Some(fuse) => {
+                crate::quantize::cache::fused_files(files, fuse, options.hub.cache_dir.as_deref())?
+            }
+            None => files,
+        };
         let folder = FolderConfig::read(&files.dir)?;
         let spec = model_spec::merge(&options, builtin, &folder, &files.dir)?;
 

@@ -14,6 +14,7 @@ use akidb_embedding_core::{EmbeddingError, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
+use crate::quantize::fuse::FuseRecipe;
 use crate::{LoadOptions, ModelSpec, OnnxVariant};
 
 /// The files of one model, ready to load.
@@ -25,6 +26,8 @@ pub struct ModelFiles {
     pub onnx: PathBuf,
     /// The external weights beside the graph, when the model has them.
     pub onnx_data: Option<PathBuf>,
+    /// Whether the graph is already fused (see [`crate::quantize::fuse`]).
+    pub fused: bool,
 }
 
 /// Told about every file downloaded from the hub, so a large download does not look like a
@@ -141,6 +144,17 @@ pub fn local_files(
     variant: &OnnxVariant,
     spec: Option<&ModelSpec>,
 ) -> Result<ModelFiles> {
+    local_files_with(dir, variant, spec, None)
+}
+
+/// [`local_files`], with the `q8` variant made fused when `fuse` is given (other variants
+/// are fused by the caller, [`crate::quantize::cache::fused_files`]).
+pub fn local_files_with(
+    dir: &Path,
+    variant: &OnnxVariant,
+    spec: Option<&ModelSpec>,
+    fuse: Option<&FuseRecipe>,
+) -> Result<ModelFiles> {
     if !dir.is_dir() {
         return Err(EmbeddingError::model_load(dir.display(), "not a folder"));
     }
@@ -155,7 +169,7 @@ pub fn local_files(
     let candidates = [dir.join(file), dir.join("onnx").join(file)];
     let Some(onnx) = candidates.iter().find(|p| p.is_file()).cloned() else {
         if *variant == OnnxVariant::Q8 {
-            return crate::quantize::cache::q8_model_files(dir, spec);
+            return crate::quantize::cache::q8_model_files(dir, spec, fuse);
         }
         return Err(EmbeddingError::model_load(
             dir.display(),
@@ -172,6 +186,7 @@ pub fn local_files(
         dir: dir.to_path_buf(),
         onnx,
         onnx_data,
+        fused: false,
     })
 }
 
@@ -203,6 +218,17 @@ pub fn hub_files(
     spec: Option<&ModelSpec>,
     hub: &HubOptions,
 ) -> Result<ModelFiles> {
+    hub_files_with(repo, variant, spec, hub, None)
+}
+
+/// [`hub_files`], with a made `q8` variant fused when `fuse` is given.
+pub fn hub_files_with(
+    repo: &str,
+    variant: &OnnxVariant,
+    spec: Option<&ModelSpec>,
+    hub: &HubOptions,
+    fuse: Option<&FuseRecipe>,
+) -> Result<ModelFiles> {
     let fetcher = HubFetcher::new(repo, hub)?;
     let tokenizer = fetcher.get(repo, "tokenizer.json")?;
     for name in OPTIONAL_FILES {
@@ -223,8 +249,8 @@ pub fn hub_files(
     let Some((onnx_path, onnx)) = onnx else {
         if *variant == OnnxVariant::Q8 {
             // No published q8 graph: the project's own, made from the fp32 files.
-            let fp32 = hub_files(repo, &OnnxVariant::Fp32, spec, hub)?;
-            return crate::quantize::cache::q8_hub_files(fp32, hub.cache_dir.as_deref());
+            let fp32 = hub_files_with(repo, &OnnxVariant::Fp32, spec, hub, None)?;
+            return crate::quantize::cache::q8_hub_files(fp32, hub.cache_dir.as_deref(), fuse);
         }
         return Err(EmbeddingError::Download {
             model: repo.to_string(),
@@ -250,6 +276,7 @@ pub fn hub_files(
         dir,
         onnx,
         onnx_data,
+        fused: false,
     })
 }
 
@@ -351,11 +378,12 @@ impl HubFetcher {
 /// folder, or a hub repository) and the built-in row it names, if any.
 pub(crate) fn resolve(options: &LoadOptions) -> Result<(ModelFiles, Option<ModelSpec>)> {
     let model = options.model.as_str();
+    let fuse = options.fuse.as_ref();
     let builtin = options.spec.clone().or_else(|| ModelSpec::builtin(model));
     let path = Path::new(model);
     if path.is_dir() {
         return Ok((
-            local_files(path, &options.variant, builtin.as_ref())?,
+            local_files_with(path, &options.variant, builtin.as_ref(), fuse)?,
             builtin,
         ));
     }
@@ -366,7 +394,7 @@ pub(crate) fn resolve(options: &LoadOptions) -> Result<(ModelFiles, Option<Model
     {
         tracing::debug!(model, folder = %installed.display(), "using the installed copy");
         return Ok((
-            local_files(&installed, &options.variant, builtin.as_ref())?,
+            local_files_with(&installed, &options.variant, builtin.as_ref(), fuse)?,
             builtin,
         ));
     }
@@ -380,7 +408,7 @@ pub(crate) fn resolve(options: &LoadOptions) -> Result<(ModelFiles, Option<Model
     }
     let repo = builtin.as_ref().map_or(model, |spec| spec.id.as_str());
     Ok((
-        hub_files(repo, &options.variant, builtin.as_ref(), &options.hub)?,
+        hub_files_with(repo, &options.variant, builtin.as_ref(), &options.hub, fuse)?,
         builtin,
     ))
 }

@@ -19,6 +19,11 @@
 //! concurrent first loads (threads or processes) never see a half-written entry: the first
 //! rename wins, the others use the winner's entry. When a source changes, the entries made
 //! from the same graph path with the old content are removed once the new one is in place.
+//!
+//! The same cache holds fused graphs ([`super::fuse`], [`fused_files`]): an entry is
+//! quantised, fused, or both ([`cached_rewrite`]); fused-only entries hold
+//! [`FUSED_FILE`] instead of `model_q8.onnx`, and their key adds the fusion recipe and its
+//! format version.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,32 +33,109 @@ use akidb_embedding_core::{EmbeddingError, Result};
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::{Q8_FILE, QuantizeError, QuantizeRecipe, quantize_file};
+use super::fuse::FuseRecipe;
+use super::{Q8_FILE, QuantizeError, QuantizeRecipe, rewrite_file};
 use crate::source::{self, ModelFiles};
 use crate::{ModelSpec, OnnxVariant};
 
 /// Bumped whenever the quantiser's output changes for the same source and recipe.
 const FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "manifest.json";
-/// Folder name of the cache beside a model's graph.
+/// Folder name of the cache beside a model's graph (it holds fused graphs too).
 pub const BESIDE_DIR: &str = ".akidb-q8";
+/// The graph file of a cache entry that is fused but not quantised.
+pub const FUSED_FILE: &str = "model_fused.onnx";
 
 /// The files of a model's `q8` variant for the loader: the folder's own `model_q8.onnx`
 /// is found by the caller first; this is called when there is none. Quantises the folder's
 /// fp32 graph with [`QuantizeRecipe::q8`] into the cache (or reuses a valid entry) and returns
 /// the cached graph with the folder's tokenizer and configuration.
-pub fn q8_model_files(dir: &Path, spec: Option<&ModelSpec>) -> Result<ModelFiles> {
-    let fp32 = source::local_files(dir, &OnnxVariant::Fp32, spec)?;
+///
+/// With `fuse`, the entry's graph is fused too ([`super::fuse`]).
+pub fn q8_model_files(
+    dir: &Path,
+    spec: Option<&ModelSpec>,
+    fuse: Option<&FuseRecipe>,
+) -> Result<ModelFiles> {
+    let fp32 = source::local_files_with(dir, &OnnxVariant::Fp32, spec, None)?;
     let mut roots = vec![beside_root(&fp32.onnx)];
     roots.extend(user_cache_root());
-    q8_of(fp32, &roots)
+    q8_of(fp32, &roots, fuse)
+}
+
+/// The fused graph of `files` (see [`super::fuse`]), from the cache beside the graph (else
+/// the user cache folder, or `<hub cache>/akidb-q8` for a model fetched from the hub):
+/// built at first load, checked and reused later like the `q8` entries. Files whose graph is
+/// already fused (written by the `fuse` example) are returned as they are.
+pub fn fused_files(
+    files: ModelFiles,
+    fuse: &FuseRecipe,
+    hub_cache: Option<&Path>,
+) -> Result<ModelFiles> {
+    if files.fused || super::is_fused(&files.onnx) {
+        return Ok(ModelFiles {
+            fused: true,
+            ..files
+        });
+    }
+    // Never into a hub cache's `snapshots/`, which mirror the repository.
+    let from_hub = files
+        .onnx
+        .components()
+        .any(|c| c.as_os_str() == "snapshots")
+        && files.onnx.components().any(|c| {
+            c.as_os_str()
+                .to_str()
+                .is_some_and(|name| name.starts_with("models--"))
+        });
+    let mut roots = Vec::new();
+    match hub_cache {
+        Some(cache) if from_hub => roots.push(cache.join("akidb-q8")),
+        None if from_hub => {}
+        _ => roots.push(beside_root(&files.onnx)),
+    }
+    roots.extend(user_cache_root());
+    // Fusion only makes the run faster: a graph it cannot read or a cache it cannot write
+    // leaves the graph as it is (ONNX Runtime then reports a broken graph itself).
+    let entry = match cached_rewrite(
+        &files.onnx,
+        files.onnx_data.as_deref(),
+        &roots,
+        None,
+        Some(fuse),
+    ) {
+        Ok(entry) => entry,
+        Err(error) => {
+            tracing::warn!(graph = %files.onnx.display(), %error, "cannot fuse the graph; running it as it is");
+            return Ok(files);
+        }
+    };
+    Ok(ModelFiles {
+        dir: files.dir,
+        onnx_data: data_if_any(&entry),
+        onnx: entry.onnx,
+        fused: true,
+    })
+}
+
+/// The entry's weights file, unless the graph keeps every weight inline (an empty file).
+fn data_if_any(entry: &CacheEntry) -> Option<PathBuf> {
+    std::fs::metadata(&entry.data)
+        .is_ok_and(|m| m.len() > 0)
+        .then(|| entry.data.clone())
 }
 
 /// The `q8` variant of a model fetched from the hub whose repository publishes none: its fp32
 /// files are quantised into `<hub cache>/akidb-q8` when the caller named a hub cache folder,
 /// else the user cache folder ([`user_cache_root`]); never into the hub cache's `snapshots/`,
 /// which mirror the repository.
-pub fn q8_hub_files(fp32: ModelFiles, hub_cache: Option<&Path>) -> Result<ModelFiles> {
+///
+/// With `fuse`, the entry's graph is fused too ([`super::fuse`]).
+pub fn q8_hub_files(
+    fp32: ModelFiles,
+    hub_cache: Option<&Path>,
+    fuse: Option<&FuseRecipe>,
+) -> Result<ModelFiles> {
     let roots: Vec<PathBuf> = match hub_cache {
         Some(cache) => vec![cache.join("akidb-q8")],
         None => user_cache_root().into_iter().collect(),
@@ -65,21 +147,24 @@ pub fn q8_hub_files(fp32: ModelFiles, hub_cache: Option<&Path>) -> Result<ModelF
              XDG_CACHE_HOME or HOME, or quantise the model ahead of time with the quantize example",
         ));
     }
-    q8_of(fp32, &roots)
+    q8_of(fp32, &roots, fuse)
 }
 
-/// Quantises (or finds in the first usable of `roots`) the `q8` graph of `fp32`'s files.
-fn q8_of(fp32: ModelFiles, roots: &[PathBuf]) -> Result<ModelFiles> {
-    let entry = cached_q8(
+/// Quantises (or finds in the first usable of `roots`) the `q8` graph of `fp32`'s files,
+/// fused when `fuse` says so.
+fn q8_of(fp32: ModelFiles, roots: &[PathBuf], fuse: Option<&FuseRecipe>) -> Result<ModelFiles> {
+    let entry = cached_rewrite(
         &fp32.onnx,
         fp32.onnx_data.as_deref(),
         roots,
-        &QuantizeRecipe::q8(),
+        Some(&QuantizeRecipe::q8()),
+        fuse,
     )?;
     Ok(ModelFiles {
         dir: fp32.dir,
+        onnx_data: data_if_any(&entry),
         onnx: entry.onnx,
-        onnx_data: Some(entry.data),
+        fused: fuse.is_some(),
     })
 }
 
@@ -124,7 +209,10 @@ struct Manifest {
     format: u32,
     source_graph: String,
     source_checksum: String,
-    recipe: QuantizeRecipe,
+    #[serde(default)]
+    recipe: Option<QuantizeRecipe>,
+    #[serde(default)]
+    fuse: Option<FuseRecipe>,
     files: Vec<FileSum>,
 }
 
@@ -147,17 +235,33 @@ pub fn cached_q8(
     roots: &[PathBuf],
     recipe: &QuantizeRecipe,
 ) -> Result<CacheEntry, QuantizeError> {
-    recipe.validate()?;
+    cached_rewrite(source_onnx, source_data, roots, Some(recipe), None)
+}
+
+/// Like [`cached_q8`] for any rewrite: quantised with `quantize` when given, fused with
+/// `fuse` when given (the graph is `model_q8.onnx` when quantised, else [`FUSED_FILE`]).
+/// The key covers both recipes and the fusion's format version.
+pub fn cached_rewrite(
+    source_onnx: &Path,
+    source_data: Option<&Path>,
+    roots: &[PathBuf],
+    quantize: Option<&QuantizeRecipe>,
+    fuse: Option<&FuseRecipe>,
+) -> Result<CacheEntry, QuantizeError> {
+    if let Some(recipe) = quantize {
+        recipe.validate()?;
+    }
+    let plan = Plan { quantize, fuse };
     let source_checksum = checksum_files(&[Some(source_onnx), source_data])?;
-    let key = entry_key(&source_checksum, recipe)?;
+    let key = entry_key(&source_checksum, &plan)?;
     let mut failures = Vec::new();
     for root in roots {
         let entry_dir = root.join(&key);
         if entry_dir.is_dir() {
-            match verify(&entry_dir, &source_checksum) {
+            match verify(&entry_dir, &source_checksum, plan.file()) {
                 Ok(()) => {
                     tracing::debug!(entry = %entry_dir.display(), "q8 cache hit");
-                    return Ok(entry(entry_dir, false));
+                    return Ok(entry(entry_dir, plan.file(), false));
                 }
                 Err(reason) => {
                     tracing::warn!(entry = %entry_dir.display(), reason, "q8 cache entry is invalid; rebuilding it");
@@ -169,7 +273,7 @@ pub fn cached_q8(
             failures.push(format!("{}: read-only", root.display()));
             continue;
         }
-        match build(source_onnx, &source_checksum, &key, root, recipe) {
+        match build(source_onnx, &source_checksum, &key, root, &plan) {
             Ok(entry) => return Ok(entry),
             Err(QuantizeError::Io { path, source }) => {
                 tracing::debug!(root = %root.display(), error = %source, "cannot build the q8 cache here");
@@ -191,10 +295,28 @@ pub fn cached_q8(
     })
 }
 
-fn entry(dir: PathBuf, built: bool) -> CacheEntry {
+/// What an entry is made of.
+#[derive(Clone, Copy)]
+struct Plan<'a> {
+    quantize: Option<&'a QuantizeRecipe>,
+    fuse: Option<&'a FuseRecipe>,
+}
+
+impl Plan<'_> {
+    /// The entry's graph file name.
+    fn file(&self) -> &'static str {
+        if self.quantize.is_some() {
+            Q8_FILE
+        } else {
+            FUSED_FILE
+        }
+    }
+}
+
+fn entry(dir: PathBuf, file: &str, built: bool) -> CacheEntry {
     CacheEntry {
-        onnx: dir.join(Q8_FILE),
-        data: dir.join(format!("{Q8_FILE}_data")),
+        onnx: dir.join(file),
+        data: dir.join(format!("{file}_data")),
         dir,
         built,
     }
@@ -212,13 +334,23 @@ fn read_only_parent(root: &Path) -> bool {
         .is_some_and(|m| m.permissions().readonly())
 }
 
-fn entry_key(source_checksum: &str, recipe: &QuantizeRecipe) -> Result<String, QuantizeError> {
-    let recipe_json = serde_json::to_string(recipe)
-        .map_err(|e| QuantizeError::Recipe(format!("cannot serialise the recipe: {e}")))?;
+fn entry_key(source_checksum: &str, plan: &Plan<'_>) -> Result<String, QuantizeError> {
+    fn json<T: Serialize>(value: &T) -> Result<String, QuantizeError> {
+        serde_json::to_string(value)
+            .map_err(|e| QuantizeError::Recipe(format!("cannot serialise the recipe: {e}")))
+    }
     let mut hasher = Xxh3::new();
     hasher.update(&FORMAT_VERSION.to_le_bytes());
     hasher.update(source_checksum.as_bytes());
-    hasher.update(recipe_json.as_bytes());
+    // Keys of unfused q8 entries are those of earlier versions: their entries stay valid.
+    if let Some(recipe) = plan.quantize {
+        hasher.update(json(recipe)?.as_bytes());
+    }
+    if let Some(fuse) = plan.fuse {
+        hasher.update(b"fuse");
+        hasher.update(&super::fuse::FORMAT_VERSION.to_le_bytes());
+        hasher.update(json(fuse)?.as_bytes());
+    }
     Ok(format!("{:032x}", hasher.digest128()))
 }
 
@@ -247,7 +379,7 @@ fn checksum_files(files: &[Option<&Path>]) -> Result<String, QuantizeError> {
     Ok(format!("{:032x}", hasher.digest128()))
 }
 
-fn verify(entry_dir: &Path, source_checksum: &str) -> Result<(), String> {
+fn verify(entry_dir: &Path, source_checksum: &str, file: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(entry_dir.join(MANIFEST))
         .map_err(|e| format!("no readable manifest: {e}"))?;
     let manifest: Manifest =
@@ -261,7 +393,7 @@ fn verify(entry_dir: &Path, source_checksum: &str) -> Result<(), String> {
     if manifest.source_checksum != source_checksum {
         return Err("made from other source files".to_string());
     }
-    let expected = [Q8_FILE.to_string(), format!("{Q8_FILE}_data")];
+    let expected = [file.to_string(), format!("{file}_data")];
     for name in &expected {
         let Some(sum) = manifest.files.iter().find(|f| &f.name == name) else {
             return Err(format!("the manifest does not list {name}"));
@@ -289,8 +421,9 @@ fn build(
     source_checksum: &str,
     key: &str,
     root: &Path,
-    recipe: &QuantizeRecipe,
+    plan: &Plan<'_>,
 ) -> Result<CacheEntry, QuantizeError> {
+    let file = plan.file();
     static NEXT: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(root).map_err(|e| QuantizeError::io(root, e))?;
     let unique = format!(
@@ -306,9 +439,9 @@ fn build(
         }
     };
     let built = (|| {
-        let report = quantize_file(source_onnx, &temp.join(Q8_FILE), recipe)?;
+        let report = rewrite_file(source_onnx, &temp.join(file), plan.quantize, plan.fuse)?;
         let mut files = Vec::new();
-        for name in [Q8_FILE.to_string(), format!("{Q8_FILE}_data")] {
+        for name in [file.to_string(), format!("{file}_data")] {
             let path = temp.join(&name);
             let bytes = std::fs::metadata(&path)
                 .map_err(|e| QuantizeError::io(&path, e))?
@@ -323,7 +456,8 @@ fn build(
             format: FORMAT_VERSION,
             source_graph: source_onnx.display().to_string(),
             source_checksum: source_checksum.to_string(),
-            recipe: recipe.clone(),
+            recipe: plan.quantize.cloned(),
+            fuse: plan.fuse.cloned(),
             files,
         };
         let json = serde_json::to_string_pretty(&manifest)
@@ -343,9 +477,9 @@ fn build(
     let entry_dir = root.join(key);
     if entry_dir.exists() {
         // Invalid (checked by the caller) or just made by a concurrent load: keep a valid one.
-        if verify(&entry_dir, source_checksum).is_ok() {
+        if verify(&entry_dir, source_checksum, file).is_ok() {
             cleanup(&temp);
-            return Ok(entry(entry_dir, false));
+            return Ok(entry(entry_dir, file, false));
         }
         let stale = root.join(format!(".stale-{key}-{unique}"));
         if std::fs::rename(&entry_dir, &stale).is_ok() {
@@ -354,9 +488,9 @@ fn build(
     }
     if let Err(e) = std::fs::rename(&temp, &entry_dir) {
         // Another load installed its entry between our check and our rename.
-        if verify(&entry_dir, source_checksum).is_ok() {
+        if verify(&entry_dir, source_checksum, file).is_ok() {
             cleanup(&temp);
-            return Ok(entry(entry_dir, false));
+            return Ok(entry(entry_dir, file, false));
         }
         cleanup(&temp);
         return Err(QuantizeError::io(&entry_dir, e));
@@ -367,12 +501,13 @@ fn build(
         elapsed_ms = report.elapsed.as_millis() as u64,
         "q8 cache entry built"
     );
-    remove_outdated(root, key, source_onnx);
-    Ok(entry(entry_dir, true))
+    remove_outdated(root, key, source_onnx, source_checksum);
+    Ok(entry(entry_dir, file, true))
 }
 
-/// Removes the entries of `root` made from the same graph path with other content.
-fn remove_outdated(root: &Path, key: &str, source_onnx: &Path) {
+/// Removes the entries of `root` made from the same graph path with other content (entries
+/// of the same content with other recipes, fused or not, stay).
+fn remove_outdated(root: &Path, key: &str, source_onnx: &Path, source_checksum: &str) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
@@ -384,7 +519,7 @@ fn remove_outdated(root: &Path, key: &str, source_onnx: &Path) {
         let outdated = std::fs::read_to_string(dir.join(MANIFEST))
             .ok()
             .and_then(|text| serde_json::from_str::<Manifest>(&text).ok())
-            .is_some_and(|m| m.source_graph == source);
+            .is_some_and(|m| m.source_graph == source && m.source_checksum != source_checksum);
         if outdated {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {
@@ -404,14 +539,36 @@ mod tests {
 
     #[test]
     fn keys_depend_on_source_and_recipe() {
-        let a = entry_key("0011", &QuantizeRecipe::default()).unwrap();
+        fn plan(q: &QuantizeRecipe) -> Plan<'_> {
+            Plan {
+                quantize: Some(q),
+                fuse: None,
+            }
+        }
+        let default = QuantizeRecipe::default();
+        let a = entry_key("0011", &plan(&default)).unwrap();
         assert_eq!(a.len(), 32);
-        assert_eq!(a, entry_key("0011", &QuantizeRecipe::default()).unwrap());
-        assert_ne!(a, entry_key("0012", &QuantizeRecipe::default()).unwrap());
+        assert_eq!(a, entry_key("0011", &plan(&default)).unwrap());
+        assert_ne!(a, entry_key("0012", &plan(&default)).unwrap());
         assert_ne!(
             a,
-            entry_key("0011", &QuantizeRecipe::default().with_block_size(64)).unwrap()
+            entry_key("0011", &plan(&default.clone().with_block_size(64))).unwrap()
         );
+        let fuse = FuseRecipe::default();
+        let fused = Plan {
+            quantize: Some(&default),
+            fuse: Some(&fuse),
+        };
+        assert_ne!(a, entry_key("0011", &fused).unwrap());
+        let fused_only = Plan {
+            quantize: None,
+            fuse: Some(&fuse),
+        };
+        assert_ne!(
+            entry_key("0011", &fused).unwrap(),
+            entry_key("0011", &fused_only).unwrap()
+        );
+        assert_eq!(fused_only.file(), FUSED_FILE);
     }
 
     #[test]

@@ -39,6 +39,7 @@
 //! and keeps the result.
 
 pub mod cache;
+pub mod fuse;
 pub mod pack;
 pub mod proto;
 mod rewrite;
@@ -48,7 +49,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use rewrite::{QuantizedMatMul, quantize_file, read_matmul_nbits};
+pub use rewrite::{QuantizedMatMul, is_fused, quantize_file, read_matmul_nbits, rewrite_file};
 
 /// The graph file a quantised folder holds (`OnnxVariant::Q8` loads it).
 pub const Q8_FILE: &str = "model_q8.onnx";
@@ -345,6 +346,9 @@ pub struct QuantizeReport {
     pub kept_fp32: Vec<String>,
     /// The embedding `Gather` rewritten into `GatherBlockQuantized`, if any.
     pub embedding: Option<String>,
+    /// What graph fusion did, when it ran ([`fuse`]).
+    #[serde(default)]
+    pub fused: Option<fuse::FuseReport>,
     /// Bytes of the source graph and weights.
     pub source_bytes: u64,
     /// Bytes of the output graph and weights.
@@ -488,6 +492,51 @@ pub fn quantize_folder(
     let source = find_fp32_graph(model_dir)?;
     std::fs::create_dir_all(output_dir).map_err(|e| QuantizeError::io(output_dir, e))?;
     let report = quantize_file(&source, &output_dir.join(Q8_FILE), recipe)?;
+    copy_support_files(model_dir, output_dir)?;
+    Ok(report)
+}
+
+/// Fuses a model folder's graph into a new loadable folder (see [`fuse`]): with `quantize`,
+/// the fp32 graph is also quantised and written as `output_dir/model_q8.onnx` (the `q8`
+/// variant); without, the folder's graph for `variant_file` (`model.onnx` for fp32) is fused
+/// and written under the same name. The folder's other files are copied, so
+/// `LoadOptions::new(output_dir)` loads it; the written graph is marked as fused, so loading
+/// it never fuses it again.
+pub fn fuse_folder(
+    model_dir: &Path,
+    output_dir: &Path,
+    variant_file: &str,
+    quantize: Option<&QuantizeRecipe>,
+    fuse: &fuse::FuseRecipe,
+) -> Result<QuantizeReport, QuantizeError> {
+    let (source, name) = match quantize {
+        Some(recipe) => {
+            recipe.validate()?;
+            (find_fp32_graph(model_dir)?, Q8_FILE.to_string())
+        }
+        None => {
+            let source = [
+                model_dir.join(variant_file),
+                model_dir.join("onnx").join(variant_file),
+            ]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| QuantizeError::Missing {
+                what: "ONNX graph",
+                path: model_dir.join(variant_file),
+            })?;
+            (source, variant_file.to_string())
+        }
+    };
+    std::fs::create_dir_all(output_dir).map_err(|e| QuantizeError::io(output_dir, e))?;
+    let output = output_dir.join(&name);
+    let report = rewrite_file(&source, &output, quantize, Some(fuse))?;
+    // A graph that keeps every weight inline (MiniLM's) needs no weights file; an empty one
+    // would read as a truncated download.
+    let data = output_dir.join(format!("{name}_data"));
+    if std::fs::metadata(&data).is_ok_and(|m| m.len() == 0) {
+        std::fs::remove_file(&data).map_err(|e| QuantizeError::io(&data, e))?;
+    }
     copy_support_files(model_dir, output_dir)?;
     Ok(report)
 }

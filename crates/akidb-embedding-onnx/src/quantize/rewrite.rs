@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use prost::Message;
 
+use super::fuse::{FUSED_METADATA_KEY, FuseRecipe, fuse_graph};
 use super::pack::{quantize_gather_rows, quantize_matmul_weight};
 use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
@@ -106,6 +107,16 @@ pub fn read_matmul_nbits(onnx: &Path) -> Result<Vec<QuantizedMatMul>, QuantizeEr
     Ok(found)
 }
 
+/// Whether the graph `onnx` was written fused (it carries [`FUSED_METADATA_KEY`]); false
+/// when it cannot be read.
+pub fn is_fused(onnx: &Path) -> bool {
+    read_model(onnx).is_ok_and(|m| {
+        m.metadata_props
+            .iter()
+            .any(|p| p.key() == FUSED_METADATA_KEY)
+    })
+}
+
 fn read_model(onnx: &Path) -> Result<ModelProto, QuantizeError> {
     let bytes = std::fs::read(onnx).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => QuantizeError::Missing {
@@ -145,14 +156,44 @@ pub fn quantize_file(
     output: &Path,
     recipe: &QuantizeRecipe,
 ) -> Result<QuantizeReport, QuantizeError> {
+    rewrite_file(source, output, Some(recipe), None)
+}
+
+/// Rewrites the graph `source` (with its external weights) into `output` and
+/// `<output>_data`: fused as `fuse` says (see [`super::fuse`]), then quantised as `recipe`
+/// says. With neither, the graph and its weights are copied (in the layout this module
+/// writes). Both files are written under temporary names and renamed into place, the
+/// weights first.
+pub fn rewrite_file(
+    source: &Path,
+    output: &Path,
+    recipe: Option<&QuantizeRecipe>,
+    fuse: Option<&FuseRecipe>,
+) -> Result<QuantizeReport, QuantizeError> {
     let started = Instant::now();
-    recipe.validate()?;
+    if let Some(recipe) = recipe {
+        recipe.validate()?;
+    }
     let mut model = read_model(source)?;
     let mut graph = model
         .graph
         .take()
         .ok_or_else(|| QuantizeError::invalid(source, "the model has no graph"))?;
     let source_bytes = source_size(source, &graph);
+    let (fused, new_tensors) = match fuse {
+        Some(fuse) => {
+            let (report, tensors) = fuse_graph(&mut graph, fuse);
+            (Some(report), tensors)
+        }
+        None => (None, Vec::new()),
+    };
+    let no_recipe = QuantizeRecipe {
+        keep_fp32: vec!["*".to_string()],
+        embedding_block_size: None,
+        ..QuantizeRecipe::default()
+    };
+    let quantizing = recipe.is_some();
+    let recipe = recipe.unwrap_or(&no_recipe);
 
     let init_index: HashMap<String, usize> = graph
         .initializer
@@ -268,7 +309,7 @@ pub fn quantize_file(
         }
     }
 
-    if jobs.is_empty() && embedding.is_none() {
+    if quantizing && jobs.is_empty() && embedding.is_none() {
         let reason = if matmuls == 0 {
             "the graph has no MatMul".to_string()
         } else if kept_fp32.is_empty() {
@@ -418,16 +459,34 @@ pub fn quantize_file(
             let tensor = &quantize_inputs[&job.weight];
             initializers.extend(write_embedding(job, tensor, &mut src, &mut sink, source)?);
         }
+        for tensor in &new_tensors {
+            initializers.push(sink.put(
+                &tensor.name,
+                tensor.data_type,
+                tensor.dims.clone(),
+                &tensor.bytes,
+            )?);
+        }
         graph.initializer = initializers;
         graph
             .input
             .retain(|i| !replaced.contains(i.name()) || used.contains(i.name()));
         sink.finish()?;
 
-        if !model.opset_import.iter().any(|o| o.domain() == MS_DOMAIN) {
+        let uses_ms = graph.node.iter().any(|n| n.domain() == MS_DOMAIN);
+        if uses_ms && !model.opset_import.iter().any(|o| o.domain() == MS_DOMAIN) {
             model.opset_import.push(OperatorSetIdProto {
                 domain: Some(MS_DOMAIN.to_string()),
                 version: Some(1),
+            });
+        }
+        if let Some(fuse) = fuse {
+            model
+                .metadata_props
+                .retain(|p| p.key() != FUSED_METADATA_KEY);
+            model.metadata_props.push(StringStringEntryProto {
+                key: Some(FUSED_METADATA_KEY.to_string()),
+                value: Some(serde_json::to_string(fuse).unwrap_or_default()),
             });
         }
         model.graph = Some(graph);
@@ -453,6 +512,7 @@ pub fn quantize_file(
         quantized,
         kept_fp32,
         embedding: embedding.map(|(_, e)| e.weight),
+        fused,
         source_bytes,
         output_bytes,
         elapsed: started.elapsed(),

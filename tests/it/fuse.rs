@@ -1,0 +1,134 @@
+//! Graph fusion (`akidb_embedding_onnx::quantize::fuse`) on the tiny EmbeddingGemma double
+//! and all-MiniLM-L6-v2: the fused graph holds the fused operators, gives the unfused graph's
+//! vectors, and a text alone gives the vector it gets inside a padded batch (the attention
+//! bias, padding and Gemma's sliding window, must be right for that). Loading fuses by
+//! default, into the checked cache beside the graph.
+
+use std::path::Path;
+
+use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
+use akidb_embedding_onnx::quantize::cache::{BESIDE_DIR, FUSED_FILE};
+use akidb_embedding_onnx::quantize::fuse::FuseRecipe;
+use akidb_embedding_onnx::quantize::fuse_folder;
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_test_support::{copy_model, cosine, minilm_dir, temp_dir, tiny_gemma_dir};
+
+/// Short and long texts together, so every short one is padded in the batch.
+fn texts() -> Vec<String> {
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(12);
+    vec![
+        "Hello there!".to_string(),
+        long.clone(),
+        "向量数据库很快。".to_string(),
+        "Where is the nearest train station?".to_string(),
+        format!("{long} and then some more words at the end"),
+        "👋🌍 emoji only 🎉".to_string(),
+    ]
+}
+
+fn load(dir: &Path, options: impl FnOnce(LoadOptions) -> LoadOptions) -> OnnxEmbeddingProvider {
+    OnnxEmbeddingProvider::load(options(
+        crate::load_options(dir.to_str().unwrap()).with_intra_threads(2),
+    ))
+    .unwrap()
+}
+
+/// Fuses `dir` ahead of time, checks the rewrites, and compares the fused model with the
+/// folder's own graph, text by text, alone and in one padded batch.
+fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) {
+    let out = temp_dir(&format!("fused-{name}"));
+    let report = fuse_folder(dir, &out, "model.onnx", None, &FuseRecipe::default()).unwrap();
+    let fused = report.fused.unwrap();
+    for (rewrite, count) in expected {
+        assert_eq!(
+            fused.rewrites.get(*rewrite),
+            Some(count),
+            "{name}: {rewrite} in {:?}",
+            fused.rewrites
+        );
+    }
+    assert!(
+        fused.nodes_after * 3 < fused.nodes_before * 2,
+        "{name}: {} -> {} nodes",
+        fused.nodes_before,
+        fused.nodes_after
+    );
+
+    let plain = load(dir, |o| o.with_fused_graph(false));
+    let fused = load(&out, |o| o);
+    let texts = texts();
+    let plain_batch = plain
+        .embed_blocking(EmbedRequest::new(texts.clone()))
+        .unwrap();
+    let fused_batch = fused
+        .embed_blocking(EmbedRequest::new(texts.clone()))
+        .unwrap();
+    assert_eq!(plain_batch.token_counts, fused_batch.token_counts);
+    for (i, text) in texts.iter().enumerate() {
+        let alone = fused
+            .embed_blocking(EmbedRequest::new([text.as_str()]))
+            .unwrap();
+        let in_batch = &fused_batch.embeddings[i];
+        let alone_vs_batch = cosine(&alone.embeddings[0], in_batch);
+        let fused_vs_plain = cosine(in_batch, &plain_batch.embeddings[i]);
+        assert!(
+            alone_vs_batch >= 0.99999,
+            "{name} text {i}: alone vs padded batch {alone_vs_batch}"
+        );
+        assert!(
+            fused_vs_plain >= 0.99999,
+            "{name} text {i}: fused vs unfused {fused_vs_plain}"
+        );
+    }
+}
+
+#[test]
+fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    fused_matches_unfused(
+        &dir,
+        "tiny-gemma",
+        &[
+            ("multi_head_attention", 6),
+            ("fast_gelu", 6),
+            ("simplified_layer_normalization", 37),
+        ],
+    );
+}
+
+#[test]
+fn minilm_fused_matches_unfused_alone_and_padded() {
+    let Some(dir) = minilm_dir() else { return };
+    fused_matches_unfused(&dir, "minilm", &[("multi_head_attention", 6), ("gelu", 6)]);
+}
+
+/// The default load fuses into the cache beside the graph; `with_fused_graph(false)` runs
+/// the folder's graph and adds nothing.
+#[test]
+fn loading_fuses_into_the_cache_by_default_and_can_be_turned_off() {
+    let Some(dir) = tiny_gemma_dir() else { return };
+    let copy = copy_model(&dir, "fuse-load", &[]);
+    let entries = || -> Vec<_> {
+        std::fs::read_dir(copy.join(BESIDE_DIR))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.join(FUSED_FILE).is_file())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let plain = load(&copy, |o| o.with_fused_graph(false));
+    assert!(entries().is_empty(), "nothing cached without fusion");
+    let fused = load(&copy, |o| o);
+    assert_eq!(entries().len(), 1, "one fused entry after the first load");
+    let again = load(&copy, |o| o);
+    assert_eq!(entries().len(), 1, "the entry is reused");
+    let text = EmbedRequest::new(["Where is the nearest train station?"]);
+    let a = plain.embed_blocking(text.clone()).unwrap();
+    let b = fused.embed_blocking(text.clone()).unwrap();
+    let c = again.embed_blocking(text).unwrap();
+    assert!(cosine(&a.embeddings[0], &b.embeddings[0]) >= 0.99999);
+    assert_eq!(b.embeddings, c.embeddings);
+    assert_eq!(fused.model_info().dimension, 32);
+}
