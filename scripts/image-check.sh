@@ -49,18 +49,21 @@ compose_project=akidb-image-check-compose
 
 cleanup() {
   podman rm -f -t 0 "$container" >/dev/null 2>&1 || true
+  podman ps -a -q --filter "label=io.podman.compose.project=$compose_project" \
+    | xargs -r podman rm -f -t 0 >/dev/null 2>&1 || true
   if [ -n "${compose_port:-}" ]; then
     AKIDB_API_KEY=x AKIDB_BIND="127.0.0.1:$compose_port" \
       python3 -m podman_compose -p "$compose_project" -f deploy/compose.yaml down >/dev/null 2>&1 || true
   fi
 }
 trap cleanup EXIT
+podman_setup || die "podman could not be set up"
+cleanup   # what an interrupted earlier run may have left (same names)
 
 # 1. Build.
 started=$(date +%s)
 bash scripts/image/build-image.sh "$AKIDB_IMAGE"
 build_s=$(( $(date +%s) - started ))
-podman_setup || die "podman could not be set up"
 
 # 2. The image as built.
 user="$(podman image inspect -f '{{.Config.User}}' "$AKIDB_IMAGE")"

@@ -170,6 +170,10 @@ wait_ready() {
   die "replica $index not ready after 60 s"
 }
 
+if [ "$containers" = 1 ]; then
+  # Containers an interrupted earlier run may have left under the same names.
+  for index in $(seq 0 $((replicas - 1))); do podman rm -f -t 0 "akidb-rr-$index" >/dev/null 2>&1 || true; done
+fi
 for index in $(seq 0 $((replicas - 1))); do start_replica "$index"; done
 for index in $(seq 0 $((replicas - 1))); do wait_ready "$index"; done
 say "${replicas} replicas ready on ports ${replica_ports[*]}$([ "$containers" = 1 ] && echo " (containers of $AKIDB_IMAGE)")"
