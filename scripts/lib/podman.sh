@@ -1,5 +1,7 @@
-# Shared by scripts/image-check.sh, scripts/image/bases.sh and scripts/rolling-restart.sh
-# (sourced, not run): podman as the project's machines can run it.
+# shellcheck shell=bash
+# Shared by scripts/image-check.sh, scripts/image/{bases,build-image}.sh,
+# scripts/rolling-restart.sh and deploy/measure.sh (sourced, not run): podman as the
+# project's machines can run it.
 #
 # podman_setup: installs podman, runc and debootstrap with apt-get when one is missing (needs
 # root, as every container here runs as root), and points podman at
