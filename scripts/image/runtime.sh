@@ -5,7 +5,7 @@
 # libonnxruntime.so find every shared library they need on this system (a slim base image
 # that lacks one fails here, at build time, not at the first start).
 #   bash scripts/image/runtime.sh ROOT
-# CI runs it outside a container (scripts/image-check.sh) with a scratch ROOT.
+# CI runs it inside the image build (scripts/image-check.sh, scripts/image/build-image.sh).
 set -euo pipefail
 root="${1:?usage: runtime.sh ROOT}"
 uid=65532
