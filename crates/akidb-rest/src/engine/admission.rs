@@ -14,12 +14,18 @@
 //!   token cap ([`CostModel::from_runs`]), and a scale learned online from every run (an
 //!   exponentially weighted mean of measured over predicted) follows a machine that gets
 //!   busier or quieter;
-//! - tokenisation costs a learned number of seconds per byte of text read, so a request's
-//!   tokenisation is estimated from its bytes on arrival, before any heavy step; its model
-//!   runs are estimated once it is tokenised, from its token counts.
+//! - tokenisation costs a learned number of seconds per byte of text read. On arrival, before
+//!   any heavy step, a request is estimated from its bytes: its tokenisation, and its model
+//!   runs at [`ARRIVAL_TOKEN_SHARE`] of the tokens its bytes usually hold (learned from every
+//!   tokenisation). When the work ahead already fills [`ARRIVAL_AHEAD_SHARE`] of its budget,
+//!   a request that cannot fit behind it is refused without being tokenised; otherwise only
+//!   its tokenisation is checked, and its exact estimate decides (bytes can hold far fewer
+//!   tokens than usual: 4,000 bytes of one letter are one MiniLM token). Once tokenised, its model runs are estimated again from its token
+//!   counts.
 //!
 //! A request is refused ([`Refusal`]) when its own work alone cannot finish within the
-//! service's longest deadline ([`Refusal::NeverFits`]: sending it again cannot help), or when
+//! service's longest deadline even on an idle machine ([`Refusal::NeverFits`]: sending it
+//! again cannot help; judged on its token counts, at a learned scale of at most 1), or when
 //! its own work, or the work ahead plus its own, cannot finish within the part of its own
 //! remaining time the estimate may fill ([`HEADROOM`]) ([`Refusal::Shed`], with the time after
 //! which it could fit). Until the model is calibrated every request is admitted.
@@ -57,6 +63,16 @@ const SCALE_BOUNDS: (f64, f64) = (0.25, 8.0);
 /// errors (requests merged into one run pad differently than planned alone, the machine's
 /// load varies).
 pub const HEADROOM: f64 = 0.9;
+
+/// Share of the tokens a text's bytes usually hold (learned) that the arrival estimate counts:
+/// low enough that text denser in bytes than usual (long words, repeated letters) is not
+/// refused for tokens it does not have, high enough that a queue full of ordinary requests
+/// refuses the next one before tokenising it.
+pub const ARRIVAL_TOKEN_SHARE: f64 = 0.5;
+
+/// Share of a request's budget the work ahead must fill before the arrival estimate of its
+/// model runs can refuse it (see [`Admission::admit_on_arrival`]).
+pub const ARRIVAL_AHEAD_SHARE: f64 = 0.5;
 
 /// Most the cost per token may grow from a short text to one at the cap: four times (attention
 /// at 2,048 tokens doubles EmbeddingGemma-300m's; a transformer's cost per token is linear in
@@ -122,6 +138,8 @@ struct Ledger {
     scale: f64,
     /// Seconds of tokenisation per byte read; `None` until measured.
     tokenize_seconds_per_byte: Option<f64>,
+    /// Tokens per byte read; `None` until measured.
+    tokens_per_byte: Option<f64>,
 }
 
 impl Default for Ledger {
@@ -132,6 +150,7 @@ impl Default for Ledger {
             model: None,
             scale: 1.0,
             tokenize_seconds_per_byte: None,
+            tokens_per_byte: None,
         }
     }
 }
@@ -139,8 +158,9 @@ impl Default for Ledger {
 /// Why a request was not admitted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
-    /// Its own estimated work exceeds the service's longest deadline: it can never be served
-    /// as it is (send fewer or shorter texts).
+    /// Its own estimated work exceeds the service's longest deadline even on an idle machine
+    /// (the learned scale counted at most 1): it can never be served as it is (send fewer or
+    /// shorter texts).
     NeverFits {
         /// Estimated time of the request's own work.
         own: Duration,
@@ -285,17 +305,30 @@ impl Admission {
         seconds(ledger.tokenize_seconds_per_byte.unwrap_or(0.0) * bytes as f64)
     }
 
-    /// Records a tokenisation of `bytes` bytes read that took `elapsed`.
-    pub fn tokenized(&self, bytes: usize, elapsed: Duration) {
+    /// Records a tokenisation of `bytes` bytes read into `tokens` tokens that took `elapsed`.
+    pub fn tokenized(&self, bytes: usize, tokens: usize, elapsed: Duration) {
         if bytes == 0 {
             return;
         }
         let mut ledger = lock(&self.inner);
-        let per_byte = elapsed.as_secs_f64() / bytes as f64;
-        ledger.tokenize_seconds_per_byte = Some(match ledger.tokenize_seconds_per_byte {
-            Some(previous) => NEWEST_WEIGHT * per_byte + (1.0 - NEWEST_WEIGHT) * previous,
-            None => per_byte,
-        });
+        let learn = |previous: Option<f64>, newest: f64| match previous {
+            Some(previous) => NEWEST_WEIGHT * newest + (1.0 - NEWEST_WEIGHT) * previous,
+            None => newest,
+        };
+        let bytes = bytes as f64;
+        ledger.tokenize_seconds_per_byte = Some(learn(
+            ledger.tokenize_seconds_per_byte,
+            elapsed.as_secs_f64() / bytes,
+        ));
+        ledger.tokens_per_byte = Some(learn(ledger.tokens_per_byte, tokens as f64 / bytes));
+    }
+
+    /// The tokens the arrival estimate counts for a text of which `bytes` bytes are read, at
+    /// most `cap`: [`ARRIVAL_TOKEN_SHARE`] of what such bytes usually hold (none until a
+    /// tokenisation was measured).
+    pub fn arrival_tokens(&self, bytes: usize, cap: usize) -> usize {
+        let per_byte = lock(&self.inner).tokens_per_byte.unwrap_or(0.0);
+        ((bytes as f64 * per_byte * ARRIVAL_TOKEN_SHARE) as usize).min(cap)
     }
 
     /// Admits work estimated at `own` for a request with `budget` left before its deadline,
@@ -315,6 +348,35 @@ impl Admission {
         Ok(Reservation {
             ledger: Arc::clone(&self.inner),
             seconds: own.as_secs_f64(),
+        })
+    }
+
+    /// Admits a request on arrival, before it is tokenised: its tokenisation estimated at
+    /// `tokenize`, its model runs roughly at `runs` (from its bytes), `budget` left before its
+    /// deadline. Only sheds ([`Refusal::Shed`]; a rough estimate never says a request never
+    /// fits); the runs count only when the work ahead fills [`ARRIVAL_AHEAD_SHARE`] of the
+    /// budget. The reservation holds the tokenisation alone, until
+    /// [`readmit`](Self::readmit) replaces it by the exact estimate.
+    pub fn admit_on_arrival(
+        &self,
+        tokenize: Duration,
+        runs: Duration,
+        budget: Duration,
+    ) -> Result<Reservation, Refusal> {
+        let mut ledger = lock(&self.inner);
+        if ledger.model.is_some() {
+            let busy = ledger.ahead() >= budget.as_secs_f64() * HEADROOM * ARRIVAL_AHEAD_SHARE;
+            let counted = if busy {
+                tokenize.saturating_add(runs)
+            } else {
+                tokenize
+            };
+            ledger.check(counted, budget, Duration::MAX)?;
+        }
+        ledger.queued += tokenize.as_secs_f64();
+        Ok(Reservation {
+            ledger: Arc::clone(&self.inner),
+            seconds: tokenize.as_secs_f64(),
         })
     }
 
@@ -375,8 +437,11 @@ impl Ledger {
 
     fn check(&self, own: Duration, budget: Duration, limit: Duration) -> Result<(), Refusal> {
         let limit = seconds(limit.as_secs_f64() * HEADROOM);
-        if own > limit {
-            return Err(Refusal::NeverFits { own, limit });
+        // A machine slower than at calibration (a busy neighbour, this service's own load)
+        // makes work late now, not never: that is a shed, judged below.
+        let idle = seconds(own.as_secs_f64() / self.scale.max(1.0));
+        if idle > limit {
+            return Err(Refusal::NeverFits { own: idle, limit });
         }
         let ahead = seconds(self.ahead());
         let budget = seconds(budget.as_secs_f64() * HEADROOM);
@@ -406,6 +471,58 @@ mod tests {
             per_token_per_position: 0.0,
         });
         admission
+    }
+
+    #[test]
+    fn a_slow_machine_sheds_what_an_idle_one_could_serve_and_never_refuses_it_for_good() {
+        let admission = flat();
+        // Runs take three times their estimate (a busy neighbour): the scale learns it.
+        for _ in 0..20 {
+            let mut batch = admission.start_batch(Duration::from_secs(1), Vec::new());
+            batch.ran(1, 1_000, Duration::from_secs(3), true);
+        }
+        assert!(admission.scale() > 2.5, "{}", admission.scale());
+        // 20,000 tokens: 20 s on the calibrated machine, 60 s at the learned scale.
+        let own = admission.run_cost(&[vec![1_000; 20]]);
+        assert!(own > LIMIT, "{own:?}");
+        let refused = admission.admit(own, LIMIT, LIMIT).unwrap_err();
+        assert!(matches!(refused, Refusal::Shed(_)), "{refused:?}");
+        // 40,000 tokens exceed the limit even at the calibrated speed.
+        let huge = admission.run_cost(&[vec![1_000; 40]]);
+        let refused = admission.admit(huge, LIMIT, LIMIT).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::NeverFits { own, .. } if own > Duration::from_secs(27) && own < Duration::from_secs(60)),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn on_arrival_the_rough_runs_count_only_behind_a_busy_queue_and_never_refuse_for_good() {
+        let admission = flat();
+        let (tokenize, runs) = (Duration::from_millis(10), Duration::from_secs(100));
+        // Idle: a rough 100 s is no reason to refuse; only the tokenisation is held.
+        let idle = admission.admit_on_arrival(tokenize, runs, LIMIT).unwrap();
+        assert_eq!(idle.cost(), tokenize);
+        drop(idle);
+        // Behind 20 s of work (over half of 27 s), the same request is shed at once.
+        let _ahead = admission
+            .admit(Duration::from_secs(20), LIMIT, LIMIT)
+            .unwrap();
+        let refused = admission
+            .admit_on_arrival(tokenize, runs, LIMIT)
+            .unwrap_err();
+        assert!(matches!(refused, Refusal::Shed(_)), "{refused:?}");
+        let small = admission.admit_on_arrival(tokenize, Duration::from_secs(1), LIMIT);
+        assert!(small.is_ok(), "{small:?}");
+    }
+
+    #[test]
+    fn the_arrival_estimate_counts_half_the_tokens_bytes_usually_hold_up_to_the_cap() {
+        let admission = Admission::default();
+        assert_eq!(admission.arrival_tokens(10_000, 512), 0);
+        admission.tokenized(1_000, 250, Duration::from_millis(1));
+        assert_eq!(admission.arrival_tokens(1_000, 512), 125);
+        assert_eq!(admission.arrival_tokens(100_000, 512), 512);
     }
 
     #[test]
@@ -540,12 +657,12 @@ mod tests {
         let admission = Admission::default();
         assert_eq!(admission.tokenize_cost(1_000_000), Duration::ZERO);
         // 100 KB in 10 ms, then in 20 ms: the estimate moves 30 % of the way.
-        admission.tokenized(100_000, Duration::from_millis(10));
+        admission.tokenized(100_000, 25_000, Duration::from_millis(10));
         assert_eq!(
             admission.tokenize_cost(1_000_000),
             Duration::from_millis(100)
         );
-        admission.tokenized(100_000, Duration::from_millis(20));
+        admission.tokenized(100_000, 25_000, Duration::from_millis(20));
         assert_eq!(
             admission.tokenize_cost(1_000_000),
             Duration::from_millis(130)

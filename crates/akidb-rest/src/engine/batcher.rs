@@ -72,8 +72,8 @@ use super::tokenize::TokenizerPool;
 /// fixed cost does not dominate its cost per token.
 pub const CALIBRATION_WORDS: usize = 128;
 
-/// Model runs of [`Batcher::calibrate`]: two short, one at the cap.
-pub const CALIBRATION_RUNS: usize = 3;
+/// Model runs of [`Batcher::calibrate`]: one short, one at the cap.
+pub const CALIBRATION_RUNS: usize = 2;
 
 /// How a [`Batcher`] forms its batches and admits work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,11 +251,15 @@ impl Batcher {
         // The caller's timings (set by the service's middleware; none for library callers).
         let timings = Timings::current();
         let permit = self.take_place()?;
-        // On arrival only the tokenisation's cost is certain (bytes are known, tokens are not:
-        // a megabyte of one repeated letter may be three tokens): a request that cannot even
-        // be tokenised behind the work ahead is refused before any heavy step; the exact
-        // estimate below, from its token counts, decides the rest.
-        let mut reservation = self.admit(self.tokenize_cost(&request), deadline)?;
+        // On arrival only bytes are known, not tokens (a megabyte of one repeated letter may
+        // be three tokens): a request that cannot fit behind the work ahead on a cautious
+        // estimate from its bytes is refused before any heavy step; the exact estimate below,
+        // from its token counts, decides the rest.
+        let mut reservation = self.admit_on_arrival(
+            self.tokenize_cost(&request),
+            self.arrival_runs(&request),
+            deadline,
+        )?;
         let tokenizing = Instant::now();
         let admission = &self.admission;
         let tokenized = self
@@ -312,7 +316,8 @@ impl Batcher {
         deadline: Option<Instant>,
     ) -> Result<Vec<Vec<TokenSpan>>, EngineError> {
         let _place = self.take_place()?;
-        let mut reservation = self.admit(self.tokenize_cost(&request), deadline)?;
+        let mut reservation =
+            self.admit_on_arrival(self.tokenize_cost(&request), Duration::ZERO, deadline)?;
         let admission = &self.admission;
         let spans = self
             .pool
@@ -333,7 +338,8 @@ impl Batcher {
         deadline: Option<Instant>,
     ) -> Result<Vec<Vec<u32>>, EngineError> {
         let _place = self.take_place()?;
-        let mut reservation = self.admit(self.tokenize_cost(&request), deadline)?;
+        let mut reservation =
+            self.admit_on_arrival(self.tokenize_cost(&request), Duration::ZERO, deadline)?;
         let admission = &self.admission;
         let tokenized = self
             .pool
@@ -350,18 +356,17 @@ impl Batcher {
     }
 
     /// Calibrates the model's cost (see [`crate::engine::admission`]) with runs of one text
-    /// each: two of about [`CALIBRATION_WORDS`] words (the faster counts), and one of a text
-    /// that fills the model's token cap. Their vectors are checked (one per text, of the
+    /// each: one of about [`CALIBRATION_WORDS`] words, one of a text that fills the model's
+    /// token cap. Their vectors are checked (one per text, of the
     /// model's dimension, finite), so a model that passes can serve. The runs go to the provider directly (no queue, no
     /// observer). Fails with a load error when either run fails.
     pub async fn calibrate(&self) -> Result<(), EmbeddingError> {
         let short = vec!["calibration"; CALIBRATION_WORDS].join(" ");
         // Every word is at least one token: this many words reach the cap.
         let long = vec!["calibration"; self.info.max_tokens].join(" ");
-        // The shorter of two short runs: the first run of a shape pays for its buffers.
-        let first = self.measure(short.clone()).await?;
-        let again = self.measure(short).await?;
-        let short = if again.1 < first.1 { again } else { first };
+        // One run of each: the provider's own warm-up has already paid for first-run buffers
+        // (a second short run measured no faster on EmbeddingGemma-300m).
+        let short = self.measure(short).await?;
         let long = self.measure(long).await?;
         let model = CostModel::from_runs((1, short.0, short.1), (1, long.0, long.1));
         self.admission.calibrate(model);
@@ -391,6 +396,7 @@ impl Batcher {
         let length = tokenized.total_tokens();
         self.admission.tokenized(
             TokenizerPool::bytes_read(bytes, self.info.max_tokens),
+            length,
             tokenizing.elapsed(),
         );
         let provider = Arc::clone(&self.provider);
@@ -449,10 +455,31 @@ impl Batcher {
             })
     }
 
-    /// Admits work estimated at `cost` for a request due by `deadline`.
-    fn admit(&self, cost: Duration, deadline: Option<Instant>) -> Result<Reservation, EngineError> {
+    /// The arrival estimate of `request`'s model runs (see [`crate::engine::admission`]): at
+    /// the tokens its bytes cautiously hold.
+    fn arrival_runs(&self, request: &EmbedRequest) -> Duration {
+        let cap = self.info.max_tokens;
+        let lengths: Vec<usize> = request
+            .texts
+            .iter()
+            .map(|text| {
+                let bytes = TokenizerPool::bytes_read(text.len(), cap);
+                self.admission.arrival_tokens(bytes, cap)
+            })
+            .collect();
+        self.admission.run_cost(&self.planned(&lengths))
+    }
+
+    /// Admits a request on arrival: its tokenisation estimated at `tokenize`, its model runs
+    /// at `runs`, due by `deadline` ([`Admission::admit_on_arrival`]).
+    fn admit_on_arrival(
+        &self,
+        tokenize: Duration,
+        runs: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<Reservation, EngineError> {
         self.admission
-            .admit(cost, budget(deadline), self.config.request_timeout)
+            .admit_on_arrival(tokenize, runs, budget(deadline))
             .map_err(|refusal| self.refused(refusal))
     }
 
@@ -1366,6 +1393,42 @@ mod tests {
             calibration_runs + 2,
             "the refused requests never ran"
         );
+        assert!(batcher.admission().is_idle());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn behind_a_busy_model_a_request_is_refused_on_its_bytes_before_it_is_tokenised() {
+        let mock = Arc::new(
+            MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(1)),
+        );
+        let batcher = spawn(&mock, config(true));
+        batcher.calibrate().await.unwrap();
+        let calibration_runs = mock.calls();
+        let words = |count: usize| vec!["word"; count].join(" ");
+        let running = {
+            let batcher = Arc::clone(&batcher);
+            tokio::spawn(async move { batcher.embed(EmbedRequest::new([words(300)])).await })
+        };
+        settle(|| mock.calls() == calibration_runs + 1).await;
+        let tokenised = mock.tokenizer_calls();
+        // Eight texts of 3,000 bytes: even at half the tokens such bytes hold, far more than
+        // 300 ms of work behind the run in progress.
+        let refused = batcher
+            .embed_before(
+                EmbedRequest::new(vec![words(600); 8]),
+                Some(Instant::now() + Duration::from_millis(300)),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(EngineError::Shed { ref shed, .. }) if !shed.own.is_zero()),
+            "{refused:?}"
+        );
+        assert_eq!(
+            mock.tokenizer_calls(),
+            tokenised,
+            "refused before tokenising"
+        );
+        assert!(running.await.unwrap().is_ok());
         assert!(batcher.admission().is_idle());
     }
 }

@@ -82,7 +82,7 @@ impl TokenizerPool {
                     "the tokenizer gave no encoding for a text".into(),
                 )));
             };
-            admission.tokenized(bytes, elapsed);
+            admission.tokenized(bytes, encoding.len(), elapsed);
             encodings.push(encoding);
             output = Some(tokenized.output);
             on_text(bytes);
