@@ -34,9 +34,68 @@ struct Model {
 /// An [`EmbeddingProvider`] running an ONNX model on ONNX Runtime.
 ///
 /// Cheap to clone (the model is shared); safe to use from many threads and tasks at once.
+/// The async [`EmbeddingProvider::run`] hands each model run to one thread of the model's own
+/// (as text-embeddings-inference's backend thread does): runs of one model go one at a time,
+/// each spread over ONNX Runtime's intra-op threads, always from the same calling thread, so
+/// its caches and allocator arena stay warm (on tokio's blocking pool, a run now and then
+/// waited for a thread and took three times its median; see `benches/README.md`). The
+/// blocking methods run on the caller's thread.
 #[derive(Clone)]
 pub struct OnnxEmbeddingProvider {
     model: Arc<Model>,
+    runner: Arc<Runner>,
+}
+
+/// One model run for the [`Runner`]'s thread, and where its result goes.
+type RunJob = (
+    Vec<Encoding>,
+    tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>>>,
+);
+
+/// The thread that runs a model's async runs. It ends when the last provider sharing it is
+/// dropped (its channel closes).
+struct Runner {
+    jobs: std::sync::mpsc::Sender<RunJob>,
+}
+
+impl Runner {
+    fn start(model: &Arc<Model>) -> Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<RunJob>();
+        let id = model.info.id.clone();
+        // Thread names are cut to 15 bytes by Linux: the model's last path part, short.
+        let name: String = id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(10)
+            .collect();
+        let model = Arc::clone(model);
+        std::thread::Builder::new()
+            .name(format!("run-{name}"))
+            .spawn(move || {
+                for (batch, reply) in queue {
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        model.session.run_all(&batch)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(EmbeddingError::Inference("the model run panicked".into()))
+                    });
+                    // The caller may have gone meanwhile: nothing to tell.
+                    let _ = reply.send(result);
+                }
+            })
+            .map_err(|error| {
+                EmbeddingError::model_load(
+                    id,
+                    format!("cannot start the model's run thread: {error}"),
+                )
+            })?;
+        Ok(Self { jobs })
+    }
 }
 
 impl std::fmt::Debug for OnnxEmbeddingProvider {
@@ -131,9 +190,9 @@ impl OnnxEmbeddingProvider {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model loaded and warmed up"
         );
-        Ok(Self {
-            model: Arc::new(model),
-        })
+        let model = Arc::new(model);
+        let runner = Arc::new(Runner::start(&model)?);
+        Ok(Self { model, runner })
     }
 
     /// Embeds a request on the calling thread (the synchronous twin of
@@ -199,10 +258,14 @@ impl EmbeddingProvider for OnnxEmbeddingProvider {
     }
 
     async fn run(&self, batch: Vec<Encoding>) -> Result<Vec<Vec<f32>>> {
-        let model = Arc::clone(&self.model);
-        tokio::task::spawn_blocking(move || model.session.run_all(&batch))
-            .await
-            .map_err(|e| EmbeddingError::Inference(format!("embedding task failed: {e}")))?
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let stopped =
+            || EmbeddingError::Inference("the model's run thread has stopped".to_string());
+        self.runner
+            .jobs
+            .send((batch, reply))
+            .map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 }
 

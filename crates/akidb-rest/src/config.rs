@@ -196,6 +196,18 @@ pub struct Config {
     )]
     pub cpu_arena: bool,
 
+    /// Rewrite each ONNX graph at load into ONNX Runtime's fused operators (attention, layer
+    /// norm, GELU; the rewrite is cached beside the model): `true` by default; `false` runs
+    /// the exported graph as it is.
+    #[arg(
+        long,
+        env = "AKIDB_FUSED_GRAPH",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub fused_graph: bool,
+
     /// Log format on stderr: `text` or `json` (one JSON object per line).
     #[arg(long, env = "AKIDB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -337,6 +349,7 @@ impl Default for Config {
             graph_optimization: OptimizationLevel::All,
             cuda: false,
             cpu_arena: true,
+            fused_graph: true,
             log_format: LogFormat::Text,
             models: vec![DEFAULT_MODEL.to_string()],
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -527,6 +540,7 @@ impl From<&Config> for LoadPlan {
             graph_optimization: config.graph_optimization,
             cuda: config.cuda,
             cpu_arena: config.cpu_arena,
+            fused_graph: config.fused_graph,
             status: None,
         }
     }
@@ -681,5 +695,22 @@ mod tests {
         );
         let plan = LoadPlan::from(&parse(&["--cpu-arena", "false"]));
         assert!(!crate::engine::providers::onnx_options("m", &plan).cpu_arena());
+    }
+
+    #[test]
+    fn the_fused_graph_setting_reaches_the_load_options() {
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let fused = |args: &[&str]| {
+            let plan = LoadPlan::from(&parse(args));
+            crate::engine::providers::onnx_options("m", &plan)
+                .fuse_recipe()
+                .is_some()
+        };
+        assert!(fused(&[]), "on by default");
+        assert!(!fused(&["--fused-graph", "false"]));
+        assert!(fused(&["--fused-graph", "on"]));
     }
 }

@@ -69,6 +69,8 @@ pub struct LoadPlan {
     pub cuda: bool,
     /// ONNX Runtime's CPU memory arena on.
     pub cpu_arena: bool,
+    /// The graph rewritten into fused operators at load.
+    pub fused_graph: bool,
     /// Where each model's state is kept for `/health` (`None`: not reported).
     pub status: Option<Arc<LoadStatus>>,
 }
@@ -149,7 +151,8 @@ pub(crate) fn onnx_options(model: &str, plan: &LoadPlan) -> LoadOptions {
         .with_revision(plan.revision.clone())
         .with_optimization(plan.graph_optimization)
         .with_cuda(plan.cuda)
-        .with_cpu_arena(plan.cpu_arena);
+        .with_cpu_arena(plan.cpu_arena)
+        .with_fused_graph(plan.fused_graph);
     if plan.offline {
         options = options.with_offline(true);
     }
