@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Hostile load against akidb-rest: the patterns of issue 18, each with its figures and a
-PASS/FAIL against its target. Driven only through HTTP, environment variables and the process
+"""Hostile load against akidb-rest: patterns that test that every unit of work is admitted,
+bounded and cancellable, each with its figures and a PASS/FAIL against its target. Driven only through HTTP, environment variables and the process
 (/proc/<pid>/status VmRSS/VmHWM, /proc/<pid>/stat CPU ticks). Stdlib only. Run it through
 benches/hostile.sh, whose header lists the variables; this file reads them from the
 environment.

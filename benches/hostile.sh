@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Hostile load against akidb-rest on the real EmbeddingGemma (issue 18's targets: every unit of
-# work admitted, bounded and cancellable). Each pattern runs on a fresh server bound to
+# Hostile load against akidb-rest on the real EmbeddingGemma (targets: every unit of work
+# admitted, bounded and cancellable). Each pattern runs on a fresh server bound to
 # 127.0.0.1, prints its figures and a PASS/FAIL per target; memory is VmRSS/VmHWM from
 # /proc/<pid>/status and CPU from /proc/<pid>/stat, sampled every 50 ms. The clients are
 # benches/hostile.py (Python 3 stdlib, asyncio and raw sockets).

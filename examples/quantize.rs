@@ -7,7 +7,7 @@
 //! ```
 //! Without recipe options it writes the `q8` variant's own recipe (`QuantizeRecipe::q8`: blocks
 //! of 128, 16 for `down_proj`, 32 for `v_proj`, the first Dense head in fp32 and the second in
-//! blocks of 16, the embedding table in 8 bits; chosen by measurement, see `benches/README.md`);
+//! blocks of 16, the embedding table in 8 bits; chosen by measurement, see `docs/q8.md`);
 //! any recipe option makes a uniform recipe from the options instead.
 //! Recipe options: `--accuracy-level N` (default 4), `--keep-fp32 PATTERN` (repeatable),
 //! `--block-size-for PATTERN=SIZE` (repeatable, first match wins), `--embedding-block-size N`

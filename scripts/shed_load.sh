@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of load shedding (issue 11; not part of every CI run): 8 clients posting 4 texts
+# Load test of load shedding (not part of every CI run): 8 clients posting 4 texts
 # each of 50-2,500 words for 90 s against an EmbeddingGemma double whose runs cost 1 ms per
 # padded token (crates/akidb-rest/examples/shed_load.rs explains the scaling). Checks: at most
 # 2 % of requests end in 504, every 503 is answered in under 50 ms, every 200 is correct.

@@ -127,8 +127,8 @@ impl OnnxEmbeddingProvider {
         // and the session (graph optimisation, weight pre-packing). The copy runs beside the
         // parse; the session is then built on this thread, after the parse, so ONNX Runtime's
         // allocations fill the heap the parse freed instead of growing another malloc arena
-        // (30 MiB less resident for Gemma; `benches/README.md`, "Third session"). A tokenizer
-        // error wins over a session error, as when they ran one after the other.
+        // (30 MiB less resident for Gemma; `benches/README.md`, "Why these settings"). A
+        // tokenizer error wins over a session error, as if the two ran one after the other.
         let tokenizer_path = files.dir.join("tokenizer.json");
         let (tokenizer, session) = std::thread::scope(|scope| -> Result<_> {
             let prepared = scope.spawn(|| {

@@ -1,4 +1,4 @@
-//! Load test of load shedding (issue 11): does the service tell a client at once that its
+//! Load test of load shedding: does the service tell a client at once that its
 //! request cannot be served in time, instead of a 504 after the whole deadline?
 //!
 //! Starts the service in-process on loopback over an EmbeddingGemma double — the mock shaped

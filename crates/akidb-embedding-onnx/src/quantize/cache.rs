@@ -342,7 +342,8 @@ fn entry_key(source_checksum: &str, plan: &Plan<'_>) -> Result<String, QuantizeE
     let mut hasher = Xxh3::new();
     hasher.update(&FORMAT_VERSION.to_le_bytes());
     hasher.update(source_checksum.as_bytes());
-    // Keys of unfused q8 entries are those of earlier versions: their entries stay valid.
+    // An unfused q8 entry's key hashes nothing about fusion, so it matches entries made
+    // without fusion: those stay valid.
     if let Some(recipe) = plan.quantize {
         hasher.update(json(recipe)?.as_bytes());
     }

@@ -136,7 +136,7 @@ impl NodeOverride {
 impl QuantizeRecipe {
     /// The recipe of the `q8` variant ([`crate::OnnxVariant::Q8`], and the `quantize` example
     /// without recipe options), chosen by measurement on the real EmbeddingGemma-300m (every
-    /// recipe tried, with its speed and fidelity, is in `benches/README.md`):
+    /// recipe measured, with its speed and fidelity, is in `benches/quality/recipes.json`):
     ///
     /// - 8 bits, accuracy level 4 (int8 activations: the only fast `MatMulNBits` path on CPU);
     /// - blocks of 128 along K, which keep the kernels fast on long texts and batches;

@@ -543,7 +543,8 @@ mod tests {
     /// Clients that connected and sent a request just before a drain closes the listener get
     /// their answer (with `Connection: close`), not a reset. Here five of them are queued
     /// before the server runs at all, and its shutdown is already due, so the accept loop
-    /// takes few or none of them: the old code reset most.
+    /// takes few or none of them: without taking the backlog's connections before closing the
+    /// listener, the kernel would reset most.
     #[tokio::test]
     async fn connections_queued_when_a_drain_closes_the_listener_are_answered() {
         use std::io::{Read as _, Write as _};

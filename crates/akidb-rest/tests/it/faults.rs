@@ -122,8 +122,8 @@ async fn gemma_weights_mapped_in_place_survive_replacement_by_rename() {
 }
 
 /// The service binary with its default settings: split weights truncated in place under it
-/// (`cp new model.onnx_data` over the old file does this) must not kill it. Before the
-/// private copy, ONNX Runtime mapped the folder's own file and this was SIGBUS.
+/// (`cp new model.onnx_data` over the old file does this) must not kill it: the service maps
+/// a private copy; were ONNX Runtime to map the folder's own file, this would be SIGBUS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemma_split_weights_truncated_in_place_do_not_kill_the_service() {
     let Some(source) = akidb_test_support::tiny_gemma_dir() else {

@@ -1,5 +1,5 @@
-//! Properties of the library (`akidb-embedding-*`) the service depends on, found broken while
-//! hardening the service (see docs/reliability.md), kept here as guards.
+//! Properties of the library (`akidb-embedding-*`) the service depends on (see
+//! docs/reliability.md), guarded here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,10 +12,10 @@ fn padded(lengths: &[usize], runs: &[Vec<usize>]) -> usize {
         .sum()
 }
 
-/// Found by the soak: `plan_runs` packed texts longest first until the batch was full, so
-/// one long text padded every short text of its run to its own length (the soak's mix cost
-/// 4.3 times its real tokens in merged 32-text batches, capping throughput). Fixed in the
-/// library (runs cut by least padded cost); this guards the service's throughput.
+/// One long text must not pad every short text of its run to its own length: runs packed
+/// longest first until full cost the soak's mix 4.3 times its real tokens in merged 32-text
+/// batches, capping throughput. `plan_runs` cuts runs by least padded cost; this guards the
+/// service's throughput.
 #[test]
 fn one_long_text_does_not_pad_a_whole_run() {
     let mut lengths = vec![256];

@@ -1,5 +1,5 @@
-//! The service's integration tests, one binary (one link) for all of them: each module is
-//! what used to be a test binary of its own.
+//! The service's integration tests, one binary (one link) for all of them: each module is one
+//! area of the service's behaviour.
 
 mod common;
 
