@@ -67,7 +67,7 @@ fn shrink(path: &Path, size: u64, by_rename: bool) {
 /// SIGBUS, which is why the default maps a private copy).
 async fn files_change_under_the_service(source: &Path, name: &str, mapping: WeightsMapping) {
     let dir = akidb_test_support::copy_model(source, name, &[]);
-    let loaded = load_as_the_service_does(&dir, mapping).await;
+    let loaded = load_as_the_service_does(dir.path(), mapping).await;
     let probe = Probe::new(&loaded).await;
     let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
     probe.check(&server, "start-up").await;
@@ -97,9 +97,7 @@ async fn files_change_under_the_service(source: &Path, name: &str, mapping: Weig
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minilm_files_truncated_or_removed_under_a_running_service() {
-    let Some(source) = akidb_test_support::minilm_dir() else {
-        return;
-    };
+    let source = akidb_test_support::minilm_dir();
     files_change_under_the_service(&source, "faults-minilm", WeightsMapping::default()).await;
 }
 
@@ -107,17 +105,13 @@ async fn minilm_files_truncated_or_removed_under_a_running_service() {
 async fn gemma_files_truncated_in_place_or_removed_under_a_running_service() {
     // EmbeddingGemma keeps its weights in `model.onnx_data`, which ONNX Runtime maps; by
     // default it maps a private copy, so every file can be truncated in place.
-    let Some(source) = akidb_test_support::tiny_gemma_dir() else {
-        return;
-    };
+    let source = akidb_test_support::tiny_gemma_dir();
     files_change_under_the_service(&source, "faults-gemma", WeightsMapping::PrivateCopy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemma_weights_mapped_in_place_survive_replacement_by_rename() {
-    let Some(source) = akidb_test_support::tiny_gemma_dir() else {
-        return;
-    };
+    let source = akidb_test_support::tiny_gemma_dir();
     files_change_under_the_service(&source, "faults-gemma-mapped", WeightsMapping::InPlace).await;
 }
 
@@ -126,16 +120,14 @@ async fn gemma_weights_mapped_in_place_survive_replacement_by_rename() {
 /// private copy, ONNX Runtime mapped the folder's own file and this was SIGBUS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemma_split_weights_truncated_in_place_do_not_kill_the_service() {
-    let Some(source) = akidb_test_support::tiny_gemma_dir() else {
-        return;
-    };
+    let source = akidb_test_support::tiny_gemma_dir();
     let dir = akidb_test_support::copy_model(&source, "faults-gemma-in-place", &[]);
     let mut service = Service::start(&[
-        ("AKIDB_EMBEDDING_MODEL", dir.to_str().unwrap()),
+        ("AKIDB_EMBEDDING_MODEL", dir.path().to_str().unwrap()),
         ("AKIDB_THREADS", "1"),
     ]);
     service.wait_ready().await;
-    let data = dir.join("model.onnx_data");
+    let data = dir.path().join("model.onnx_data");
     let size = std::fs::metadata(&data).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
@@ -349,15 +341,13 @@ async fn a_panicking_provider_fails_only_its_own_requests() {
     assert_eq!(server.get("/health").await.status(), 200);
 }
 
-/// Settings of a child service: all-MiniLM-L6-v2 where installed, else the mock.
+/// Settings of a child service: all-MiniLM-L6-v2 (a required fixture).
 fn child_model() -> Vec<(&'static str, String)> {
-    match akidb_test_support::minilm_dir() {
-        Some(dir) => vec![
-            ("AKIDB_EMBEDDING_MODEL", dir.to_string_lossy().into_owned()),
-            ("AKIDB_THREADS", "1".to_string()),
-        ],
-        None => vec![("AKIDB_EMBEDDING_PROVIDER", "mock".to_string())],
-    }
+    let dir = akidb_test_support::minilm_dir();
+    vec![
+        ("AKIDB_EMBEDDING_MODEL", dir.to_string_lossy().into_owned()),
+        ("AKIDB_THREADS", "1".to_string()),
+    ]
 }
 
 fn start_child(extra: &[(&'static str, &str)]) -> Service {

@@ -9,15 +9,15 @@ use akidb_rest::Config;
 use serde_json::json;
 
 use common::process::Service;
-use common::{TestServer, assert_error, config, fresh_client, real_model_or_mock};
+use common::{TestServer, assert_error, config, fresh_client, real_model};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_names_are_looked_up_among_loaded_models_never_as_paths() {
-    let loaded = real_model_or_mock().await;
+    let loaded = real_model().await;
     let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
     let minilm = akidb_test_support::minilm_dir()
-        .map(|dir| dir.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .to_string_lossy()
+        .into_owned();
     let absolute = akidb_test_support::workspace_root()
         .join(".akidb/models/all-MiniLM-L6-v2")
         .to_string_lossy()
@@ -68,7 +68,7 @@ async fn model_names_are_looked_up_among_loaded_models_never_as_paths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_guards_models_and_metrics_but_not_health() {
-    let loaded = real_model_or_mock().await;
+    let loaded = real_model().await;
     let key = "k3y-0123456789abcdef";
     let config = Config {
         api_key: Some(key.parse().unwrap()),
