@@ -188,3 +188,39 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(
+        expected = "all-MiniLM-L6-v2 not found at /nonexistent/minilm: run scripts/setup.sh"
+    )]
+    fn a_missing_required_fixture_fails_with_its_install_step() {
+        require(
+            PathBuf::from("/nonexistent/minilm"),
+            "all-MiniLM-L6-v2",
+            "run scripts/setup.sh",
+        );
+    }
+
+    #[test]
+    fn a_present_fixture_is_returned() {
+        let dir = temp_dir("present");
+        assert_eq!(
+            require(dir.path().to_path_buf(), "a folder", "make it"),
+            dir.path()
+        );
+    }
+
+    #[test]
+    fn temp_dirs_are_distinct_and_removed_on_drop() {
+        let (a, b) = (temp_dir("same-name"), temp_dir("same-name"));
+        assert_ne!(a.path(), b.path());
+        let path = a.path().to_path_buf();
+        assert!(path.is_dir());
+        drop(a);
+        assert!(!path.exists());
+    }
+}
