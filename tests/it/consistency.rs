@@ -220,8 +220,16 @@ fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
     // A source file replaced after the cache was made: the cache is rebuilt, not used.
     let onnx = model.path().join("model.onnx");
     let bytes = std::fs::read(&onnx).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let recorded_mtime = std::fs::metadata(&onnx).unwrap().modified().unwrap();
     std::fs::write(&onnx, bytes).unwrap();
+    // Same bytes, a later modification time, set rather than waited for: the clock's
+    // granularity could otherwise give the rewritten file its old time.
+    std::fs::File::options()
+        .write(true)
+        .open(&onnx)
+        .unwrap()
+        .set_modified(recorded_mtime + std::time::Duration::from_secs(2))
+        .unwrap();
     let third = load(model.path(), |o| {
         o.with_optimized_model_cache(&cache).with_fused_graph(false)
     });

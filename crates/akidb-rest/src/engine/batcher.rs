@@ -962,13 +962,15 @@ mod tests {
         Arc::new(Batcher::spawn(provider, config, Arc::new(())))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// On tokio's paused clock the mock's latency and the batcher's wait take exactly their
+    /// configured time, so the figures are exact whatever the machine's load.
+    #[tokio::test(start_paused = true)]
     async fn the_callers_timings_are_the_batchers_own_measurements() {
         let mock = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(40)));
         // A lone request waits its max_wait (20 ms) for company, then runs for 40 ms.
         let batcher = spawn(&mock, config(true));
         let timings = Timings::default();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let response = crate::engine::timings::with_timings(
             timings.clone(),
             batcher.embed(EmbedRequest::new(["one two three", "four"])),
@@ -978,14 +980,17 @@ mod tests {
         let total = started.elapsed();
         assert!(timings.embedded());
         assert_eq!(timings.tokens(), response.total_tokens() as u64);
-        assert!(
-            timings.inference() >= Duration::from_millis(40),
+        assert_eq!(
+            timings.inference(),
+            Duration::from_millis(40),
             "{timings:?}"
         );
-        assert!(timings.queue() >= Duration::from_millis(15), "{timings:?}");
-        assert!(
-            timings.queue() + timings.tokenization() + timings.inference() <= total,
-            "{timings:?} within {total:?}"
+        assert_eq!(timings.queue(), Duration::from_millis(20), "{timings:?}");
+        assert_eq!(timings.tokenization(), Duration::ZERO, "{timings:?}");
+        assert_eq!(
+            timings.queue() + timings.tokenization() + timings.inference(),
+            total,
+            "{timings:?}: the stages are the whole request"
         );
         // Outside a request (a library caller) nothing is recorded and nothing fails.
         assert!(batcher.embed(EmbedRequest::new(["five"])).await.is_ok());

@@ -24,17 +24,6 @@ use common::{TestServer, config};
 
 const DRAIN: Duration = Duration::from_millis(3000);
 
-/// A keep-alive POST of `{"inputs": [text]}` to `/api/v1/embed`.
-fn keep_alive_embed(text: &str) -> Vec<u8> {
-    let body = json!({ "inputs": [text] }).to_string();
-    format!(
-        "POST /api/v1/embed HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// A keep-alive `GET /health`.
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n";
 
@@ -58,6 +47,27 @@ async fn one_answer(stream: &mut TcpStream, request: &[u8]) -> RawResponse {
             "closed before a whole answer: {}",
             String::from_utf8_lossy(&bytes)
         );
+        bytes.extend_from_slice(&buffer[..read]);
+    }
+}
+
+/// Sends `request` and reads one answer, or `None` when the server closes the connection
+/// first (it may be shutting down).
+async fn try_one_answer(stream: &mut TcpStream, request: &[u8]) -> Option<RawResponse> {
+    stream.write_all(request).await.ok()?;
+    let mut bytes = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(response) = parse_responses(&bytes).into_iter().next() {
+            return Some(response);
+        }
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer))
+            .await
+            .expect("an answer or a close within 20 s")
+            .ok()?;
+        if read == 0 {
+            return None;
+        }
         bytes.extend_from_slice(&buffer[..read]);
     }
 }
@@ -90,16 +100,36 @@ fn drain_config(drain: Duration) -> Config {
     }
 }
 
+/// A keep-alive POST of `{"model": model, "inputs": [text]}` to `/api/v1/embed`.
+fn keep_alive_embed(model: &str, text: &str) -> Vec<u8> {
+    let body = json!({ "model": model, "inputs": [text] }).to_string();
+    format!(
+        "POST /api/v1/embed HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Connects to `addr` during the drain: the listener must still accept.
+async fn connect_during_drain(addr: SocketAddr, what: &str) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap_or_else(|error| {
+        panic!("{what}: the listener no longer accepts ({error}); it must until the drain ends")
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_accepting() {
-    // Every run takes 1 s, so a request sent just before the listener closes is still in
-    // flight after it.
-    let provider: Arc<dyn EmbeddingProvider> = Arc::new(
+    // One model answers at once; the other's run outlasts the drain, so a request sent to it
+    // as the drain begins is still in flight when the listener closes, without timing the
+    // send against the drain.
+    let fast: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(8).with_id("fast"));
+    let slow: Arc<dyn EmbeddingProvider> = Arc::new(
         MockEmbeddingProvider::new(8)
             .with_id("slow")
-            .with_latency(Duration::from_millis(1000)),
+            .with_latency(DRAIN + Duration::from_millis(2000)),
     );
-    let server = TestServer::start(drain_config(DRAIN), vec![provider]).await;
+    let server = TestServer::start(drain_config(DRAIN), vec![fast, slow]).await;
     let addr: SocketAddr = server.addr;
 
     // Before the signal: keep-alive answers, the connection stays open.
@@ -114,30 +144,31 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
     let stopping = tokio::spawn(server.stop());
     let signalled = Instant::now();
 
-    // At once: /health 503 on a new connection (the listener still accepts), and the
-    // answer closes its connection.
-    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    // /health turns 503 on a new connection (the listener still accepts), and the answer
+    // closes its connection.
     let health = loop {
+        let mut fresh = connect_during_drain(addr, "/health").await;
         let answer = one_answer(&mut fresh, HEALTH).await;
         if answer.status == 503 {
+            wait_closed(&mut fresh, Duration::from_secs(20)).await;
             break answer;
         }
-        assert!(
-            signalled.elapsed() < Duration::from_millis(500),
-            "/health still {} 500 ms after the signal",
-            answer.status
-        );
-        fresh = TcpStream::connect(addr).await.unwrap();
     };
     assert_eq!(health.json()["error"]["type"], "not_ready", "{:?}", health);
     assert_eq!(health.header("connection"), Some("close"));
-    wait_closed(&mut fresh, Duration::from_secs(2)).await;
+
+    // A request accepted during the drain whose run outlasts it.
+    let mut in_flight = connect_during_drain(addr, "the in-flight request").await;
+    in_flight
+        .write_all(&keep_alive_embed("slow", "in flight"))
+        .await
+        .unwrap();
 
     // A keep-alive connection opened before the drain is still served, told to close, and
     // closed after the answer.
     let served = one_answer(
         &mut used_during_drain,
-        &keep_alive_embed("during the drain"),
+        &keep_alive_embed("fast", "during the drain"),
     )
     .await;
     assert_eq!(
@@ -148,26 +179,12 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
     );
     assert_eq!(served.json()["count"], 1);
     assert_eq!(served.header("connection"), Some("close"));
-    wait_closed(&mut used_during_drain, Duration::from_secs(2)).await;
-    assert!(
-        signalled.elapsed() < DRAIN,
-        "this part must happen within the drain delay; the machine is too slow"
-    );
-
-    // A request sent just before the listener closes is still running after it, and
-    // finishes.
-    let until_close = DRAIN.saturating_sub(signalled.elapsed());
-    tokio::time::sleep(until_close.saturating_sub(Duration::from_millis(300))).await;
-    let mut in_flight = TcpStream::connect(addr).await.unwrap();
-    in_flight
-        .write_all(&keep_alive_embed("in flight"))
-        .await
-        .unwrap();
+    wait_closed(&mut used_during_drain, Duration::from_secs(20)).await;
 
     // The idle keep-alive connection was left open during the drain and is closed when the
     // listener closes.
     let idle_closed_after =
-        signalled.elapsed() + wait_closed(&mut idle, Duration::from_secs(5)).await;
+        signalled.elapsed() + wait_closed(&mut idle, DRAIN + Duration::from_secs(20)).await;
     assert!(
         idle_closed_after >= DRAIN,
         "an idle connection was closed {idle_closed_after:?} after the signal, within the drain"
@@ -178,8 +195,8 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
             Err(error) => break error,
             Ok(_) => {
                 assert!(
-                    signalled.elapsed() < DRAIN + Duration::from_secs(2),
-                    "the listener still accepts 2 s after the drain delay"
+                    signalled.elapsed() < DRAIN + Duration::from_secs(60),
+                    "the listener still accepts a minute after the drain delay"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -189,20 +206,17 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
     let refused_after = signalled.elapsed();
     assert!(refused_after >= DRAIN, "refused after {refused_after:?}");
 
+    // The in-flight request, whose run outlasts the drain, was still running when the
+    // listener closed, and finishes.
     let answer = one_answer(&mut in_flight, b"").await;
-    let finished_after = signalled.elapsed();
     assert_eq!(
         answer.status,
         200,
         "{}",
         String::from_utf8_lossy(&answer.body)
     );
+    assert_eq!(answer.json()["count"], 1);
     assert_eq!(answer.header("connection"), Some("close"));
-    assert!(
-        finished_after > refused_after,
-        "the in-flight request finished ({finished_after:?}) after the listener closed \
-         ({refused_after:?})"
-    );
     stopping.await.unwrap().unwrap();
 }
 
@@ -211,10 +225,27 @@ async fn with_no_drain_delay_the_listener_closes_at_once() {
     let provider: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(8));
     let server = TestServer::start(drain_config(Duration::ZERO), vec![provider]).await;
     let addr = server.addr;
+    let stopping = tokio::spawn(server.stop());
+    // Until the listener closes, /health answers as before the signal: there is no drain in
+    // which it would answer 503.
     let signalled = Instant::now();
-    server.stop().await.unwrap();
+    loop {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            break;
+        };
+        if let Some(answer) = try_one_answer(&mut stream, HEALTH).await {
+            assert_eq!(
+                answer.status, 200,
+                "a drain with no drain delay: {answer:?}"
+            );
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(60),
+            "the listener still accepts a minute after the signal"
+        );
+    }
+    stopping.await.unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err());
-    assert!(signalled.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +291,7 @@ async fn sigterm_drains_in_the_logged_order() {
         .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", service.log()));
     assert!(status.success(), "exit {status}:\n{}", service.log());
 
-    let log = service.log();
+    let log = service.whole_log().await;
     let position = |what: &str| {
         log.find(what)
             .unwrap_or_else(|| panic!("`{what}` is not in the log:\n{log}"))

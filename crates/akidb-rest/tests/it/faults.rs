@@ -440,7 +440,7 @@ async fn sigterm_under_load_finishes_or_refuses_cleanly_and_exits() {
     }
     assert!(ok >= 64);
     assert!(transport_errors >= 1, "clients saw the service go");
-    let log = service.log();
+    let log = service.whole_log().await;
     assert!(log.contains("shutting down"), "{log}");
     assert!(
         exited_after < Duration::from_secs(15),

@@ -172,9 +172,7 @@ async fn the_api_key_never_reaches_the_log_even_at_trace_level() {
             .await
             .is_some()
     );
-    // The reader thread may lag the exit by a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let log = service.log();
+    let log = service.whole_log().await;
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
         "trace log on: {log}"

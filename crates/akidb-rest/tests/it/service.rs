@@ -324,13 +324,11 @@ async fn a_callers_own_timeout_is_honoured_and_capped_by_the_service() {
     };
     // The body's `timeout` field (seconds) shortens the service's 30 s deadline.
     let server = TestServer::start(config(), vec![slow()]).await;
-    let started = std::time::Instant::now();
     let (status, body) = server
         .post("/api/v1/embed", &json!({"inputs": ["a"], "timeout": 0.1}))
         .await;
     let message = assert_error(status, &body, 504, "timeout");
     assert!(message.contains("100 ms"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     server.stop().await.unwrap();
 
     // So does a `timeout` header, on the OpenAI route too.
