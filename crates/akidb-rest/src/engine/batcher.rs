@@ -1078,14 +1078,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    /// The one test of a failure inside a merged run (the service's fault tests check the
+    /// status it maps to): the run fails, each member re-runs alone, the failing one gets its
+    /// error and the others exactly the vectors they get alone. The paused clock makes the
+    /// merge certain: the three requests are queued before the batcher's wait ends.
+    #[tokio::test(start_paused = true)]
     async fn a_failing_member_gets_its_error_and_the_others_their_vectors() {
         let mock = Arc::new(
             MockEmbeddingProvider::new(8)
                 .with_failures(FailureMode::WhenTextContains("boom".into())),
         );
         let batcher = spawn(&mock, config(true));
-        let tasks = ["one", "boom", "three"]
+        let texts = ["one", "boom", "three"];
+        let tasks = texts
             .into_iter()
             .map(|text| {
                 let batcher = Arc::clone(&batcher);
@@ -1093,12 +1098,24 @@ mod tests {
             })
             .collect();
         let results = all(tasks).await;
-        assert!(results[0].is_ok() && results[2].is_ok());
-        assert!(matches!(
-            results[1],
-            Err(EngineError::Embedding(EmbeddingError::Inference(_)))
-        ));
-        assert_eq!(mock.batch_sizes(), vec![3, 1, 1, 1]);
+        assert_eq!(
+            mock.batch_sizes(),
+            vec![3, 1, 1, 1],
+            "one merged run, then each member alone"
+        );
+        assert!(
+            matches!(
+                &results[1],
+                Err(EngineError::Embedding(EmbeddingError::Inference(message)))
+                    if message.contains("injected failure")
+            ),
+            "{:?}",
+            results[1]
+        );
+        for index in [0, 2] {
+            let alone = mock.embed(EmbedRequest::new([texts[index]])).await.unwrap();
+            assert_eq!(results[index].as_ref().unwrap(), &alone, "{}", texts[index]);
+        }
     }
 
     #[tokio::test]

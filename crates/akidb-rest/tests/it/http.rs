@@ -18,7 +18,6 @@ crate::for_each_fixture!(
     seed_route_honours_options,
     openai_route_answers_float_and_base64,
     every_error_has_its_status_and_the_one_shape,
-    api_key_guards_every_route_but_health,
     metrics_count_requests_batches_and_tokens,
     concurrent_clients_get_their_own_vectors,
     models_route_describes_the_served_model,
@@ -297,61 +296,6 @@ async fn every_error_has_its_status_and_the_one_shape(fixture: Fixture) {
     let (status, body) = common::json_of(server.get(embed).await).await;
     assert_error(status, &body, 405, "method_not_allowed");
     server.stop().await.unwrap();
-}
-
-async fn api_key_guards_every_route_but_health(fixture: Fixture) {
-    let loaded = fixture.load().await;
-    let key = "test-key-0123456789";
-    let config = Config {
-        api_key: Some(key.parse().unwrap()),
-        ..config()
-    };
-    let server = TestServer::start(config, vec![loaded.provider.clone()]).await;
-    let request = json!({"inputs": ["hello"]});
-
-    assert_eq!(server.get("/health").await.status(), 200);
-    for (path, post) in [
-        ("/api/v1/embed", true),
-        ("/v1/embeddings", true),
-        ("/api/v1/models", false),
-        ("/metrics", false),
-    ] {
-        for header in [None, Some("Bearer wrong-key"), Some(key)] {
-            let mut builder = if post {
-                server.client.post(server.url(path)).json(&request)
-            } else {
-                server.client.get(server.url(path))
-            };
-            if let Some(header) = header {
-                builder = builder.header("authorization", header);
-            }
-            let response = builder.send().await.unwrap();
-            assert_eq!(response.status(), 401, "{path} with {header:?}");
-            assert_eq!(response.headers()["www-authenticate"], "Bearer");
-            let (status, body) = common::json_of(response).await;
-            assert_error(status, &body, 401, "unauthorized");
-        }
-        let builder = if post {
-            let body = if path == "/v1/embeddings" {
-                json!({"input": "hello"})
-            } else {
-                request.clone()
-            };
-            server.client.post(server.url(path)).json(&body)
-        } else {
-            server.client.get(server.url(path))
-        };
-        let response = builder.bearer_auth(key).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{path} with the key");
-    }
-    server.stop().await.unwrap();
-
-    // Without a configured key nothing asks for one.
-    let open = TestServer::start(common::config(), vec![loaded.provider.clone()]).await;
-    let (status, _) = open.post("/api/v1/embed", &request).await;
-    assert_eq!(status, 200);
-    assert_eq!(open.get("/metrics").await.status(), 200);
-    open.stop().await.unwrap();
 }
 
 async fn metrics_count_requests_batches_and_tokens(fixture: Fixture) {

@@ -66,8 +66,12 @@ async fn model_names_are_looked_up_among_loaded_models_never_as_paths() {
     server.stop().await.unwrap();
 }
 
+/// The one test of the API key over HTTP (`http::auth` tests the comparison itself): every
+/// route of every dialect but `/health` refuses a missing, wrong or misplaced key with 401 in
+/// the error shape, accepts the key in any case of `Bearer`, reads no refused body, never
+/// echoes the key; without a configured key nothing asks for one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_key_guards_models_and_metrics_but_not_health() {
+async fn the_api_key_guards_every_route_but_health() {
     let loaded = real_model().await;
     let key = "k3y-0123456789abcdef";
     let config = Config {
@@ -80,6 +84,25 @@ async fn the_api_key_guards_models_and_metrics_but_not_health() {
     let health = client.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "/health needs no key");
 
+    // Every route of the router but /health: (path, body to POST, or a GET).
+    let model_card = format!("/v1/models/{}", loaded.info().id);
+    let routes = [
+        ("/api/v1/embed", Some(json!({"inputs": ["hello"]}))),
+        ("/v1/embeddings", Some(json!({"input": "hello"}))),
+        ("/embed", Some(json!({"inputs": "hello"}))),
+        ("/", Some(json!({"inputs": "hello"}))),
+        ("/tokenize", Some(json!({"inputs": "hello"}))),
+        ("/api/v1/models", None),
+        ("/v1/models", None),
+        (model_card.as_str(), None),
+        ("/info", None),
+        ("/metrics", None),
+    ];
+    let request = |path: &str, body: &Option<serde_json::Value>| match body {
+        Some(body) => client.post(server.url(path)).json(body),
+        None => client.get(server.url(path)),
+    };
+
     let refused = [
         None,
         Some(format!("Bearer {}", &key[..key.len() - 1])),
@@ -91,26 +114,26 @@ async fn the_api_key_guards_models_and_metrics_but_not_health() {
         Some("Bearer ".to_string()),
         Some(format!("Bearer\t{key}")),
     ];
-    for path in ["/api/v1/models", "/metrics"] {
+    for (path, body) in &routes {
         for header in &refused {
-            let mut request = client.get(server.url(path));
+            let mut refused = request(path, body);
             if let Some(header) = header {
-                request = request.header("authorization", header);
+                refused = refused.header("authorization", header);
             }
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status(), 401, "{path} with {header:?}");
+            let response = refused.send().await.unwrap();
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let (status, answer) = common::json_of(response).await;
+            assert_error(status, &answer, 401, "unauthorized");
         }
         // The key in the query string or another header does not count.
-        for request in [
-            client.get(server.url(&format!("{path}?api_key={key}"))),
-            client.get(server.url(path)).header("x-api-key", key),
+        for misplaced in [
+            request(&format!("{path}?api_key={key}"), body),
+            request(path, body).header("x-api-key", key),
         ] {
-            assert_eq!(request.send().await.unwrap().status(), 401, "{path}");
+            assert_eq!(misplaced.send().await.unwrap().status(), 401, "{path}");
         }
         for scheme in ["Bearer", "bearer", "BEARER"] {
-            let response = client
-                .get(server.url(path))
+            let response = request(path, body)
                 .header("authorization", format!("{scheme} {key}"))
                 .send()
                 .await
@@ -132,6 +155,17 @@ async fn the_api_key_guards_models_and_metrics_but_not_health() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(!message.contains(key), "the key is never echoed: {message}");
     server.stop().await.unwrap();
+
+    // Without a configured key nothing asks for one.
+    let open = TestServer::start(common::config(), vec![loaded.provider.clone()]).await;
+    for (path, body) in &routes {
+        let response = match body {
+            Some(body) => open.client.post(open.url(path)).json(body),
+            None => open.client.get(open.url(path)),
+        };
+        assert_eq!(response.send().await.unwrap().status(), 200, "{path}");
+    }
+    open.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
