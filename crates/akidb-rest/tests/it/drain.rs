@@ -12,17 +12,75 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use akidb_embedding_core::EmbeddingProvider;
+use akidb_embedding_core::{
+    EmbedRequest, EmbeddingProvider, Encoding, ModelInfo, Result as EmbedResult, TokenizedRequest,
+};
 use akidb_embedding_mock::MockEmbeddingProvider;
 use akidb_rest::Config;
+use async_trait::async_trait;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use common::raw::{RawResponse, parse_responses};
 use common::{TestServer, config};
 
 const DRAIN: Duration = Duration::from_millis(3000);
+
+/// The mock behind a gate: while the gate is shut a run waits for it to open, so a test
+/// keeps a request in flight exactly as long as it needs, with no latency to time against.
+struct Gated {
+    mock: MockEmbeddingProvider,
+    open: watch::Sender<bool>,
+    waiting: watch::Sender<usize>,
+}
+
+impl Gated {
+    /// Open at first (start-up's calibration runs pass).
+    fn new(id: &str) -> Arc<Self> {
+        Arc::new(Self {
+            mock: MockEmbeddingProvider::new(8).with_id(id),
+            open: watch::Sender::new(true),
+            waiting: watch::Sender::new(0),
+        })
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.send_replace(open);
+    }
+
+    /// Waits until a run is held at the shut gate.
+    async fn wait_for_a_held_run(&self) {
+        let mut waiting = self.waiting.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            waiting.wait_for(|&count| count > 0),
+        )
+        .await
+        .expect("a run reached the gate within a minute")
+        .unwrap();
+    }
+}
+
+#[async_trait]
+impl EmbeddingProvider for Gated {
+    fn model_info(&self) -> &ModelInfo {
+        self.mock.model_info()
+    }
+    async fn tokenize(&self, request: EmbedRequest) -> EmbedResult<TokenizedRequest> {
+        self.mock.tokenize(request).await
+    }
+    async fn run(&self, batch: Vec<Encoding>) -> EmbedResult<Vec<Vec<f32>>> {
+        let mut open = self.open.subscribe();
+        if !*open.borrow() {
+            self.waiting.send_modify(|count| *count += 1);
+            let _ = open.wait_for(|&open| open).await;
+            self.waiting.send_modify(|count| *count -= 1);
+        }
+        self.mock.run(batch).await
+    }
+}
 
 /// A keep-alive `GET /health`.
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nhost: test\r\n\r\n";
@@ -47,27 +105,6 @@ async fn one_answer(stream: &mut TcpStream, request: &[u8]) -> RawResponse {
             "closed before a whole answer: {}",
             String::from_utf8_lossy(&bytes)
         );
-        bytes.extend_from_slice(&buffer[..read]);
-    }
-}
-
-/// Sends `request` and reads one answer, or `None` when the server closes the connection
-/// first (it may be shutting down).
-async fn try_one_answer(stream: &mut TcpStream, request: &[u8]) -> Option<RawResponse> {
-    stream.write_all(request).await.ok()?;
-    let mut bytes = Vec::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        if let Some(response) = parse_responses(&bytes).into_iter().next() {
-            return Some(response);
-        }
-        let read = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buffer))
-            .await
-            .expect("an answer or a close within 20 s")
-            .ok()?;
-        if read == 0 {
-            return None;
-        }
         bytes.extend_from_slice(&buffer[..read]);
     }
 }
@@ -120,16 +157,11 @@ async fn connect_during_drain(addr: SocketAddr, what: &str) -> TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_accepting() {
-    // One model answers at once; the other's run outlasts the drain, so a request sent to it
-    // as the drain begins is still in flight when the listener closes, without timing the
-    // send against the drain.
+    // One model answers at once; the other's runs wait at a gate the test opens once the
+    // listener has closed, so a request sent to it during the drain is still in flight then.
     let fast: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(8).with_id("fast"));
-    let slow: Arc<dyn EmbeddingProvider> = Arc::new(
-        MockEmbeddingProvider::new(8)
-            .with_id("slow")
-            .with_latency(DRAIN + Duration::from_millis(2000)),
-    );
-    let server = TestServer::start(drain_config(DRAIN), vec![fast, slow]).await;
+    let held = Gated::new("held");
+    let server = TestServer::start(drain_config(DRAIN), vec![fast, held.clone()]).await;
     let addr: SocketAddr = server.addr;
 
     // Before the signal: keep-alive answers, the connection stays open.
@@ -157,12 +189,14 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
     assert_eq!(health.json()["error"]["type"], "not_ready", "{:?}", health);
     assert_eq!(health.header("connection"), Some("close"));
 
-    // A request accepted during the drain whose run outlasts it.
+    // A request accepted during the drain, held in flight.
+    held.set_open(false);
     let mut in_flight = connect_during_drain(addr, "the in-flight request").await;
     in_flight
-        .write_all(&keep_alive_embed("slow", "in flight"))
+        .write_all(&keep_alive_embed("held", "in flight"))
         .await
         .unwrap();
+    held.wait_for_a_held_run().await;
 
     // A keep-alive connection opened before the drain is still served, told to close, and
     // closed after the answer.
@@ -206,8 +240,8 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
     let refused_after = signalled.elapsed();
     assert!(refused_after >= DRAIN, "refused after {refused_after:?}");
 
-    // The in-flight request, whose run outlasts the drain, was still running when the
-    // listener closed, and finishes.
+    // The in-flight request was still running when the listener closed, and finishes.
+    held.set_open(true);
     let answer = one_answer(&mut in_flight, b"").await;
     assert_eq!(
         answer.status,
@@ -222,37 +256,39 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_drain_delay_the_listener_closes_at_once() {
-    let provider: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(8));
-    let server = TestServer::start(drain_config(Duration::ZERO), vec![provider]).await;
+    // A request is held in flight when the signal comes: with no drain delay the listener
+    // closes while it is still running, not after the work in flight.
+    let held = Gated::new("held");
+    let server = TestServer::start(drain_config(Duration::ZERO), vec![held.clone()]).await;
     let addr = server.addr;
+    held.set_open(false);
+    let mut in_flight = TcpStream::connect(addr).await.unwrap();
+    in_flight
+        .write_all(&keep_alive_embed("held", "in flight"))
+        .await
+        .unwrap();
+    held.wait_for_a_held_run().await;
     let stopping = tokio::spawn(server.stop());
-    // Until the listener closes, /health answers as before the signal: there is no drain in
-    // which it would answer 503.
-    let signalled = Instant::now();
-    loop {
-        let Ok(mut stream) = TcpStream::connect(addr).await else {
-            break;
-        };
-        if let Some(answer) = try_one_answer(&mut stream, HEALTH).await {
-            assert_eq!(
-                answer.status, 200,
-                "a drain with no drain delay: {answer:?}"
-            );
+    let refused = loop {
+        match TcpStream::connect(addr).await {
+            Err(error) => break error,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(60),
-            "the listener still accepts a minute after the signal"
-        );
-    }
+    };
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // Then the held request finishes and the server stops.
+    held.set_open(true);
+    let answer = one_answer(&mut in_flight, b"").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("connection"), Some("close"));
     stopping.await.unwrap().unwrap();
-    assert!(TcpStream::connect(addr).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_the_logged_order() {
     let mut service = common::process::Service::start(&[
         ("AKIDB_EMBEDDING_PROVIDER", "mock"),
-        ("AKIDB_DRAIN_DELAY_MS", "1000"),
+        ("AKIDB_DRAIN_DELAY_MS", "3000"),
         ("AKIDB_SHUTDOWN_TIMEOUT_MS", "5000"),
     ]);
     service.wait_ready().await;
@@ -264,25 +300,23 @@ async fn sigterm_drains_in_the_logged_order() {
     // than the slack, and the drain delay runs from its delivery.
     let signalled = Instant::now();
     service.terminate();
-    // /health turns 503 while the listener still accepts.
-    let mut saw_503 = false;
-    while signalled.elapsed() < Duration::from_millis(800) {
-        if let Ok(mut stream) = TcpStream::connect(addr).await
-            && one_answer(&mut stream, HEALTH).await.status == 503
-        {
-            saw_503 = true;
+    // /health turns 503 while the listener still accepts: polled until it does, or until
+    // the listener has closed without it.
+    loop {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            panic!(
+                "the listener closed with no 503 from /health first:\n{}",
+                service.log()
+            );
+        };
+        if one_answer(&mut stream, HEALTH).await.status == 503 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let idle_closed = signalled.elapsed() + wait_closed(&mut idle, Duration::from_secs(30)).await;
     assert!(
-        saw_503,
-        "no 503 from /health during the drain:\n{}",
-        service.log()
-    );
-    let idle_closed = signalled.elapsed() + wait_closed(&mut idle, Duration::from_secs(5)).await;
-    assert!(
-        idle_closed >= Duration::from_millis(1000),
+        idle_closed >= Duration::from_millis(3000),
         "{idle_closed:?}"
     );
     let status = service
@@ -306,5 +340,5 @@ async fn sigterm_drains_in_the_logged_order() {
         steps.is_sorted(),
         "the steps were logged out of order:\n{log}"
     );
-    assert!(log.contains("drain_delay_ms=1000"), "{log}");
+    assert!(log.contains("drain_delay_ms=3000"), "{log}");
 }
