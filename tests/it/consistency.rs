@@ -57,7 +57,7 @@ fn load(dir: &Path, options: impl FnOnce(LoadOptions) -> LoadOptions) -> OnnxEmb
 
 #[test]
 fn minilm_alone_equals_batched_and_split_runs() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     assert_alone_equals_batched(&load(&dir, |o| o));
     // Runs of at most 3 texts and a small token budget give the same vectors.
     let whole = load(&dir, |o| o)
@@ -75,13 +75,13 @@ fn minilm_alone_equals_batched_and_split_runs() {
 
 #[test]
 fn gemma_alone_equals_batched() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     assert_alone_equals_batched(&load(&dir, |o| o));
 }
 
 #[test]
 fn normalize_false_returns_raw_mean_pooled_vectors() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let provider = load(&dir, |o| o);
     let raw = provider
         .embed_blocking(EmbedRequest::new(["Hello there!"]).with_normalize(false))
@@ -101,7 +101,7 @@ fn normalize_false_returns_raw_mean_pooled_vectors() {
 
 #[test]
 fn matryoshka_truncates_then_renormalises() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     let spec = ModelSpec::embedding_gemma_300m().with_matryoshka_dimensions(vec![16, 8]);
     let provider = load(&dir, |o| o.with_spec(spec));
     assert_eq!(provider.model_info().dimensions, vec![32, 16, 8]);
@@ -121,7 +121,7 @@ fn matryoshka_truncates_then_renormalises() {
 
 #[test]
 fn prompts_come_from_the_folder_or_the_builtin_table() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     // The double ships config_sentence_transformers.json; the onnx-community repo does not, so
     // a folder without it falls back to the built-in EmbeddingGemma table (matched by model_type).
     let without = copy_model(
@@ -130,7 +130,7 @@ fn prompts_come_from_the_folder_or_the_builtin_table() {
         &["config_sentence_transformers.json"],
     );
     let with_file = load(&dir, |o| o);
-    let from_table = load(&without, |o| o);
+    let from_table = load(without.path(), |o| o);
     assert_eq!(with_file.model_info().prompts.len(), 14);
     assert_eq!(
         with_file.model_info().prompts,
@@ -148,19 +148,19 @@ fn prompts_come_from_the_folder_or_the_builtin_table() {
     }
     // A folder file that defines other prompts overrides the table.
     std::fs::write(
-        without.join("config_sentence_transformers.json"),
+        without.path().join("config_sentence_transformers.json"),
         r#"{"prompts": {"only": "only: "}}"#,
     )
     .unwrap();
     assert_eq!(
-        load(&without, |o| o).model_info().prompts,
+        load(without.path(), |o| o).model_info().prompts,
         vec!["only".to_string()]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_callers_get_the_same_vectors() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let provider: Arc<dyn EmbeddingProvider> = Arc::new(load(&dir, |o| o));
     let texts = mixed_texts();
     let expected = provider
@@ -186,23 +186,23 @@ async fn concurrent_callers_get_the_same_vectors() {
 
 #[test]
 fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let folder = akidb_test_support::temp_dir("optimized-cache");
     let model = akidb_test_support::copy_model(&dir, "optimized-cache-model", &[]);
-    let cache = folder.join("minilm.optimized.onnx");
-    let sidecar = folder.join("minilm.optimized.onnx.source");
+    let cache = folder.path().join("minilm.optimized.onnx");
+    let sidecar = folder.path().join("minilm.optimized.onnx.source");
     // The folder's own graph, whose files the sidecar records (a fused graph's cache entry
     // is keyed by content instead).
-    let first = load(&model, |o| {
+    let first = load(model.path(), |o| {
         o.with_optimized_model_cache(&cache).with_fused_graph(false)
     });
     assert!(cache.is_file(), "the optimised graph was saved");
     assert!(
-        folder.join("minilm.optimized.onnx_data").is_file(),
+        folder.path().join("minilm.optimized.onnx_data").is_file(),
         "its weights were saved beside it"
     );
     let recorded = std::fs::read_to_string(&sidecar).expect("the sidecar records the source");
-    let second = load(&model, |o| {
+    let second = load(model.path(), |o| {
         o.with_optimized_model_cache(&cache).with_fused_graph(false)
     });
     let texts = mixed_texts();
@@ -218,11 +218,19 @@ fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
     assert_eq!(std::fs::read_to_string(&sidecar).unwrap(), recorded);
 
     // A source file replaced after the cache was made: the cache is rebuilt, not used.
-    let onnx = model.join("model.onnx");
+    let onnx = model.path().join("model.onnx");
     let bytes = std::fs::read(&onnx).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    let recorded_mtime = std::fs::metadata(&onnx).unwrap().modified().unwrap();
     std::fs::write(&onnx, bytes).unwrap();
-    let third = load(&model, |o| {
+    // Same bytes, a later modification time, set rather than waited for: the clock's
+    // granularity could otherwise give the rewritten file its old time.
+    std::fs::File::options()
+        .write(true)
+        .open(&onnx)
+        .unwrap()
+        .set_modified(recorded_mtime + std::time::Duration::from_secs(2))
+        .unwrap();
+    let third = load(model.path(), |o| {
         o.with_optimized_model_cache(&cache).with_fused_graph(false)
     });
     let rebuilt = std::fs::read_to_string(&sidecar).expect("the sidecar was written again");
@@ -237,7 +245,7 @@ fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
 
     // An interrupted save (graph without sidecar) is never used either.
     std::fs::remove_file(&sidecar).unwrap();
-    let _fourth = load(&model, |o| {
+    let _fourth = load(model.path(), |o| {
         o.with_optimized_model_cache(&cache).with_fused_graph(false)
     });
     assert!(sidecar.is_file(), "the cache was saved again");
@@ -248,10 +256,7 @@ fn optimized_graph_cache_is_written_then_used_with_identical_vectors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenize_agrees_with_embed() {
     use akidb_embedding_core::{EmbeddingError, Truncation};
-    let mut dirs = Vec::new();
-    dirs.extend(minilm_dir().map(|d| (d, None)));
-    dirs.extend(tiny_gemma_dir().map(|d| (d, Some("query"))));
-    for (dir, prompt) in dirs {
+    for (dir, prompt) in [(minilm_dir(), None), (tiny_gemma_dir(), Some("query"))] {
         let provider = load(&dir, |o| o);
         let mut texts = mixed_texts();
         // Past the inline threshold: counted on the blocking pool.

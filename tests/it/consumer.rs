@@ -60,7 +60,7 @@ async fn consumer_runs_against_the_mock() {
 
 #[tokio::test]
 async fn consumer_runs_against_real_models() {
-    for dir in [minilm_dir(), tiny_gemma_dir()].into_iter().flatten() {
+    for dir in [minilm_dir(), tiny_gemma_dir()] {
         let provider: Arc<dyn EmbeddingProvider> = Arc::new(
             OnnxEmbeddingProvider::load(crate::load_options(dir.to_str().unwrap())).unwrap(),
         );

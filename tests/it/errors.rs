@@ -14,7 +14,7 @@ fn load(dir: &Path) -> Result<OnnxEmbeddingProvider, EmbeddingError> {
 
 #[test]
 fn request_errors_are_typed_and_name_the_problem() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     let provider = load(&dir).unwrap();
 
     let empty = provider
@@ -86,11 +86,12 @@ fn request_errors_are_typed_and_name_the_problem() {
 
 #[test]
 fn missing_weights_file_is_named() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     // Described as EmbeddingGemma (whose weights are split), the folder must have model.onnx_data.
     let copy = copy_model(&dir, "no-data-spec", &["model.onnx_data"]);
     let err = OnnxEmbeddingProvider::load(
-        crate::load_options(copy.to_str().unwrap()).with_spec(ModelSpec::embedding_gemma_300m()),
+        crate::load_options(copy.path().to_str().unwrap())
+            .with_spec(ModelSpec::embedding_gemma_300m()),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Load);
@@ -101,23 +102,23 @@ fn missing_weights_file_is_named() {
     );
 
     // Without a description that says so, ONNX Runtime's own failure is still a load error naming the graph.
-    let err = load(&copy).unwrap_err();
+    let err = load(copy.path()).unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("model.onnx"), "{err}");
 }
 
 #[test]
 fn truncated_weights_file_is_a_load_error() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     let copy = copy_model(&dir, "truncated-data", &[]);
     let data = std::fs::read(dir.join("model.onnx_data")).unwrap();
-    std::fs::write(copy.join("model.onnx_data"), &data[..data.len() / 2]).unwrap();
-    let err = load(&copy).unwrap_err();
+    std::fs::write(copy.path().join("model.onnx_data"), &data[..data.len() / 2]).unwrap();
+    let err = load(copy.path()).unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("model.onnx_data"), "{err}");
 
-    std::fs::write(copy.join("model.onnx_data"), b"").unwrap();
-    let err = load(&copy).unwrap_err();
+    std::fs::write(copy.path().join("model.onnx_data"), b"").unwrap();
+    let err = load(copy.path()).unwrap_err();
     assert!(
         err.to_string().contains("model.onnx_data") && err.to_string().contains("empty"),
         "{err}"
@@ -126,38 +127,46 @@ fn truncated_weights_file_is_a_load_error() {
 
 #[test]
 fn graph_that_is_not_onnx_is_a_load_error() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let copy = copy_model(&dir, "not-onnx", &[]);
-    std::fs::write(copy.join("model.onnx"), b"<html>404 not found</html>").unwrap();
-    let err = load(&copy).unwrap_err();
+    std::fs::write(
+        copy.path().join("model.onnx"),
+        b"<html>404 not found</html>",
+    )
+    .unwrap();
+    let err = load(copy.path()).unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("model.onnx"), "{err}");
 }
 
 #[test]
 fn missing_or_corrupt_tokenizer_is_a_load_error() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let missing = copy_model(&dir, "no-tokenizer", &["tokenizer.json"]);
-    let err = load(&missing).unwrap_err();
+    let err = load(missing.path()).unwrap_err();
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 
     let corrupt = copy_model(&dir, "bad-tokenizer", &[]);
-    std::fs::write(corrupt.join("tokenizer.json"), b"{\"version\": ").unwrap();
-    let err = load(&corrupt).unwrap_err();
+    std::fs::write(corrupt.path().join("tokenizer.json"), b"{\"version\": ").unwrap();
+    let err = load(corrupt.path()).unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
 }
 
 #[test]
 fn a_broken_tokenizer_is_reported_before_broken_weights_and_leaves_no_copy_behind() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     // The weights copy runs beside the tokenizer's parse; the session is built only after a
     // good parse. With both broken, the tokenizer's error is the one reported, as when the
     // steps ran one after the other, and the private weights copy is removed.
     let copy = copy_model(&dir, "bad-tokenizer-and-graph", &[]);
-    std::fs::write(copy.join("tokenizer.json"), b"{\"version\": ").unwrap();
-    std::fs::write(copy.join("model.onnx"), b"<html>404 not found</html>").unwrap();
-    let err = load(&copy).unwrap_err();
+    std::fs::write(copy.path().join("tokenizer.json"), b"{\"version\": ").unwrap();
+    std::fs::write(
+        copy.path().join("model.onnx"),
+        b"<html>404 not found</html>",
+    )
+    .unwrap();
+    let err = load(copy.path()).unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&copy)
@@ -168,24 +177,32 @@ fn a_broken_tokenizer_is_reported_before_broken_weights_and_leaves_no_copy_behin
     assert!(left.is_empty(), "private copies left behind: {left:?}");
 
     // With a good tokenizer, the graph's error comes through.
-    std::fs::copy(dir.join("tokenizer.json"), copy.join("tokenizer.json")).unwrap();
-    let err = load(&copy).unwrap_err();
+    std::fs::copy(
+        dir.join("tokenizer.json"),
+        copy.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let err = load(copy.path()).unwrap_err();
     assert!(err.to_string().contains("model.onnx"), "{err}");
 }
 
 #[test]
 fn tokenizer_larger_than_embedding_table_is_refused_at_load() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let copy = copy_model(&dir, "vocab-mismatch", &[]);
-    std::fs::create_dir_all(copy.join("1_Pooling")).unwrap();
+    std::fs::create_dir_all(copy.path().join("1_Pooling")).unwrap();
     std::fs::copy(
         dir.join("1_Pooling/config.json"),
-        copy.join("1_Pooling/config.json"),
+        copy.path().join("1_Pooling/config.json"),
     )
     .unwrap();
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    std::fs::write(copy.join("config.json"), config.replace("30522", "1000")).unwrap();
-    let err = load(&copy).unwrap_err();
+    std::fs::write(
+        copy.path().join("config.json"),
+        config.replace("30522", "1000"),
+    )
+    .unwrap();
+    let err = load(copy.path()).unwrap_err();
     assert!(matches!(err, EmbeddingError::ModelLoad { .. }), "{err:?}");
     assert!(
         err.to_string().contains("do not match") && err.to_string().contains("1000 rows"),
@@ -210,7 +227,7 @@ fn unknown_model_id_or_folder_is_a_clear_error() {
 
 #[test]
 fn cuda_requested_without_cuda_fails_instead_of_falling_back_to_cpu() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let err =
         OnnxEmbeddingProvider::load(crate::load_options(dir.to_str().unwrap()).with_cuda(true))
             .unwrap_err();

@@ -37,7 +37,7 @@ fn load(dir: &Path, options: impl FnOnce(LoadOptions) -> LoadOptions) -> OnnxEmb
 /// folder's own graph, text by text, alone and in one padded batch.
 fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) {
     let out = temp_dir(&format!("fused-{name}"));
-    let report = fuse_folder(dir, &out, "model.onnx", None, &FuseRecipe::default()).unwrap();
+    let report = fuse_folder(dir, out.path(), "model.onnx", None, &FuseRecipe::default()).unwrap();
     let fused = report.fused.unwrap();
     for (rewrite, count) in expected {
         assert_eq!(
@@ -55,7 +55,7 @@ fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) {
     );
 
     let plain = load(dir, |o| o.with_fused_graph(false));
-    let fused = load(&out, |o| o);
+    let fused = load(out.path(), |o| o);
     let texts = texts();
     let plain_batch = plain
         .embed_blocking(EmbedRequest::new(texts.clone()))
@@ -84,7 +84,7 @@ fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) {
 
 #[test]
 fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     fused_matches_unfused(
         &dir,
         "tiny-gemma",
@@ -98,7 +98,7 @@ fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
 
 #[test]
 fn minilm_fused_matches_unfused_alone_and_padded() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     fused_matches_unfused(&dir, "minilm", &[("multi_head_attention", 6), ("gelu", 6)]);
 }
 
@@ -106,10 +106,10 @@ fn minilm_fused_matches_unfused_alone_and_padded() {
 /// the folder's graph and adds nothing.
 #[test]
 fn loading_fuses_into_the_cache_by_default_and_can_be_turned_off() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     let copy = copy_model(&dir, "fuse-load", &[]);
     let entries = || -> Vec<_> {
-        std::fs::read_dir(copy.join(BESIDE_DIR))
+        std::fs::read_dir(copy.path().join(BESIDE_DIR))
             .map(|d| {
                 d.flatten()
                     .map(|e| e.path())
@@ -118,11 +118,11 @@ fn loading_fuses_into_the_cache_by_default_and_can_be_turned_off() {
             })
             .unwrap_or_default()
     };
-    let plain = load(&copy, |o| o.with_fused_graph(false));
+    let plain = load(copy.path(), |o| o.with_fused_graph(false));
     assert!(entries().is_empty(), "nothing cached without fusion");
-    let fused = load(&copy, |o| o);
+    let fused = load(copy.path(), |o| o);
     assert_eq!(entries().len(), 1, "one fused entry after the first load");
-    let again = load(&copy, |o| o);
+    let again = load(copy.path(), |o| o);
     assert_eq!(entries().len(), 1, "the entry is reused");
     let text = EmbedRequest::new(["Where is the nearest train station?"]);
     let a = plain.embed_blocking(text.clone()).unwrap();

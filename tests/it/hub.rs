@@ -21,14 +21,11 @@ fn options(endpoint: &str, cache: &Path) -> LoadOptions {
 
 #[test]
 fn downloads_split_weights_then_loads_offline_from_the_cache() {
-    let (Some(dir), Some(reference)) = (tiny_gemma_dir(), reference("tiny-embeddinggemma.st.json"))
-    else {
-        return;
-    };
+    let (dir, reference) = (tiny_gemma_dir(), reference("tiny-embeddinggemma.st.json"));
     let server = HubServer::start(REPO, onnx_community_layout(&dir, true));
     let cache = temp_dir("hub-cache");
 
-    let provider = OnnxEmbeddingProvider::load(options(&server.endpoint, &cache)).unwrap();
+    let provider = OnnxEmbeddingProvider::load(options(&server.endpoint, cache.path())).unwrap();
     let requested = server.requests();
     assert!(
         requested
@@ -53,7 +50,7 @@ fn downloads_split_weights_then_loads_offline_from_the_cache() {
     // Offline: the cache alone suffices, the server is not asked again.
     let before = server.requests().len();
     let offline =
-        OnnxEmbeddingProvider::load(options("http://127.0.0.1:9", &cache).with_offline(true))
+        OnnxEmbeddingProvider::load(options("http://127.0.0.1:9", cache.path()).with_offline(true))
             .unwrap();
     let again = offline
         .embed_blocking(
@@ -63,23 +60,26 @@ fn downloads_split_weights_then_loads_offline_from_the_cache() {
     assert_eq!(again.embeddings, query.embeddings);
     assert_eq!(server.requests().len(), before);
     // The cache holds symlinks into blobs/; the graph was loaded through the snapshot path.
-    let snapshot_graph =
-        std::fs::read_dir(cache.join("models--onnx-community--embeddinggemma-300m-ONNX/snapshots"))
-            .unwrap()
-            .flatten()
-            .next()
-            .unwrap()
+    let snapshot_graph = std::fs::read_dir(
+        cache
             .path()
-            .join("onnx/model.onnx_data");
+            .join("models--onnx-community--embeddinggemma-300m-ONNX/snapshots"),
+    )
+    .unwrap()
+    .flatten()
+    .next()
+    .unwrap()
+    .path()
+    .join("onnx/model.onnx_data");
     assert!(snapshot_graph.exists());
 }
 
 #[test]
 fn missing_data_file_on_the_hub_is_a_clear_error() {
-    let Some(dir) = tiny_gemma_dir() else { return };
+    let dir = tiny_gemma_dir();
     let server = HubServer::start(REPO, onnx_community_layout(&dir, false));
     let cache = temp_dir("hub-cache-no-data");
-    let err = OnnxEmbeddingProvider::load(options(&server.endpoint, &cache)).unwrap_err();
+    let err = OnnxEmbeddingProvider::load(options(&server.endpoint, cache.path())).unwrap_err();
     assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
     assert!(err.to_string().contains("onnx/model.onnx_data"), "{err}");
 }
@@ -87,8 +87,9 @@ fn missing_data_file_on_the_hub_is_a_clear_error() {
 #[test]
 fn offline_with_an_empty_cache_says_what_is_missing() {
     let cache = temp_dir("hub-cache-empty");
-    let err = OnnxEmbeddingProvider::load(options("http://127.0.0.1:9", &cache).with_offline(true))
-        .unwrap_err();
+    let err =
+        OnnxEmbeddingProvider::load(options("http://127.0.0.1:9", cache.path()).with_offline(true))
+            .unwrap_err();
     assert!(matches!(err, EmbeddingError::Download { .. }), "{err:?}");
     let message = err.to_string();
     assert!(
@@ -102,14 +103,11 @@ fn offline_with_an_empty_cache_says_what_is_missing() {
 /// vectors stay close to the fp32 reference, token counts unchanged.
 #[test]
 fn q8_from_a_repository_without_one_is_quantised_into_the_cache() {
-    let (Some(dir), Some(reference)) = (tiny_gemma_dir(), reference("tiny-embeddinggemma.st.json"))
-    else {
-        return;
-    };
+    let (dir, reference) = (tiny_gemma_dir(), reference("tiny-embeddinggemma.st.json"));
     let server = HubServer::start(REPO, onnx_community_layout(&dir, true));
     let cache = temp_dir("hub-q8-cache");
     let provider = OnnxEmbeddingProvider::load(
-        options(&server.endpoint, &cache).with_variant(akidb_embedding_onnx::OnnxVariant::Q8),
+        options(&server.endpoint, cache.path()).with_variant(akidb_embedding_onnx::OnnxVariant::Q8),
     )
     .unwrap();
     let requested = server.requests();
@@ -123,7 +121,7 @@ fn q8_from_a_repository_without_one_is_quantised_into_the_cache() {
             .any(|p| p.ends_with("/onnx/model.onnx_data")),
         "{requested:?}"
     );
-    let entries: Vec<PathBuf> = std::fs::read_dir(cache.join("akidb-q8"))
+    let entries: Vec<PathBuf> = std::fs::read_dir(cache.path().join("akidb-q8"))
         .expect("the q8 cache is inside the named cache folder")
         .flatten()
         .map(|e| e.path())

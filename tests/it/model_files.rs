@@ -45,12 +45,10 @@ fn mappings(needle: &str) -> Vec<String> {
 
 #[test]
 fn weights_truncated_emptied_or_removed_in_place_after_load_change_nothing() {
-    let Some(source) = tiny_gemma_dir() else {
-        return;
-    };
+    let source = tiny_gemma_dir();
     let dir = copy_model(&source, "files-in-place-private", &[]);
     let provider = OnnxEmbeddingProvider::load(
-        crate::load_options(dir.to_str().unwrap()).with_intra_threads(1),
+        crate::load_options(dir.path().to_str().unwrap()).with_intra_threads(1),
     )
     .unwrap();
     let before = embed(&provider);
@@ -66,7 +64,7 @@ fn weights_truncated_emptied_or_removed_in_place_after_load_change_nothing() {
         "left in the model folder: {leftovers:?}"
     );
 
-    let data = dir.join("model.onnx_data");
+    let data = dir.path().join("model.onnx_data");
     let size = std::fs::metadata(&data).unwrap().len();
     // Without the private copy, each of these kills the process with SIGBUS at the next run.
     truncate(&data, size / 2);
@@ -74,27 +72,25 @@ fn weights_truncated_emptied_or_removed_in_place_after_load_change_nothing() {
     truncate(&data, 0);
     assert_eq!(embed(&provider), before, "after truncating to nothing");
     std::fs::remove_file(&data).unwrap();
-    std::fs::remove_file(dir.join("model.onnx")).unwrap();
+    std::fs::remove_file(dir.path().join("model.onnx")).unwrap();
     assert_eq!(embed(&provider), before, "after removing the files");
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn weights_are_mapped_from_the_private_copy_or_in_place_never_read_into_the_heap() {
-    let Some(source) = tiny_gemma_dir() else {
-        return;
-    };
+    let source = tiny_gemma_dir();
     let private_dir = copy_model(&source, "files-mapped-private", &[]);
     let in_place_dir = copy_model(&source, "files-mapped-in-place", &[]);
     // The folder's own graph: a fused one is mapped from its cache entry the same way.
     let private = OnnxEmbeddingProvider::load(
-        crate::load_options(private_dir.to_str().unwrap())
+        crate::load_options(private_dir.path().to_str().unwrap())
             .with_intra_threads(1)
             .with_fused_graph(false),
     )
     .unwrap();
     let in_place = OnnxEmbeddingProvider::load(
-        crate::load_options(in_place_dir.to_str().unwrap())
+        crate::load_options(in_place_dir.path().to_str().unwrap())
             .with_intra_threads(1)
             .with_fused_graph(false)
             .with_weights_mapping(WeightsMapping::InPlace),
@@ -103,7 +99,7 @@ fn weights_are_mapped_from_the_private_copy_or_in_place_never_read_into_the_heap
     assert_eq!(embed(&private), embed(&in_place));
 
     // Private copy: mapped from the unlinked copy, never from the folder's own file.
-    let maps = mappings(&private_dir.display().to_string());
+    let maps = mappings(&private_dir.path().display().to_string());
     assert!(
         maps.iter().any(|m| m.contains("/.akidb-weights-")
             && m.contains("model.onnx_data")
@@ -111,30 +107,35 @@ fn weights_are_mapped_from_the_private_copy_or_in_place_never_read_into_the_heap
         "the private copy is not mapped: {maps:?}"
     );
     assert!(
-        !maps
-            .iter()
-            .any(|m| m == &private_dir.join("model.onnx_data").display().to_string()),
+        !maps.iter().any(|m| m
+            == &private_dir
+                .path()
+                .join("model.onnx_data")
+                .display()
+                .to_string()),
         "the folder's own weights file is mapped: {maps:?}"
     );
 
     // In place: the folder's own file is mapped.
-    let maps = mappings(&in_place_dir.display().to_string());
+    let maps = mappings(&in_place_dir.path().display().to_string());
     assert_eq!(
         maps,
-        [in_place_dir.join("model.onnx_data").display().to_string()],
+        [in_place_dir
+            .path()
+            .join("model.onnx_data")
+            .display()
+            .to_string()],
         "in-place mapping"
     );
 }
 
 #[test]
 fn the_copy_goes_to_the_folder_asked_for_and_an_unusable_one_is_a_load_error() {
-    let Some(source) = tiny_gemma_dir() else {
-        return;
-    };
+    let source = tiny_gemma_dir();
     let dir = copy_model(&source, "files-copy-dir", &[]);
     let copies = temp_dir("files-copy-dir-target");
     let provider = OnnxEmbeddingProvider::load(
-        crate::load_options(dir.to_str().unwrap())
+        crate::load_options(dir.path().to_str().unwrap())
             .with_intra_threads(1)
             .with_fused_graph(false)
             .with_weights_copy_dir(copies.path()),
@@ -144,15 +145,15 @@ fn the_copy_goes_to_the_folder_asked_for_and_an_unusable_one_is_a_load_error() {
     assert_eq!(std::fs::read_dir(copies.path()).unwrap().count(), 0);
     #[cfg(target_os = "linux")]
     assert!(
-        mappings(&copies.display().to_string())
+        mappings(&copies.path().display().to_string())
             .iter()
             .any(|m| m.ends_with("model.onnx_data (deleted)")),
         "the copy was not made in the folder asked for"
     );
 
-    let missing = copies.join("no-such-folder");
+    let missing = copies.path().join("no-such-folder");
     let err = OnnxEmbeddingProvider::load(
-        crate::load_options(dir.to_str().unwrap())
+        crate::load_options(dir.path().to_str().unwrap())
             .with_intra_threads(1)
             .with_weights_copy_dir(&missing),
     )

@@ -22,13 +22,11 @@ fn models() -> Vec<(Family, OnnxEmbeddingProvider)> {
         (Family::MiniLm, minilm_dir()),
         (Family::Gemma, tiny_gemma_dir()),
     ] {
-        if let Some(dir) = dir {
-            let provider = OnnxEmbeddingProvider::load(
-                crate::load_options(dir.to_str().unwrap()).with_intra_threads(1),
-            )
-            .unwrap();
-            models.push((family, provider));
-        }
+        let provider = OnnxEmbeddingProvider::load(
+            crate::load_options(dir.to_str().unwrap()).with_intra_threads(1),
+        )
+        .unwrap();
+        models.push((family, provider));
     }
     models
 }

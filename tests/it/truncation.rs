@@ -14,7 +14,6 @@ use akidb_test_support::{minilm_dir, tiny_gemma_dir};
 fn models() -> Vec<(std::path::PathBuf, OnnxEmbeddingProvider)> {
     [minilm_dir(), tiny_gemma_dir()]
         .into_iter()
-        .flatten()
         .map(|dir| {
             let provider = OnnxEmbeddingProvider::load(
                 crate::load_options(dir.to_str().unwrap()).with_intra_threads(1),

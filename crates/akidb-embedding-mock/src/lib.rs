@@ -527,17 +527,17 @@ mod tests {
         assert_eq!(mock.batch_sizes().len(), calls);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn latency_per_token_is_paid_per_padded_token() {
         let mock = MockEmbeddingProvider::new(8).with_latency_per_token(Duration::from_millis(2));
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         // Padded to the longer text: 2 texts × 7 tokens × 2 ms = 28 ms.
         let response = mock
             .embed(EmbedRequest::new(["one", "a b c d e"]))
             .await
             .unwrap();
         assert_eq!(response.token_counts, vec![3, 7]);
-        assert!(started.elapsed() >= Duration::from_millis(28));
+        assert_eq!(started.elapsed(), Duration::from_millis(28));
     }
 
     #[tokio::test]

@@ -550,8 +550,50 @@ impl From<&Config> for LoadPlan {
 mod tests {
     use super::*;
 
+    /// Parses the command line `args` as if the only variables set were `env`: clap would read
+    /// each argument's `AKIDB_*` variable from this process, so a developer's own settings
+    /// would change what the tests see. Each variable is dropped from its argument, and a
+    /// value given in `env` becomes the argument's default (below the flag, as a variable is).
+    fn parse_with_env(
+        args: &[&str],
+        env: &[(&'static str, &'static str)],
+    ) -> Result<Config, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let command = Config::command().mut_args(|arg| {
+            let value = arg
+                .get_env()
+                .and_then(|name| env.iter().find(|(variable, _)| name == *variable))
+                .map(|(_, value)| *value);
+            let arg = arg.env(None::<&'static str>);
+            match value {
+                Some(value) => arg.default_value(value),
+                None => arg,
+            }
+        });
+        let matches = command
+            .try_get_matches_from(std::iter::once("akidb-rest").chain(args.iter().copied()))?;
+        Config::from_arg_matches(&matches)
+    }
+
+    /// Parses the command line `args` with no `AKIDB_*` variable set.
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
+        parse_with_env(args, &[])
+    }
+
+    #[test]
+    fn variables_are_read_and_flags_win_over_them() {
+        let env = [
+            ("AKIDB_DRAIN_DELAY_MS", "5000"),
+            ("AKIDB_EMBEDDING_PROVIDER", "mock"),
+            ("AKIDB_CPU_ARENA", "off"),
+        ];
+        let config = parse_with_env(&[], &env).unwrap();
+        assert_eq!(config.drain_delay(), Duration::from_secs(5));
+        assert_eq!(config.provider, ProviderKind::Mock);
+        assert!(!config.cpu_arena);
+        let config = parse_with_env(&["--drain-delay-ms", "0"], &env).unwrap();
+        assert_eq!(config.drain_delay(), Duration::ZERO);
+        assert!(parse_with_env(&[], &[("AKIDB_MAX_BATCH_SIZE", "0")]).is_err());
     }
 
     #[test]
@@ -684,10 +726,7 @@ mod tests {
 
     #[test]
     fn the_arena_setting_reaches_the_load_options() {
-        let parse = |args: &[&str]| {
-            Config::try_parse_from(std::iter::once("akidb-rest").chain(args.iter().copied()))
-                .unwrap()
-        };
+        let parse = |args: &[&str]| parse(args).unwrap();
         let plan = LoadPlan::from(&parse(&[]));
         assert!(
             crate::engine::providers::onnx_options("m", &plan).cpu_arena(),

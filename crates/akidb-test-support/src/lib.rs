@@ -1,8 +1,12 @@
 //! Fixtures for the workspace's tests: the team's `../shared` folder (reference vectors, the
 //! tiny EmbeddingGemma double) and the models `scripts/setup.sh` installs.
 //!
-//! A missing fixture makes a test skip with a printed reason on a developer's machine, and
-//! fail under `CI=true`, where every fixture must be present.
+//! Two kinds of fixture, two behaviours, so that a test that did not run never reads "ok":
+//! - **Required** (MiniLM from `scripts/setup.sh`, `../shared`): a missing one fails the test
+//!   that needs it, with the step that installs it.
+//! - **Optional** (the real EmbeddingGemma-300m, `AKIDB_GEMMA_DIR`): tests that need it are
+//!   `#[ignore = "needs AKIDB_GEMMA_DIR"]`, so cargo's summary counts them as ignored;
+//!   `scripts/test.sh` runs them with `--ignored` when the variable is set.
 
 #![allow(clippy::print_stderr, clippy::expect_used, clippy::unwrap_used)]
 
@@ -13,42 +17,15 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A temporary folder, removed with its contents when dropped.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
+pub use tempfile::TempDir;
 
-impl TempDir {
-    /// The folder's path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A fresh, empty temporary folder named after `name`, removed when the guard is dropped.
+/// A fresh, empty temporary folder whose name starts with `akidb-test-{name}-`, removed with
+/// its contents when the guard is dropped; unique even when test binaries run concurrently.
 pub fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("akidb-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    TempDir(dir)
+    tempfile::Builder::new()
+        .prefix(&format!("akidb-test-{name}-"))
+        .tempdir()
+        .expect("create temp dir")
 }
 
 /// Copies the files of `from` (not sub-folders) into a fresh temp folder, minus `skip`.
@@ -60,7 +37,7 @@ pub fn copy_model(from: &Path, name: &str, skip: &[&str]) -> TempDir {
     {
         let file = entry.file_name();
         if entry.path().is_file() && !skip.iter().any(|s| file.to_str() == Some(*s)) {
-            std::fs::copy(entry.path(), dir.join(&file)).expect("copy model file");
+            std::fs::copy(entry.path(), dir.path().join(&file)).expect("copy model file");
         }
     }
     dir
@@ -71,23 +48,19 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// True when running under CI (`CI=true`), where missing fixtures are failures.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
+/// How to provide the fixtures of `../shared`.
+const SHARED_HINT: &str = "the team's shared folder must sit beside the workspace as ../shared \
+                           (reference vectors and models/tiny-embeddinggemma)";
 
-/// Returns `path` if it exists. Otherwise prints why the calling test is skipped and returns
-/// `None`, or panics under CI.
-pub fn require(path: PathBuf, what: &str) -> Option<PathBuf> {
-    if path.exists() {
-        return Some(path);
-    }
-    let reason = format!("{what} not found at {}", path.display());
-    if in_ci() {
-        panic!("{reason} (required under CI=true; run scripts/setup.sh and provide ../shared)");
-    }
-    eprintln!("SKIPPED: {reason}");
-    None
+/// Returns `path`, a required fixture; panics naming what is missing and `install`, the step
+/// that provides it.
+pub fn require(path: PathBuf, what: &str, install: &str) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{what} not found at {}: {install}. It is a required test fixture.",
+        path.display()
+    );
+    path
 }
 
 /// The team's shared folder (`../shared` beside the workspace).
@@ -95,42 +68,45 @@ pub fn shared_dir() -> PathBuf {
     workspace_root().join("../shared")
 }
 
-/// The tiny EmbeddingGemma test double, if present.
-pub fn tiny_gemma_dir() -> Option<PathBuf> {
+/// The tiny EmbeddingGemma test double (required).
+pub fn tiny_gemma_dir() -> PathBuf {
     require(
         shared_dir().join("models/tiny-embeddinggemma"),
-        "tiny EmbeddingGemma test double",
+        "the tiny EmbeddingGemma test double",
+        SHARED_HINT,
     )
 }
 
-/// all-MiniLM-L6-v2 as installed by `scripts/setup.sh`, if present.
-pub fn minilm_dir() -> Option<PathBuf> {
+/// all-MiniLM-L6-v2 as installed by `scripts/setup.sh` (required).
+pub fn minilm_dir() -> PathBuf {
     require(
         workspace_root().join(".akidb/models/all-MiniLM-L6-v2"),
-        "all-MiniLM-L6-v2 (run scripts/setup.sh)",
+        "all-MiniLM-L6-v2",
+        "run scripts/setup.sh",
     )
 }
 
 /// The real EmbeddingGemma-300m folder named by `AKIDB_GEMMA_DIR` (hub layout, as
-/// `../shared/tools/embeddinggemma/build.sh` writes it), if set.
+/// `../shared/tools/embeddinggemma/build.sh` writes it).
 ///
-/// The real model is too big for CI, so an unset variable skips with a printed reason even
-/// under `CI=true`; a variable that names a missing folder is a failure everywhere.
-pub fn real_gemma_dir() -> Option<PathBuf> {
-    let Some(dir) = std::env::var_os("AKIDB_GEMMA_DIR") else {
-        eprintln!(
-            "SKIPPED: AKIDB_GEMMA_DIR is not set (build the real EmbeddingGemma-300m with \
-             ../shared/tools/embeddinggemma/build.sh DIR, then AKIDB_GEMMA_DIR=DIR/embeddinggemma-300m-ONNX)"
-        );
-        return None;
-    };
+/// The real model is too big for CI: tests that call this are `#[ignore = "needs
+/// AKIDB_GEMMA_DIR"]`, and run with `--ignored`. Asked to run them, an unset variable or one
+/// that names no EmbeddingGemma folder is a failure.
+pub fn real_gemma_dir() -> PathBuf {
+    let dir = std::env::var_os("AKIDB_GEMMA_DIR").unwrap_or_else(|| {
+        panic!(
+            "AKIDB_GEMMA_DIR is not set, and this test needs the real EmbeddingGemma-300m: \
+             build it with ../shared/tools/embeddinggemma/build.sh DIR, then set \
+             AKIDB_GEMMA_DIR=DIR/embeddinggemma-300m-ONNX (without it, leave out --ignored)"
+        )
+    });
     let dir = PathBuf::from(dir);
     assert!(
         dir.join("tokenizer.json").is_file(),
         "AKIDB_GEMMA_DIR={} has no tokenizer.json: not an EmbeddingGemma folder",
         dir.display()
     );
-    Some(dir)
+    dir
 }
 
 /// A reference file outside `../shared` (e.g. `benches/quality/eval_reference.st.json`),
@@ -179,24 +155,26 @@ pub struct Reference {
     pub items: BTreeMap<String, ReferenceItem>,
 }
 
-/// The reference texts, if `../shared` is present.
-pub fn sentences() -> Option<Vec<Sentence>> {
+/// The reference texts of `../shared` (required).
+pub fn sentences() -> Vec<Sentence> {
     let path = require(
         shared_dir().join("reference/sentences.json"),
-        "reference sentences",
-    )?;
+        "the reference sentences",
+        SHARED_HINT,
+    );
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// A reference file of `../shared/reference/`, if present.
-pub fn reference(file: &str) -> Option<Reference> {
+/// A reference file of `../shared/reference/` (required).
+pub fn reference(file: &str) -> Reference {
     let path = require(
         shared_dir().join("reference").join(file),
         "reference vectors",
-    )?;
+        SHARED_HINT,
+    );
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Some(serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Cosine similarity.
@@ -209,4 +187,40 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(
+        expected = "all-MiniLM-L6-v2 not found at /nonexistent/minilm: run scripts/setup.sh"
+    )]
+    fn a_missing_required_fixture_fails_with_its_install_step() {
+        require(
+            PathBuf::from("/nonexistent/minilm"),
+            "all-MiniLM-L6-v2",
+            "run scripts/setup.sh",
+        );
+    }
+
+    #[test]
+    fn a_present_fixture_is_returned() {
+        let dir = temp_dir("present");
+        assert_eq!(
+            require(dir.path().to_path_buf(), "a folder", "make it"),
+            dir.path()
+        );
+    }
+
+    #[test]
+    fn temp_dirs_are_distinct_and_removed_on_drop() {
+        let (a, b) = (temp_dir("same-name"), temp_dir("same-name"));
+        assert_ne!(a.path(), b.path());
+        let path = a.path().to_path_buf();
+        assert!(path.is_dir());
+        drop(a);
+        assert!(!path.exists());
+    }
 }

@@ -989,13 +989,15 @@ mod tests {
         Arc::new(Batcher::spawn(provider, config, Arc::new(())))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    /// On tokio's paused clock the mock's latency and the batcher's wait take exactly their
+    /// configured time, so the figures are exact whatever the machine's load.
+    #[tokio::test(start_paused = true)]
     async fn the_callers_timings_are_the_batchers_own_measurements() {
         let mock = Arc::new(MockEmbeddingProvider::new(8).with_latency(Duration::from_millis(40)));
         // A lone request waits its max_wait (20 ms) for company, then runs for 40 ms.
         let batcher = spawn(&mock, config(true));
         let timings = Timings::default();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let response = crate::engine::timings::with_timings(
             timings.clone(),
             batcher.embed(EmbedRequest::new(["one two three", "four"])),
@@ -1005,14 +1007,17 @@ mod tests {
         let total = started.elapsed();
         assert!(timings.embedded());
         assert_eq!(timings.tokens(), response.total_tokens() as u64);
-        assert!(
-            timings.inference() >= Duration::from_millis(40),
+        assert_eq!(
+            timings.inference(),
+            Duration::from_millis(40),
             "{timings:?}"
         );
-        assert!(timings.queue() >= Duration::from_millis(15), "{timings:?}");
-        assert!(
-            timings.queue() + timings.tokenization() + timings.inference() <= total,
-            "{timings:?} within {total:?}"
+        assert_eq!(timings.queue(), Duration::from_millis(20), "{timings:?}");
+        assert_eq!(timings.tokenization(), Duration::ZERO, "{timings:?}");
+        assert_eq!(
+            timings.queue() + timings.tokenization() + timings.inference(),
+            total,
+            "{timings:?}: the stages are the whole request"
         );
         // Outside a request (a library caller) nothing is recorded and nothing fails.
         assert!(batcher.embed(EmbedRequest::new(["five"])).await.is_ok());
@@ -1100,14 +1105,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    /// The one test of a failure inside a merged run (the service's fault tests check the
+    /// status it maps to): the run fails, each member re-runs alone, the failing one gets its
+    /// error and the others exactly the vectors they get alone. The paused clock makes the
+    /// merge certain: the three requests are queued before the batcher's wait ends.
+    #[tokio::test(start_paused = true)]
     async fn a_failing_member_gets_its_error_and_the_others_their_vectors() {
         let mock = Arc::new(
             MockEmbeddingProvider::new(8)
                 .with_failures(FailureMode::WhenTextContains("boom".into())),
         );
         let batcher = spawn(&mock, config(true));
-        let tasks = ["one", "boom", "three"]
+        let texts = ["one", "boom", "three"];
+        let tasks = texts
             .into_iter()
             .map(|text| {
                 let batcher = Arc::clone(&batcher);
@@ -1115,12 +1125,24 @@ mod tests {
             })
             .collect();
         let results = all(tasks).await;
-        assert!(results[0].is_ok() && results[2].is_ok());
-        assert!(matches!(
-            results[1],
-            Err(EngineError::Embedding(EmbeddingError::Inference(_)))
-        ));
-        assert_eq!(mock.batch_sizes(), vec![3, 1, 1, 1]);
+        assert_eq!(
+            mock.batch_sizes(),
+            vec![3, 1, 1, 1],
+            "one merged run, then each member alone"
+        );
+        assert!(
+            matches!(
+                &results[1],
+                Err(EngineError::Embedding(EmbeddingError::Inference(message)))
+                    if message.contains("injected failure")
+            ),
+            "{:?}",
+            results[1]
+        );
+        for index in [0, 2] {
+            let alone = mock.embed(EmbedRequest::new([texts[index]])).await.unwrap();
+            assert_eq!(results[index].as_ref().unwrap(), &alone, "{}", texts[index]);
+        }
     }
 
     #[tokio::test]

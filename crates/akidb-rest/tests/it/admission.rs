@@ -126,9 +126,7 @@ async fn tokenize_takes_a_place_in_the_queue_as_embedding_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_long_text_is_refused_from_a_bounded_prefix_at_once() {
-    let Some(loaded) = Fixture::MiniLm.load().await else {
-        return;
-    };
+    let loaded = Fixture::MiniLm.load().await;
     let server = TestServer::start(config(), vec![Arc::clone(&loaded.provider)]).await;
     // 1.5 MB of prose, `truncate: false`: refused for its length from a bounded prefix.
     let text = "The night train to the northern coast leaves at eleven. ".repeat(27_000);
@@ -158,9 +156,7 @@ async fn an_over_long_text_is_refused_from_a_bounded_prefix_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn left_truncation_keeps_the_end_of_a_long_text() {
     for fixture in [Fixture::Mock, Fixture::MiniLm, Fixture::TinyGemma] {
-        let Some(loaded) = fixture.load().await else {
-            continue;
-        };
+        let loaded = fixture.load().await;
         let server = TestServer::start(config(), vec![Arc::clone(&loaded.provider)]).await;
         let text = format!(
             "{} the very end of the text",

@@ -4,8 +4,9 @@
 //! against the provider's own. Also: the request id and timing headers, and `/metrics`
 //! parsed by `prometheus_client`'s parser.
 //!
-//! Needs `python3` with `scripts/requirements-test.txt` installed; skips with the reason when
-//! it is missing, except under `CI=true`.
+//! The tests that drive Python need `python3` with `scripts/requirements-test.txt` installed:
+//! they are `#[ignore = "needs the Python test packages"]`, and `scripts/test.sh`, which installs the packages,
+//! runs them with `--ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -20,7 +21,10 @@ use serde_json::{Value, json};
 
 use common::{Fixture, TestServer, config};
 
-crate::for_each_fixture!(real_clients_get_the_providers_vectors);
+crate::for_each_fixture!(
+    #[ignore = "needs the Python test packages"]
+    real_clients_get_the_providers_vectors
+);
 
 /// The Python packages these tests drive the service with.
 const CLIENT_MODULES: &str =
@@ -35,12 +39,8 @@ fn vectors_of(value: &Value) -> Vec<Vec<f32>> {
 }
 
 async fn real_clients_get_the_providers_vectors(fixture: Fixture) {
-    if !common::python_modules_available(CLIENT_MODULES) {
-        return;
-    }
-    let Some(loaded) = fixture.load().await else {
-        return;
-    };
+    common::require_python_modules(CLIENT_MODULES);
+    let loaded = fixture.load().await;
     let config = Config {
         served_model_names: Some("text-embedding-3-small".to_string()),
         ..config()
@@ -84,7 +84,7 @@ async fn real_clients_get_the_providers_vectors(fixture: Fixture) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_and_timing_headers_come_back() {
-    let loaded = Fixture::Mock.load().await.unwrap();
+    let loaded = Fixture::Mock.load().await;
     let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
     let timing_headers = [
         "x-queue-time",
@@ -142,8 +142,7 @@ async fn request_ids_and_timing_headers_come_back() {
     // A slow model shows in the inference time, not the queue time.
     let slow = Fixture::Mock
         .load_mock_with(|mock| mock.with_latency(std::time::Duration::from_millis(120)))
-        .await
-        .unwrap();
+        .await;
     let slow_server = TestServer::start(config(), vec![slow.provider.clone()]).await;
     let response = slow_server
         .client
@@ -166,11 +165,10 @@ async fn request_ids_and_timing_headers_come_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python test packages"]
 async fn metrics_parse_as_prometheus_text_and_carry_the_stage_histograms() {
-    if !common::python_modules_available(CLIENT_MODULES) {
-        return;
-    }
-    let loaded = Fixture::Mock.load().await.unwrap();
+    common::require_python_modules(CLIENT_MODULES);
+    let loaded = Fixture::Mock.load().await;
     let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
     for _ in 0..3 {
         let (status, _) = server

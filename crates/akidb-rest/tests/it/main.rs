@@ -11,7 +11,6 @@ mod drain;
 mod faults;
 mod http;
 mod in_process;
-mod library_findings;
 mod metrics_listener;
 mod openai_client;
 mod reference;

@@ -1,8 +1,8 @@
 //! The official `openai` Python package against the OpenAI-compatible route: float, base64
 //! and the client's default mode must all give the provider's own vectors.
 //!
-//! Needs `python3` with `openai` installed (`pip install openai`); skips with the reason when
-//! either is missing, except under `CI=true`.
+//! Needs `python3` with `openai` installed (`scripts/requirements-test.txt`): the tests are
+//! `#[ignore = "needs the Python test packages"]`, and `scripts/test.sh` runs them with `--ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -13,17 +13,16 @@ use akidb_rest::Config;
 
 use common::{Fixture, TestServer, config};
 
-crate::for_each_fixture!(the_official_openai_client_gets_the_providers_vectors);
+crate::for_each_fixture!(
+    #[ignore = "needs the Python test packages"]
+    the_official_openai_client_gets_the_providers_vectors
+);
 
 const KEY: &str = "sk-akidb-test";
 
 async fn the_official_openai_client_gets_the_providers_vectors(fixture: Fixture) {
-    if !common::python_modules_available("openai") {
-        return;
-    }
-    let Some(loaded) = fixture.load().await else {
-        return;
-    };
+    common::require_python_modules("openai");
+    let loaded = fixture.load().await;
     let config = Config {
         api_key: Some(KEY.parse().unwrap()),
         ..config()

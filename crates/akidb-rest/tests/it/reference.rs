@@ -1,7 +1,8 @@
 //! Every vector of `../shared/reference/` reproduced through the service (`POST
 //! /api/v1/embed`, one request per prompt group, so texts share runs as in production):
 //! cosine ≥ 0.9999 against the reference, for MiniLM int8, the EmbeddingGemma double and,
-//! with `AKIDB_GEMMA_DIR`, the real EmbeddingGemma-300m.
+//! with `AKIDB_GEMMA_DIR`, the real EmbeddingGemma-300m (`#[ignore = "needs AKIDB_GEMMA_DIR"]`:
+//! run with `--ignored`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,12 +16,8 @@ use serde_json::json;
 
 use crate::common::{self, TestServer, config, json_of, vectors};
 
-async fn reproduces_through_the_service(dir: Option<PathBuf>, reference_file: &str) {
-    let (Some(dir), Some(sentences), Some(reference)) =
-        (dir, sentences(), reference(reference_file))
-    else {
-        return;
-    };
+async fn reproduces_through_the_service(dir: PathBuf, reference_file: &str) {
+    let (sentences, reference) = (sentences(), reference(reference_file));
     let provider = tokio::task::spawn_blocking(move || {
         OnnxEmbeddingProvider::load(
             akidb_embeddings::install::load_options(dir.to_string_lossy()).with_intra_threads(2),
@@ -85,6 +82,7 @@ async fn tiny_embeddinggemma_reproduces_the_reference_through_the_service() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs AKIDB_GEMMA_DIR"]
 async fn real_embeddinggemma_reproduces_the_reference_through_the_service() {
     reproduces_through_the_service(real_gemma_dir(), "embeddinggemma-300m.st.json").await;
 }

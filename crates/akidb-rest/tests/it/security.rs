@@ -9,15 +9,15 @@ use akidb_rest::Config;
 use serde_json::json;
 
 use common::process::Service;
-use common::{TestServer, assert_error, config, fresh_client, real_model_or_mock};
+use common::{TestServer, assert_error, config, fresh_client, real_model};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_names_are_looked_up_among_loaded_models_never_as_paths() {
-    let loaded = real_model_or_mock().await;
+    let loaded = real_model().await;
     let server = TestServer::start(config(), vec![loaded.provider.clone()]).await;
     let minilm = akidb_test_support::minilm_dir()
-        .map(|dir| dir.to_string_lossy().into_owned())
-        .unwrap_or_default();
+        .to_string_lossy()
+        .into_owned();
     let absolute = akidb_test_support::workspace_root()
         .join(".akidb/models/all-MiniLM-L6-v2")
         .to_string_lossy()
@@ -66,9 +66,13 @@ async fn model_names_are_looked_up_among_loaded_models_never_as_paths() {
     server.stop().await.unwrap();
 }
 
+/// The one test of the API key over HTTP (`http::auth` tests the comparison itself): every
+/// route of every dialect but `/health` refuses a missing, wrong or misplaced key with 401 in
+/// the error shape, accepts the key in any case of `Bearer`, reads no refused body, never
+/// echoes the key; without a configured key nothing asks for one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_key_guards_models_and_metrics_but_not_health() {
-    let loaded = real_model_or_mock().await;
+async fn the_api_key_guards_every_route_but_health() {
+    let loaded = real_model().await;
     let key = "k3y-0123456789abcdef";
     let config = Config {
         api_key: Some(key.parse().unwrap()),
@@ -79,6 +83,25 @@ async fn the_api_key_guards_models_and_metrics_but_not_health() {
 
     let health = client.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 200, "/health needs no key");
+
+    // Every route of the router but /health: (path, body to POST, or a GET).
+    let model_card = format!("/v1/models/{}", loaded.info().id);
+    let routes = [
+        ("/api/v1/embed", Some(json!({"inputs": ["hello"]}))),
+        ("/v1/embeddings", Some(json!({"input": "hello"}))),
+        ("/embed", Some(json!({"inputs": "hello"}))),
+        ("/", Some(json!({"inputs": "hello"}))),
+        ("/tokenize", Some(json!({"inputs": "hello"}))),
+        ("/api/v1/models", None),
+        ("/v1/models", None),
+        (model_card.as_str(), None),
+        ("/info", None),
+        ("/metrics", None),
+    ];
+    let request = |path: &str, body: &Option<serde_json::Value>| match body {
+        Some(body) => client.post(server.url(path)).json(body),
+        None => client.get(server.url(path)),
+    };
 
     let refused = [
         None,
@@ -91,26 +114,26 @@ async fn the_api_key_guards_models_and_metrics_but_not_health() {
         Some("Bearer ".to_string()),
         Some(format!("Bearer\t{key}")),
     ];
-    for path in ["/api/v1/models", "/metrics"] {
+    for (path, body) in &routes {
         for header in &refused {
-            let mut request = client.get(server.url(path));
+            let mut refused = request(path, body);
             if let Some(header) = header {
-                request = request.header("authorization", header);
+                refused = refused.header("authorization", header);
             }
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status(), 401, "{path} with {header:?}");
+            let response = refused.send().await.unwrap();
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let (status, answer) = common::json_of(response).await;
+            assert_error(status, &answer, 401, "unauthorized");
         }
         // The key in the query string or another header does not count.
-        for request in [
-            client.get(server.url(&format!("{path}?api_key={key}"))),
-            client.get(server.url(path)).header("x-api-key", key),
+        for misplaced in [
+            request(&format!("{path}?api_key={key}"), body),
+            request(path, body).header("x-api-key", key),
         ] {
-            assert_eq!(request.send().await.unwrap().status(), 401, "{path}");
+            assert_eq!(misplaced.send().await.unwrap().status(), 401, "{path}");
         }
         for scheme in ["Bearer", "bearer", "BEARER"] {
-            let response = client
-                .get(server.url(path))
+            let response = request(path, body)
                 .header("authorization", format!("{scheme} {key}"))
                 .send()
                 .await
@@ -132,6 +155,17 @@ async fn the_api_key_guards_models_and_metrics_but_not_health() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(!message.contains(key), "the key is never echoed: {message}");
     server.stop().await.unwrap();
+
+    // Without a configured key nothing asks for one.
+    let open = TestServer::start(common::config(), vec![loaded.provider.clone()]).await;
+    for (path, body) in &routes {
+        let response = match body {
+            Some(body) => open.client.post(open.url(path)).json(body),
+            None => open.client.get(open.url(path)),
+        };
+        assert_eq!(response.send().await.unwrap().status(), 200, "{path}");
+    }
+    open.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,9 +206,7 @@ async fn the_api_key_never_reaches_the_log_even_at_trace_level() {
             .await
             .is_some()
     );
-    // The reader thread may lag the exit by a moment.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let log = service.log();
+    let log = service.whole_log().await;
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),
         "trace log on: {log}"

@@ -6,7 +6,8 @@
 //! progress lines and the `downloading` state of `/health`.
 //!
 //! `AKIDB_GEMMA_DIR` (the real model's folder, as `../shared/tools/embeddinggemma/build.sh`
-//! builds it) adds the real model: 768 dimensions.
+//! builds it) adds the real model, 768 dimensions, in a test that is
+//! `#[ignore = "needs AKIDB_GEMMA_DIR"]` (run with `--ignored`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
@@ -63,10 +64,10 @@ async fn seed_commands(
         ("AKIDB_EMBEDDING_MODEL", "google/embeddinggemma-300m"),
         ("AKIDB_THREADS", "1"),
         ("HF_ENDPOINT", &hub.endpoint),
-        ("AKIDB_CACHE_DIR", cache.to_str().unwrap()),
+        ("AKIDB_CACHE_DIR", cache.path().to_str().unwrap()),
         (
             "AKIDB_MODELS_DIR",
-            cache.join("no-installed-models").to_str().unwrap(),
+            cache.path().join("no-installed-models").to_str().unwrap(),
         ),
         ("AKIDB_PROGRESS_INTERVAL_MS", "200"),
     ]);
@@ -113,9 +114,7 @@ async fn seed_commands(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_commands_give_a_gemma_double_vector_and_show_the_download() {
-    let Some(dir) = tiny_gemma_dir() else {
-        return;
-    };
+    let dir = tiny_gemma_dir();
     // About 67 MB at 40 MB/s: the download takes over a second, long enough to watch.
     let (log, states) = seed_commands(&dir, Some(40_000_000), 32).await;
 
@@ -159,11 +158,9 @@ async fn the_seed_commands_give_a_gemma_double_vector_and_show_the_download() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs AKIDB_GEMMA_DIR"]
 async fn the_seed_commands_give_a_768_dimension_vector_from_the_real_model() {
-    let Ok(dir) = std::env::var("AKIDB_GEMMA_DIR") else {
-        eprintln!("SKIPPED: AKIDB_GEMMA_DIR is not set (the real EmbeddingGemma is optional)");
-        return;
-    };
-    let (log, _) = seed_commands(Path::new(&dir), None, 768).await;
+    let dir = akidb_test_support::real_gemma_dir();
+    let (log, _) = seed_commands(&dir, None, 768).await;
     assert!(log.contains("model loaded"), "{log}");
 }

@@ -16,7 +16,7 @@ use akidb_embedding_mock::{FailureMode, MockEmbeddingProvider};
 use akidb_rest::{Config, ServeError};
 use serde_json::json;
 
-use common::{TestServer, assert_error, config, vectors};
+use common::{TestServer, assert_error, config};
 
 fn mock(id: &str, dimension: usize) -> Arc<MockEmbeddingProvider> {
     Arc::new(MockEmbeddingProvider::new(dimension).with_id(id))
@@ -77,52 +77,6 @@ async fn a_model_that_fails_to_load_stops_the_service_with_the_reason() {
         Arc::new(MockEmbeddingProvider::new(8).with_failures(FailureMode::Always));
     let server = TestServer::start_loading(config(), async move { Ok(vec![broken]) }).await;
     assert!(matches!(server.ended().await, Err(ServeError::Load(_))));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_request_in_a_merged_batch_fails_alone() {
-    let failing = Arc::new(
-        MockEmbeddingProvider::new(16)
-            .with_latency(Duration::from_millis(50))
-            .with_failures(FailureMode::WhenTextContains("boom".into())),
-    );
-    let provider: Arc<dyn EmbeddingProvider> = failing.clone();
-    // A generous wait, so the four requests share a run even on a busy machine.
-    let config = Config {
-        batch_wait_ms: 200,
-        ..config()
-    };
-    let server = Arc::new(TestServer::start(config, vec![provider]).await);
-    let texts = ["fine one", "this one goes boom", "fine two", "fine three"];
-    let bodies = texts.iter().map(|text| json!({"inputs": [text]})).collect();
-    let answers = server.post_all_at_once("/api/v1/embed", bodies).await;
-    for (text, (status, body)) in texts.iter().zip(&answers) {
-        if text.contains("boom") {
-            let message = assert_error(*status, body, 500, "internal_error");
-            assert!(message.contains("injected failure"), "{message}");
-        } else {
-            assert_eq!(*status, 200, "{text}: {body}");
-            assert_eq!(vectors(body).len(), 1);
-        }
-    }
-    let runs = failing.batch_sizes();
-    assert!(
-        runs.iter().any(|&size| size > 1),
-        "a merged run happened: {runs:?}"
-    );
-    assert!(
-        runs.iter().filter(|&&size| size == 1).count() >= 2,
-        "the members of the failed run re-ran alone: {runs:?}"
-    );
-    let metrics = server.get("/metrics").await.text().await.unwrap();
-    assert!(
-        metrics.contains("akidb_http_requests_total{route=\"/api/v1/embed\",status=\"500\"} 1"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("akidb_batch_failures_total{model=\"mock\"}"),
-        "{metrics}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,13 +278,11 @@ async fn a_callers_own_timeout_is_honoured_and_capped_by_the_service() {
     };
     // The body's `timeout` field (seconds) shortens the service's 30 s deadline.
     let server = TestServer::start(config(), vec![slow()]).await;
-    let started = std::time::Instant::now();
     let (status, body) = server
         .post("/api/v1/embed", &json!({"inputs": ["a"], "timeout": 0.1}))
         .await;
     let message = assert_error(status, &body, 504, "timeout");
     assert!(message.contains("100 ms"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(5));
     server.stop().await.unwrap();
 
     // So does a `timeout` header, on the OpenAI route too.

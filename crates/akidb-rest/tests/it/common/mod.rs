@@ -1,9 +1,9 @@
 //! Test harness: a real server on a free loopback port, over the mock or a real ONNX model.
 //!
-//! The same test bodies run with every [`Fixture`]: the mock (vectors compared bit for bit)
-//! and, when their files are present, all-MiniLM-L6-v2 and the tiny EmbeddingGemma double
-//! (vectors compared by cosine). A missing model folder skips the test with a printed reason,
-//! and fails it under `CI=true` (see `akidb_test_support::require`).
+//! The same test bodies run with every [`Fixture`]: the mock (vectors compared bit for bit),
+//! all-MiniLM-L6-v2 and the tiny EmbeddingGemma double (vectors compared by cosine). The two
+//! models are required fixtures: a missing folder fails the test with the step that installs
+//! it (see `akidb_test_support::require`).
 
 #![allow(
     dead_code,
@@ -51,9 +51,9 @@ static MINILM: OnceCell<OnnxEmbeddingProvider> = OnceCell::const_new();
 static TINY_GEMMA: OnceCell<OnnxEmbeddingProvider> = OnceCell::const_new();
 
 impl Fixture {
-    /// Builds the provider (ONNX models load once per test binary), or `None` when the
-    /// model's files are missing on a developer's machine.
-    pub async fn load(self) -> Option<Loaded> {
+    /// Builds the provider (ONNX models load once per test binary); panics, naming the step
+    /// that installs it, when the model's files are missing.
+    pub async fn load(self) -> Loaded {
         self.load_mock_with(|mock| mock).await
     }
 
@@ -61,30 +61,26 @@ impl Fixture {
     pub async fn load_mock_with(
         self,
         tune: impl FnOnce(MockEmbeddingProvider) -> MockEmbeddingProvider,
-    ) -> Option<Loaded> {
+    ) -> Loaded {
         let provider: Arc<dyn EmbeddingProvider> = match self {
             Fixture::Mock => {
                 let mock = Arc::new(tune(MockEmbeddingProvider::new(384).with_id("mock")));
-                return Some(Loaded {
+                return Loaded {
                     provider: mock.clone(),
                     mock: Some(mock),
                     fixture: self,
-                });
+                };
             }
-            Fixture::MiniLm => {
-                let dir = akidb_test_support::minilm_dir()?;
-                Arc::new(onnx(&MINILM, dir).await)
-            }
+            Fixture::MiniLm => Arc::new(onnx(&MINILM, akidb_test_support::minilm_dir()).await),
             Fixture::TinyGemma => {
-                let dir = akidb_test_support::tiny_gemma_dir()?;
-                Arc::new(onnx(&TINY_GEMMA, dir).await)
+                Arc::new(onnx(&TINY_GEMMA, akidb_test_support::tiny_gemma_dir()).await)
             }
         };
-        Some(Loaded {
+        Loaded {
             provider,
             mock: None,
             fixture: self,
-        })
+        }
     }
 
     /// Whether vectors served over HTTP must equal the provider's bit for bit (the mock) or
@@ -297,13 +293,9 @@ pub fn fresh_client() -> reqwest::Client {
         .expect("client")
 }
 
-/// all-MiniLM-L6-v2 where it is installed (always under `CI=true`), else the mock: attacks
-/// are checked against a real model whenever one is at hand.
-pub async fn real_model_or_mock() -> Loaded {
-    match Fixture::MiniLm.load().await {
-        Some(loaded) => loaded,
-        None => Fixture::Mock.load().await.expect("the mock always loads"),
-    }
+/// all-MiniLM-L6-v2 (a required fixture): attacks are checked against a real model.
+pub async fn real_model() -> Loaded {
+    Fixture::MiniLm.load().await
 }
 
 /// Texts whose vectors the service must still get right after an attack.
@@ -421,22 +413,29 @@ pub fn decode_base64(encoded: &str) -> Vec<f32> {
 }
 
 /// Defines one `#[tokio::test]` per fixture for each named generic test body
-/// (`async fn name(fixture: Fixture)`), in modules `mock`, `minilm` and `tiny_gemma`.
+/// (`async fn name(fixture: Fixture)`), in modules `mock`, `minilm` and `tiny_gemma`. An
+/// attribute before the names (`#[ignore = "why"]`) goes on every test defined.
 #[macro_export]
 macro_rules! for_each_fixture {
     ($($test:ident),* $(,)?) => {
+        $crate::for_each_fixture!(#[doc = "Runs the generic test body on one fixture."] $($test),*);
+    };
+    (#[$attribute:meta] $($test:ident),* $(,)?) => {
         mod mock {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$attribute]
             async fn $test() { super::$test($crate::common::Fixture::Mock).await }
             )*
         }
         mod minilm {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$attribute]
             async fn $test() { super::$test($crate::common::Fixture::MiniLm).await }
             )*
         }
         mod tiny_gemma {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[$attribute]
             async fn $test() { super::$test($crate::common::Fixture::TinyGemma).await }
             )*
         }
@@ -468,24 +467,21 @@ pub async fn run_client_script(script: &str, args: Vec<String>) -> Value {
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
 
-/// Whether `python3` can import `modules` (a comma-separated list, as in an `import`
-/// statement); prints why not and returns false, or panics under `CI=true`.
-pub fn python_modules_available(modules: &str) -> bool {
+/// Asserts that `python3` can import `modules` (a comma-separated list, as in an `import`
+/// statement), naming the install step when it cannot. The tests that call it are
+/// `#[ignore = "needs Python test packages"]`: `scripts/test.sh` installs the packages and runs
+/// them with `--ignored`.
+pub fn require_python_modules(modules: &str) {
     let probe = std::process::Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .output();
-    let reason = match probe {
-        Ok(output) if output.status.success() => return true,
-        Ok(output) => format!(
-            "the Python packages {modules} are not installed (pip install -r scripts/requirements-test.txt): {}",
+    match probe {
+        Ok(output) => assert!(
+            output.status.success(),
+            "the Python packages {modules} are not installed \
+             (python3 -m pip install -r scripts/requirements-test.txt): {}",
             String::from_utf8_lossy(&output.stderr).trim()
         ),
-        Err(error) => format!("python3 cannot be run: {error}"),
-    };
-    assert!(
-        !akidb_test_support::in_ci(),
-        "{reason} (required under CI=true)"
-    );
-    eprintln!("SKIPPED: {reason}");
-    false
+        Err(error) => panic!("python3 cannot be run: {error}"),
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ pub struct Service {
     /// `host:port` it listens on.
     pub addr: String,
     log: Arc<Mutex<String>>,
+    /// Set when the process's stderr has ended and every line of it is in `log`.
+    log_ended: Arc<AtomicBool>,
 }
 
 impl Service {
@@ -41,9 +44,11 @@ impl Service {
         let mut child = command.spawn().expect("start akidb-rest");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(String::new()));
+        let log_ended = Arc::new(AtomicBool::new(false));
         let (found, address) = std::sync::mpsc::channel();
         {
             let log = Arc::clone(&log);
+            let log_ended = Arc::clone(&log_ended);
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("addr=").nth(1) {
@@ -54,12 +59,18 @@ impl Service {
                     log.push_str(&line);
                     log.push('\n');
                 }
+                log_ended.store(true, Ordering::Release);
             });
         }
         let addr = address
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("no address logged; log:\n{}", log.lock().unwrap()));
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            log_ended,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -116,6 +127,16 @@ impl Service {
     /// Everything logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The whole log of a process that has ended: waits until its last line has been read
+    /// (the reader thread can lag the exit).
+    pub async fn whole_log(&self) -> String {
+        super::wait_for("the end of the log", Duration::from_secs(20), || {
+            self.log_ended.load(Ordering::Acquire)
+        })
+        .await;
+        self.log()
     }
 }
 
