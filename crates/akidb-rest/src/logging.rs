@@ -30,7 +30,7 @@ pub fn init_logging(format: LogFormat) -> Result<(), String> {
 
 /// The service's log subscriber: `format` lines to `writer`, filtered by `filter`, text with
 /// [`EscapedFields`] (and colours when `ansi`), JSON with the current span's fields.
-pub fn subscriber<W>(
+fn subscriber<W>(
     format: LogFormat,
     filter: EnvFilter,
     writer: W,

@@ -6,20 +6,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use akidb_embedding_core::EmbeddingProvider;
 use akidb_embedding_mock::MockEmbeddingProvider;
-use akidb_rest::config::LogFormat;
 use akidb_rest::{AppState, Config, metrics_router, router};
 use axum::body::{Body, to_bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::common::{self, TestServer, raw};
+use crate::common::process::Service;
+use crate::common::{self, TestServer, post_request as post, raw};
 
 /// A client-supplied value of 1 MiB: every error that names it must stay small.
 const HUGE: usize = 1 << 20;
@@ -47,13 +46,6 @@ async fn installed(config: &Config) -> AppState {
     let state = AppState::new(config);
     state.install(vec![mock()]).await.unwrap();
     state
-}
-
-fn post(path: &str, body: &Value) -> Request<Body> {
-    Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -361,81 +353,49 @@ async fn a_transfer_coding_other_than_chunked_is_refused_over_a_socket() {
     server.stop().await.unwrap();
 }
 
-/// A log sink shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
+/// The log line of the first request answered with `id`, from a running service (polled
+/// until it appears: the log reader thread may lag the answer).
+async fn request_line(service: &Service, id: &str) -> String {
+    for _ in 0..500 {
+        let log = service.log();
+        if let Some(line) = log
+            .lines()
+            .find(|line| line.contains("request answered") && line.contains(id))
+        {
+            return line.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    panic!("no request line for {id} in:\n{}", service.log());
 }
 
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// The service's own log subscriber in `format`, writing to a buffer, for this thread only.
-fn capture(format: LogFormat) -> (Captured, tracing::subscriber::DefaultGuard) {
-    let sink = Captured::default();
-    let writer = sink.clone();
-    let subscriber = akidb_rest::logging::subscriber(
-        format,
-        tracing_subscriber::EnvFilter::new("info"),
-        move || writer.clone(),
-        false,
-    );
-    (sink, tracing::subscriber::set_default(subscriber))
-}
-
-// One thread: the request's span and log line are written where the subscriber is set.
-#[tokio::test(flavor = "current_thread")]
+/// The service's own executable, its log as an operator reads it: a request id sent as
+/// `abc}:status=200:FORGED` must not close the span's fields and add a `status` of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_cannot_forge_a_text_log_field() {
-    let state = installed(&Config::default()).await;
     let forged = "abc}:status=200:FORGED";
-    let (sink, guard) = capture(LogFormat::Text);
-    let mut request = get("/api/v1/models");
-    request
-        .headers_mut()
-        .insert("x-request-id", forged.parse().unwrap());
-    let (status, headers, _) = send(&state, request).await;
-    drop(guard);
-    assert_eq!(status, StatusCode::OK);
+    let mut service = Service::start(&[
+        ("AKIDB_EMBEDDING_PROVIDER", "mock"),
+        ("AKIDB_LOG_FORMAT", "text"),
+    ]);
+    service.wait_ready().await;
+    let response = common::fresh_client()
+        .get(service.url("/api/v1/models"))
+        .header("x-request-id", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     // A visible-ASCII id is the client's to choose, and comes back.
-    assert_eq!(headers["x-request-id"], forged);
-    let log = sink.text();
-    let line = log
-        .lines()
-        .find(|line| line.contains("request answered"))
-        .unwrap_or_else(|| panic!("no request line in:\n{log}"));
+    assert_eq!(response.headers()["x-request-id"], forged);
+    let line = request_line(&service, "FORGED").await;
     assert!(
         line.contains(r#"id="abc}:status=200:FORGED""#),
         "the id is quoted: {line}"
     );
     assert!(!line.contains("id=abc}"), "the id closed the span: {line}");
-
-    // The JSON log, escaped as JSON, keeps the id as it was sent.
-    let (sink, guard) = capture(LogFormat::Json);
-    let mut request = get("/api/v1/models");
-    request
-        .headers_mut()
-        .insert("x-request-id", forged.parse().unwrap());
-    send(&state, request).await;
-    drop(guard);
-    let log = sink.text();
-    let line: Value = log
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|line| line["fields"]["message"] == "request answered")
-        .unwrap_or_else(|| panic!("no request line in:\n{log}"));
-    assert_eq!(line["span"]["id"], forged, "{line}");
+    service.terminate();
+    assert!(service.wait_exit(Duration::from_secs(20)).await.is_some());
 }
 
 fn is_uuid(id: &str) -> bool {
