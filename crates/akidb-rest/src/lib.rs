@@ -42,7 +42,7 @@ pub(crate) mod net;
 pub(crate) mod server;
 
 pub use config::Config;
-pub use http::error::ApiError;
+pub use http::error::{ApiError, Dialect, Field};
 pub use http::state::{AppState, Limits};
 pub use http::{metrics_router, router};
 pub use server::{ServeError, Server, serve};

@@ -273,10 +273,36 @@ struct ProcessFigures {
     open_fds: Option<u64>,
 }
 
-/// Clock ticks per second and page size: the values of every Linux platform Rust targets
-/// here (no libc call: the crate forbids unsafe code).
+/// Clock ticks per second: `USER_HZ`, 100 on the Linux platforms the service ships for (x86-64,
+/// arm64), whatever the kernel's internal tick rate.
 const CLOCK_TICKS: f64 = 100.0;
-const PAGE_SIZE: u64 = 4096;
+
+/// The size of a memory page, in bytes, by which `/proc/self/stat` counts resident memory:
+/// 4 KiB on x86-64, but 16 or 64 KiB on some arm64 kernels, so it is asked of the system.
+///
+/// `sysconf` through `libc` (already a dependency for `malloc_trim`) rather than the
+/// `metrics-process` crate: that crate would replace the whole `/proc` reader with one more
+/// dependency tree for the same series, and ours is small and tested.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn page_size() -> u64 {
+    // SAFETY: `sysconf` takes a plain integer, reads a constant of the C library and touches
+    // no memory of ours; it is safe to call from any thread.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size)
+        .ok()
+        .filter(|size| *size > 0)
+        .unwrap_or(FALLBACK_PAGE_SIZE)
+}
+
+/// Where `libc` is not a dependency (musl, other systems): the common page size.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn page_size() -> u64 {
+    FALLBACK_PAGE_SIZE
+}
+
+/// The page size assumed when the system cannot tell.
+const FALLBACK_PAGE_SIZE: u64 = 4096;
 
 impl ProcessFigures {
     fn read() -> Option<Self> {
@@ -285,15 +311,16 @@ impl ProcessFigures {
             .ok()?
             .lines()
             .find_map(|line| line.strip_prefix("btime ")?.trim().parse::<f64>().ok())?;
-        let mut figures = Self::parse_stat(&stat, boot_time)?;
+        let mut figures = Self::parse_stat(&stat, boot_time, page_size())?;
         figures.open_fds = std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|dir| dir.count() as u64);
         Some(figures)
     }
 
-    /// Parses `/proc/self/stat` (fields after the parenthesised command name).
-    fn parse_stat(stat: &str, boot_time: f64) -> Option<Self> {
+    /// Parses `/proc/self/stat` (fields after the parenthesised command name); resident
+    /// memory is counted in pages of `page_size` bytes.
+    fn parse_stat(stat: &str, boot_time: f64, page_size: u64) -> Option<Self> {
         let rest = &stat[stat.rfind(')')? + 1..];
         let fields: Vec<&str> = rest.split_whitespace().collect();
         // `rest` starts at field 3 (state): field n is fields[n - 3].
@@ -308,7 +335,7 @@ impl ProcessFigures {
             threads: field(20)?,
             start_time_seconds: boot_time + field(22)? as f64 / CLOCK_TICKS,
             virtual_bytes: field(23)?,
-            resident_bytes: field(24)? * PAGE_SIZE,
+            resident_bytes: field(24)?.saturating_mul(page_size),
             open_fds: None,
         })
     }
@@ -369,12 +396,16 @@ mod tests {
     fn process_figures_parse_from_proc_stat() {
         let stat = "42 (akidb rest) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 7 0 \
                     1000 123456789 2048 18446744073709551615";
-        let figures = ProcessFigures::parse_stat(stat, 1_700_000_000.0).unwrap();
+        let figures = ProcessFigures::parse_stat(stat, 1_700_000_000.0, 4096).unwrap();
         assert_eq!(figures.cpu_seconds, 3.0);
         assert_eq!(figures.threads, 7);
         assert_eq!(figures.start_time_seconds, 1_700_000_010.0);
         assert_eq!(figures.virtual_bytes, 123_456_789);
-        assert_eq!(figures.resident_bytes, 2048 * PAGE_SIZE);
+        assert_eq!(figures.resident_bytes, 2048 * 4096);
+        // With 64 KiB pages (some arm64 kernels) the same count is sixteen times the bytes.
+        let large = ProcessFigures::parse_stat(stat, 1_700_000_000.0, 65_536).unwrap();
+        assert_eq!(large.resident_bytes, 2048 * 65_536);
+        assert!(page_size().is_power_of_two() && page_size() >= 4096);
         if cfg!(target_os = "linux") {
             assert!(ProcessFigures::read().is_some_and(|f| f.resident_bytes > 0));
         }

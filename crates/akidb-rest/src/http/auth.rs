@@ -1,9 +1,10 @@
-//! API-key authentication: `Authorization: Bearer <key>`, compared in constant time.
+//! API-key authentication: `Authorization: Bearer <key>`, compared in constant time, sent
+//! once (two `Authorization` headers are refused with 400).
 //!
 //! The key is never logged; a refused request is answered 401 with `WWW-Authenticate: Bearer`.
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use subtle::{Choice, ConstantTimeEq};
@@ -11,26 +12,55 @@ use subtle::{Choice, ConstantTimeEq};
 use super::error::ApiError;
 use crate::config::ApiKey;
 
-/// Middleware that lets a request through only when it carries the configured key.
+/// Middleware that lets a request through only when it carries the configured key, in
+/// exactly one `Authorization` header: with two, which one counts would depend on who reads
+/// them (the first wins here, the last in some proxies), so the request is refused (400).
 pub async fn require_api_key(
     State(key): State<ApiKey>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer_token);
-    match presented {
-        None => Err(ApiError::Unauthorized(
+    match presented_key(request.headers(), &key)? {
+        Presented::Missing => Err(ApiError::Unauthorized(
             "send the API key as `Authorization: Bearer <key>`".to_string(),
         )),
-        Some(token) if !constant_time_eq(token.as_bytes(), key.as_bytes()) => Err(
-            ApiError::Unauthorized("the API key is not valid".to_string()),
-        ),
-        Some(_) => Ok(next.run(request).await),
+        Presented::Wrong => Err(ApiError::Unauthorized(
+            "the API key is not valid".to_string(),
+        )),
+        Presented::Valid => Ok(next.run(request).await),
     }
+}
+
+/// What a request presented as its API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// No `Bearer` credentials.
+    Missing,
+    /// A key that is not the configured one.
+    Wrong,
+    /// The configured key.
+    Valid,
+}
+
+/// Whether `headers` present `key` (compared in constant time); 400 when they carry more than
+/// one `Authorization` header.
+pub fn presented_key(headers: &HeaderMap, key: &ApiKey) -> Result<Presented, ApiError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::DuplicateCredentials(
+            "the request has more than one `Authorization` header: send the API key once"
+                .to_string(),
+        ));
+    }
+    let token = first
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    Ok(match token {
+        None => Presented::Missing,
+        Some(token) if constant_time_eq(token.as_bytes(), key.as_bytes()) => Presented::Valid,
+        Some(_) => Presented::Wrong,
+    })
 }
 
 /// The token of a `Bearer` authorization header (scheme matched case-insensitively).

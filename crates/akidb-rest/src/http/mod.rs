@@ -8,18 +8,19 @@
 //! | `GET /v1/models`, `GET /v1/models/{id}` | OpenAI's model list and card: every name each model answers to |
 //! | `POST /embed`, `POST /` | text-embeddings-inference: `inputs`, `normalize`, `truncate`, `truncation_direction`, `prompt_name`, `dimensions` → bare array of vectors ([`tei`]) |
 //! | `POST /tokenize`, `GET /info` | text-embeddings-inference: token ids; model id, revision, dtype, limits, version |
-//! | `GET /health` | 200 once every model is loaded and calibrated, 503 before, with each model's state (never needs the API key) |
+//! | `GET /health` | 200 once every model is loaded and calibrated, 503 before; never needs the API key, but without it (when one is set) says only the state and the model ids ([`seed::health`]) |
 //! | `GET /api/v1/models` | the served models: id, dimension, max_tokens, dimensions, prompts |
 //! | `GET /metrics` | Prometheus text exposition |
 //!
-//! With `AKIDB_METRICS_BIND`, a second listener serves `GET /metrics` alone, without the API
-//! key ([`metrics_router`]).
+//! With `AKIDB_METRICS_BIND`, a second listener serves `GET /metrics` and a detailed
+//! `GET /health`, without the API key ([`metrics_router`]).
 //!
 //! - [`request`]: the request bodies, read with a deadline, parsed and checked against the
 //!   limits (the functions the fuzz targets call);
 //! - [`dispatch`]: the one path from a parsed request to the engine (model, deadline);
-//! - [`error`]: the service's error type and its status codes;
-//! - [`auth`]: the `Authorization: Bearer` check;
+//! - [`error`]: the service's error type and its one table of status codes and bodies per
+//!   dialect;
+//! - [`auth`]: the `Authorization: Bearer` check (one header, constant-time);
 //! - [`observability`]: request ids, spans, timing headers;
 //! - [`state`]: what handlers share.
 
@@ -37,13 +38,17 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower::util::MapRequestLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use error::ApiError;
 use state::AppState;
+
+use crate::engine::shown;
 
 /// Builds the service's router over `state`.
 pub fn router(state: AppState) -> Router {
@@ -72,15 +77,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The router of the metrics listener (`AKIDB_METRICS_BIND`): `GET /metrics` only, without
-/// the API key, as Prometheus scrapes by convention (text-embeddings-inference's
-/// `--prometheus-port`). Scrapes are counted and logged like those of the main listener.
+/// The router of the metrics listener (`AKIDB_METRICS_BIND`), an operator's port: `GET /metrics`
+/// without the API key, as Prometheus scrapes by convention (text-embeddings-inference's
+/// `--prometheus-port`), and `GET /health` with every detail. Requests are counted and logged
+/// like those of the main listener.
 pub fn metrics_router(state: AppState) -> Router {
-    observed(Router::new().route("/metrics", get(seed::metrics)), &state).with_state(state)
+    let routes = Router::new()
+        .route("/metrics", get(seed::metrics))
+        .route("/health", get(seed::health_detailed));
+    observed(routes, &state).with_state(state)
 }
 
-/// What every listener's routes share: in-flight tracking, the request log and metrics, and
-/// the JSON answers for unknown routes and methods.
+/// What every listener's routes share: in-flight tracking, the request log and metrics, the
+/// JSON answers for unknown routes and methods, and request ids on every answer.
 fn observed(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
@@ -90,6 +99,13 @@ fn observed(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost last: a client's id is checked, then kept or made, then returned.
+        .layer(PropagateRequestIdLayer::new(observability::REQUEST_ID))
+        .layer(SetRequestIdLayer::new(
+            observability::REQUEST_ID,
+            MakeRequestUuid,
+        ))
+        .layer(MapRequestLayer::new(observability::keep_sane_request_id))
 }
 
 /// Records every routed request's status and latency.
@@ -106,16 +122,20 @@ async fn track(State(state): State<AppState>, request: Request, next: Next) -> R
     response
 }
 
+/// 404 for a path no route answers; the path and method are the client's, shown cut.
 async fn no_route(method: Method, uri: Uri) -> ApiError {
-    ApiError::NoRoute {
-        status: StatusCode::NOT_FOUND,
-        message: format!("no route for {method} {}", uri.path()),
-    }
+    ApiError::RouteNotFound(format!(
+        "no route for {} {}",
+        shown(method.as_str()),
+        shown(uri.path())
+    ))
 }
 
+/// 405 for a method the route does not answer; the path and method are shown cut.
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::NoRoute {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        message: format!("{} does not accept {method}", uri.path()),
-    }
+    ApiError::MethodNotAllowed(format!(
+        "{} does not accept {}",
+        shown(uri.path()),
+        shown(method.as_str())
+    ))
 }

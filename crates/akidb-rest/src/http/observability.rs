@@ -1,19 +1,21 @@
 //! Seeing inside a request: a `tracing` span per request with its id (`x-request-id`, taken
-//! from the client when it sends a sane one, else made here, and always returned), one log
-//! line per request, and the timing headers `x-queue-time`, `x-tokenization-time`,
-//! `x-inference-time` and `x-total-time` (milliseconds, as text-embeddings-inference sends
-//! them).
+//! from the client when it sends a sane one, else a new UUID, and always returned:
+//! tower-http's `SetRequestId` and `PropagateRequestId` layers, after
+//! [`keep_sane_request_id`]), one log line per request (client-supplied values in it are
+//! escaped: see [`crate::logging`]), and the timing headers `x-queue-time`,
+//! `x-tokenization-time`, `x-inference-time` and `x-total-time` (milliseconds, as
+//! text-embeddings-inference sends them).
 //!
 //! The engine fills the request's [`Timings`] (set here, found by the engine in the request's
 //! task), so it needs no HTTP type.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
 use crate::engine::timings::{Timings, with_timings};
@@ -32,42 +34,31 @@ pub const INFERENCE_TIME: HeaderName = HeaderName::from_static("x-inference-time
 pub const TOTAL_TIME: HeaderName = HeaderName::from_static("x-total-time");
 
 /// Longest client-given request id kept; longer or non-printable ones are replaced.
-const MAX_REQUEST_ID: usize = 128;
+pub const MAX_REQUEST_ID: usize = 128;
 
-/// The client's request id when it is printable ASCII of sane length, else a new one.
-pub fn request_id(given: Option<&HeaderValue>) -> String {
-    if let Some(id) = given.and_then(|value| value.to_str().ok())
-        && !id.is_empty()
-        && id.len() <= MAX_REQUEST_ID
-        && id.bytes().all(|byte| byte.is_ascii_graphic())
-    {
-        return id.to_string();
+/// Whether a client's request id is kept: visible ASCII (no spaces, no control characters)
+/// of at most [`MAX_REQUEST_ID`] bytes, as text-embeddings-inference and tower-http's users
+/// check them.
+pub fn is_sane_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
+}
+
+/// Drops a client's `x-request-id` unless it is one sane value, so that tower-http's
+/// `SetRequestId` (which keeps any value it finds) makes a new one instead.
+///
+/// Kept by hand: tower-http sets and propagates ids but does not check a client's.
+pub fn keep_sane_request_id(mut request: Request) -> Request {
+    let mut values = request.headers().get_all(&REQUEST_ID).iter();
+    let sane = match (values.next(), values.next()) {
+        (Some(value), None) => is_sane_request_id(value),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !sane {
+        request.headers_mut().remove(&REQUEST_ID);
     }
-    new_request_id()
-}
-
-/// A new request id: 32 hex digits from the clock, the process and a counter, mixed (unique
-/// within and across processes in practice; not a secret).
-pub fn new_request_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
-    let seed = nanos ^ (u64::from(std::process::id()) << 32);
-    format!(
-        "{:016x}{:016x}",
-        mix(seed),
-        mix(seed ^ count.rotate_left(17))
-    )
-}
-
-/// SplitMix64's finaliser: spreads every input bit over the output.
-fn mix(mut value: u64) -> u64 {
-    value = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    value = (value ^ (value >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    value = (value ^ (value >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    value ^ (value >> 31)
+    request
 }
 
 fn millis_header(elapsed: Duration) -> HeaderValue {
@@ -77,7 +68,13 @@ fn millis_header(elapsed: Duration) -> HeaderValue {
 /// Middleware: the request's span, id, timings, timing headers and log line.
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = request_id(request.headers().get(&REQUEST_ID));
+    // Set by tower-http's `SetRequestId` layer, which runs before this middleware.
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-")
+        .to_string();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -90,9 +87,6 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         .await;
     let total = started.elapsed();
     let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(REQUEST_ID, value);
-    }
     if timings.embedded() {
         headers.insert(QUEUE_TIME, millis_header(timings.queue()));
         headers.insert(TOKENIZATION_TIME, millis_header(timings.tokenization()));
@@ -120,14 +114,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sane_ids_are_kept_and_others_replaced() {
-        let kept = HeaderValue::from_static("req-42.abc");
-        assert_eq!(request_id(Some(&kept)), "req-42.abc");
-        let spaced = HeaderValue::from_static("two words");
-        assert_ne!(request_id(Some(&spaced)), "two words");
-        let long = HeaderValue::from_str(&"x".repeat(MAX_REQUEST_ID + 1)).unwrap();
-        assert_eq!(request_id(Some(&long)).len(), 32);
-        assert_ne!(new_request_id(), new_request_id());
+    fn sane_ids_are_kept_and_others_dropped() {
+        let with = |values: &[&str]| {
+            let mut request = Request::new(axum::body::Body::empty());
+            for value in values {
+                request
+                    .headers_mut()
+                    .append(REQUEST_ID, HeaderValue::from_str(value).unwrap());
+            }
+            keep_sane_request_id(request)
+                .headers()
+                .get(REQUEST_ID)
+                .map(|value| value.to_str().unwrap().to_string())
+        };
+        assert_eq!(with(&["req-42.abc"]).as_deref(), Some("req-42.abc"));
+        assert_eq!(with(&["two words"]), None);
+        assert_eq!(with(&[&"x".repeat(MAX_REQUEST_ID + 1)]), None);
+        assert_eq!(with(&["a", "b"]), None);
+        assert_eq!(with(&[]), None);
     }
 
     #[tokio::test]

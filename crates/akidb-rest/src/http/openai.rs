@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::dispatch::{encode_base64, run_embedding};
-use super::error::ApiError;
+use super::error::{ApiError, Dialect};
 use super::request::{ApiJson, EncodingFormat, OpenAiBody};
 use super::state::AppState;
 
@@ -27,66 +27,9 @@ impl From<ApiError> for OpenAiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    message: String,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'static str>,
-    code: Option<&'static str>,
-}
-
-/// The request field an error is about, as OpenAI names it in `param`.
-pub fn param_of(error: &ApiError) -> Option<&'static str> {
-    match error {
-        ApiError::ModelNotFound(_) => Some("model"),
-        ApiError::PayloadTooLarge(_) => Some("input"),
-        ApiError::InvalidRequest(message) => [
-            "encoding_format",
-            "dimensions",
-            "prompt_name",
-            "model",
-            "input",
-        ]
-        .into_iter()
-        .find(|field| message.contains(field)),
-        _ => None,
-    }
-}
-
-/// OpenAI's machine-readable `code` for an error.
-pub fn code_of(error: &ApiError) -> Option<&'static str> {
-    match error {
-        ApiError::ModelNotFound(_) => Some("model_not_found"),
-        ApiError::Unauthorized(_) => Some("invalid_api_key"),
-        ApiError::PayloadTooLarge(_) => Some("context_length_exceeded"),
-        ApiError::InvalidRequest(_) | ApiError::InvalidJson(_) => Some("invalid_value"),
-        ApiError::Overloaded(_) | ApiError::Shed { .. } | ApiError::NotReady(_) => {
-            Some("server_busy")
-        }
-        _ => None,
-    }
-}
-
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let mut response = self.0.clone().into_response();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                message: self.0.to_string(),
-                kind: self.0.type_name(),
-                param: param_of(&self.0),
-                code: code_of(&self.0),
-            },
-        };
-        *response.body_mut() =
-            axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
-        response
+        self.0.into_response_in(Dialect::OpenAi)
     }
 }
 
@@ -243,15 +186,19 @@ pub async fn retrieve_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error::Field;
 
     #[test]
-    fn errors_name_the_field_and_code() {
+    fn errors_name_the_field_and_code_from_their_variant() {
         let unknown = ApiError::ModelNotFound("model `x` is not served here".into());
-        assert_eq!(param_of(&unknown), Some("model"));
-        assert_eq!(code_of(&unknown), Some("model_not_found"));
-        let tokens = ApiError::InvalidRequest("input[0] is an array, not a string".into());
-        assert_eq!(param_of(&tokens), Some("input"));
-        let format = ApiError::InvalidRequest("encoding_format: unknown variant `int8`".into());
-        assert_eq!(param_of(&format), Some("encoding_format"));
+        assert_eq!(unknown.field(), Some(Field::Model));
+        assert_eq!(unknown.openai_code(), Some("model_not_found"));
+        // The message mentions a model; the field is still the one the variant names.
+        let dimension = ApiError::invalid(
+            Field::Dimensions,
+            "unsupported output dimension 100; this model supports: 384",
+        );
+        assert_eq!(dimension.field().map(Field::name), Some("dimensions"));
+        assert_eq!(dimension.openai_code(), Some("invalid_value"));
     }
 }

@@ -23,16 +23,17 @@ use std::fmt;
 use std::time::Duration;
 
 use akidb_embedding_core::{EmbedRequest, Truncation};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::{self, DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_path_to_error::Segment;
 
-use super::error::ApiError;
+use super::error::{ApiError, Field};
 use super::state::{AppState, Limits};
+use crate::engine::shown;
 
 /// Body of `POST /api/v1/embed`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -223,9 +224,10 @@ pub fn timeout_seconds(seconds: f64) -> Result<Duration, ApiError> {
         // Anything past a day is as good as none: the service's own deadline caps it.
         Ok(Duration::from_secs_f64(seconds.min(86_400.0)))
     } else {
-        Err(ApiError::InvalidRequest(format!(
-            "`timeout` must be a positive number of seconds, not {seconds}"
-        )))
+        Err(ApiError::invalid(
+            Field::Timeout,
+            format!("`timeout` must be a positive number of seconds, not {seconds}"),
+        ))
     }
 }
 
@@ -240,9 +242,8 @@ pub fn timeout_header(headers: &HeaderMap) -> Result<Option<Duration>, ApiError>
         .ok()
         .and_then(|text| text.trim().parse::<f64>().ok())
         .ok_or_else(|| {
-            ApiError::InvalidRequest(
-                "the `timeout` header must be a positive number of seconds".to_string(),
-            )
+            // A header, not a body field: OpenAI's `param` names body fields only.
+            ApiError::invalid_request("the `timeout` header must be a positive number of seconds")
         })?;
     timeout_seconds(seconds).map(Some)
 }
@@ -252,7 +253,12 @@ pub const TIMEOUT_HEADER: &str = "timeout";
 
 /// Parses a JSON body into `T` as the handlers do: a body that is not UTF-8 (anywhere, even
 /// in a field that is ignored) and syntax errors are 400 `invalid_json`; wrong types, missing
-/// or unknown fields 422 `invalid_request` (the message names the path, such as `inputs[0]`).
+/// or unknown fields 422 `invalid_request` (the message names the path, such as `inputs[0]`;
+/// the error's [`Field`] is the top-level key the path starts with).
+///
+/// Every value of the body that serde's messages repeat (unknown field names, unknown
+/// variants such as an `encoding_format`, strings of the wrong type) is cut to 64 characters
+/// and its length, and so is every key of the path.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // JSON exchanged between systems is UTF-8 (RFC 8259). serde_json checks the strings it
     // keeps, but skips ignored ones unchecked: check the whole body once.
@@ -262,8 +268,107 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             error.valid_up_to()
         )));
     }
-    let Json(value) = Json::<T>::from_bytes(bytes)?;
+    // What `axum::Json` does, with the path kept apart from serde's message, so that each can
+    // be cut and the field told from the path rather than read back out of the text.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+    deserializer.end().map_err(|error| {
+        ApiError::InvalidJson(format!(
+            "Failed to parse the request body as JSON: {}",
+            cut_quoted(&error.to_string())
+        ))
+    })?;
     Ok(value)
+}
+
+/// The client's error for a body serde refused, in `axum::Json`'s wording.
+fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path();
+    let at = if path.iter().next().is_none() {
+        String::new()
+    } else {
+        format!("{}: ", shown_path(path))
+    };
+    let reason = cut_quoted(&error.inner().to_string());
+    match error.inner().classify() {
+        serde_json::error::Category::Data => ApiError::InvalidRequest {
+            field: match path.iter().next() {
+                Some(Segment::Map { key }) => Field::from_key(key),
+                _ => None,
+            },
+            message: format!(
+                "Failed to deserialize the JSON body into the target type: {at}{reason}"
+            ),
+        },
+        _ => ApiError::InvalidJson(format!(
+            "Failed to parse the request body as JSON: {at}{reason}"
+        )),
+    }
+}
+
+/// A path into the body (`inputs[3]`, `options.mode`) with every key cut.
+fn shown_path(path: &serde_path_to_error::Path) -> String {
+    let mut shown_path = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => shown_path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !shown_path.is_empty() {
+                    shown_path.push('.');
+                }
+                shown_path.push_str(&shown(key));
+            }
+            Segment::Unknown => {
+                if !shown_path.is_empty() {
+                    shown_path.push('.');
+                }
+                shown_path.push('?');
+            }
+        }
+    }
+    shown_path
+}
+
+/// `message` (one of serde's) with every quoted value in it cut: serde quotes what it repeats
+/// of the input in backticks (`` unknown field `x` ``, `` unknown variant `x` ``) or as a Rust
+/// string (`invalid type: string "x"`). A value that holds its own quotes may end a span
+/// early; the error body's length bound ([`super::error::MAX_MESSAGE_CHARS`]) still holds.
+pub fn cut_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest.as_bytes()[open];
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let close = if quote == b'"' {
+            closing_quote(after)
+        } else {
+            after.find('`')
+        };
+        let Some(close) = close else {
+            out.push_str(&shown(after));
+            return out;
+        };
+        out.push_str(&shown(&after[..close]));
+        out.push(char::from(quote));
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The position of the `"` that ends a Rust string literal's contents (escapes skipped).
+fn closing_quote(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (position, byte) in text.bytes().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' => escaped = true,
+            b'"' => return Some(position),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Everything `POST /api/v1/embed` does with its body before the batcher: parse, then check
@@ -304,6 +409,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        check_codings(request.headers())?;
         if !is_json(request.headers()) {
             return Err(ApiError::UnsupportedMediaType(
                 "send the body as JSON with `Content-Type: application/json`".to_string(),
@@ -331,6 +437,50 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
             .map_err(body_error)?;
         Ok(Self(parse_json(&bytes)?))
     }
+}
+
+/// Refuses (415) a body in a coding the service does not decode: a `Content-Encoding` other
+/// than `identity`, or a `Transfer-Encoding` that names anything but `chunked` (which the HTTP
+/// layer undoes) and `identity`. Reading a compressed body as JSON would only fail later with
+/// a confusing syntax error; decoding it would let a small body grow past the size limit
+/// before that limit could count it. The service does not decode: send bodies uncompressed.
+pub fn check_codings(headers: &HeaderMap) -> Result<(), ApiError> {
+    let codings = |name: header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|value| {
+                // A value that is not visible ASCII is no coding the service knows.
+                value.to_str().unwrap_or("(not ASCII)").split(',')
+            })
+            .map(|coding| coding.split(';').next().unwrap_or_default().trim())
+            .filter(|coding| !coding.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    if let Some(coding) = codings(header::CONTENT_ENCODING)
+        .into_iter()
+        .find(|coding| !coding.eq_ignore_ascii_case("identity"))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the request body is sent with `Content-Encoding: {}`; this service does not \
+             decode bodies: send it uncompressed (or `Content-Encoding: identity`)",
+            shown(&coding)
+        )));
+    }
+    if let Some(coding) = codings(header::TRANSFER_ENCODING)
+        .into_iter()
+        .find(|coding| {
+            !coding.eq_ignore_ascii_case("chunked") && !coding.eq_ignore_ascii_case("identity")
+        })
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the request body is sent with the transfer coding `{}`; this service reads \
+             `chunked` bodies and plain ones only: send it uncompressed",
+            shown(&coding)
+        )));
+    }
+    Ok(())
 }
 
 /// The `content-length` the client declared, if it is a number (the HTTP parser has already

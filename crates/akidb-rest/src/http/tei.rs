@@ -17,12 +17,12 @@
 use akidb_embedding_core::{EmbedRequest, EmbeddingError, TokenKind, TokenSpan, Truncation};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::dispatch::{deadline, run_embedding, within};
-use super::error::ApiError;
+use super::error::{ApiError, Dialect};
 use super::request::{ApiJson, EncodingFormat, Parsed};
 use super::state::AppState;
 
@@ -42,49 +42,9 @@ impl From<EmbeddingError> for TeiError {
     }
 }
 
-#[derive(Serialize)]
-struct TeiErrorBody {
-    error: String,
-    error_type: &'static str,
-}
-
-impl TeiError {
-    /// TEI's status code and `error_type` for this error.
-    pub fn status_and_type(&self) -> (StatusCode, &'static str) {
-        match &self.0 {
-            ApiError::InvalidRequest(message) if message.starts_with("`inputs` is empty") => {
-                (StatusCode::BAD_REQUEST, "Empty")
-            }
-            ApiError::InvalidJson(_) | ApiError::InvalidRequest(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "Validation")
-            }
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "Validation"),
-            // TEI answers 429 `Overloaded` when it cannot take more work; a request shed
-            // before its deadline is that case too (Retry-After is kept).
-            ApiError::Overloaded(_) | ApiError::Shed { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "Overloaded")
-            }
-            ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unhealthy"),
-            ApiError::Internal(_) => (StatusCode::FAILED_DEPENDENCY, "Backend"),
-            ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Backend"),
-            other => (other.status(), "Validation"),
-        }
-    }
-}
-
 impl IntoResponse for TeiError {
     fn into_response(self) -> Response {
-        let (status, error_type) = self.status_and_type();
-        // Keep the headers the service's own error adds (Retry-After, WWW-Authenticate).
-        let mut response = self.0.clone().into_response();
-        *response.status_mut() = status;
-        let body = TeiErrorBody {
-            error: self.0.to_string(),
-            error_type,
-        };
-        *response.body_mut() =
-            axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default());
-        response
+        self.0.into_response_in(Dialect::Tei)
     }
 }
 
@@ -157,9 +117,7 @@ pub async fn embed(
     let ApiJson(body) = body?;
     let texts = body.inputs.into_texts();
     if texts.is_empty() {
-        return Err(
-            ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
-        );
+        return Err(ApiError::EmptyInputs.into());
     }
     state.limits().check(&texts)?;
     let truncation = match (body.truncate.unwrap_or(true), body.truncation_direction) {
@@ -275,9 +233,7 @@ pub async fn tokenize(
     let ApiJson(body) = body?;
     let texts = body.inputs.into_texts();
     if texts.is_empty() {
-        return Err(
-            ApiError::InvalidRequest("`inputs` is empty: send at least one text".into()).into(),
-        );
+        return Err(ApiError::EmptyInputs.into());
     }
     state.limits().check(&texts)?;
     let engine = state.engine()?;
@@ -408,6 +364,7 @@ fn variant_name(variant: &akidb_embedding_onnx::OnnxVariant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn tei_bodies_parse_as_tei_clients_send_them() {
@@ -425,14 +382,19 @@ mod tests {
 
     #[test]
     fn errors_take_tei_status_codes() {
-        let status = |error: ApiError| TeiError(error).status_and_type();
+        let status = |error: ApiError| (error.status_in(Dialect::Tei), error.tei_type());
         assert_eq!(
             status(ApiError::Overloaded("full".into())),
             (StatusCode::TOO_MANY_REQUESTS, "Overloaded")
         );
         assert_eq!(
-            status(ApiError::InvalidRequest("`inputs` is empty: send".into())),
+            status(ApiError::EmptyInputs),
             (StatusCode::BAD_REQUEST, "Empty")
+        );
+        // Only the variant decides: a message that reads like the empty case is not it.
+        assert_eq!(
+            status(ApiError::invalid_request("`inputs` is empty: send")),
+            (StatusCode::UNPROCESSABLE_ENTITY, "Validation")
         );
         assert_eq!(
             status(ApiError::Internal("boom".into())),

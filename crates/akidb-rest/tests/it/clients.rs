@@ -128,8 +128,12 @@ async fn request_ids_and_timing_headers_come_back() {
             .to_str()
             .unwrap()
             .to_string();
-        assert_eq!(id.len(), 32, "{id}");
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        // A UUID (tower-http's `MakeRequestUuid`).
+        assert_eq!(id.len(), 36, "{id}");
+        assert!(
+            id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+            "{id}"
+        );
         made.push(id);
     }
     assert_ne!(made[0], made[1]);

@@ -12,18 +12,13 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use crate::common::post_request as post;
+
 async fn state(config: &Config) -> AppState {
     let state = AppState::new(config);
     let mock: Arc<dyn EmbeddingProvider> = Arc::new(MockEmbeddingProvider::new(16));
     state.install(vec![mock]).await.unwrap();
     state
-}
-
-fn post(path: &str, body: &Value) -> Request<Body> {
-    Request::post(path)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
 }
 
 async fn answer(state: AppState, request: Request<Body>) -> (StatusCode, Value) {

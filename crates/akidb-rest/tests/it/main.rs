@@ -8,6 +8,7 @@ mod admission;
 mod binary;
 mod clients;
 mod drain;
+mod edge;
 mod faults;
 mod http;
 mod in_process;

@@ -354,6 +354,14 @@ pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
     (status, value)
 }
 
+/// A `POST` of `body` as JSON to `path`, for the router in-process (`tower::ServiceExt::oneshot`).
+pub fn post_request(path: &str, body: &Value) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::post(path)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap()
+}
+
 /// Asserts `body` is exactly `{"error": {"type": kind, "message": "..."}}` (plus OpenAI's
 /// `param` and `code`, which the OpenAI routes add); returns the message.
 pub fn assert_error(status: u16, body: &Value, expected_status: u16, kind: &str) -> String {
