@@ -37,9 +37,9 @@ struct Model {
 /// The async [`EmbeddingProvider::run`] hands each model run to one thread of the model's own
 /// (as text-embeddings-inference's backend thread does): runs of one model go one at a time,
 /// each spread over ONNX Runtime's intra-op threads, always from the same calling thread, so
-/// its caches and allocator arena stay warm (on tokio's blocking pool, a run now and then
-/// waited for a thread and took three times its median; see `benches/README.md`). The
-/// blocking methods run on the caller's thread.
+/// its caches and allocator arena stay warm (handed to tokio's blocking pool instead, a run
+/// now and then waits for a thread and takes three times its median: `benches/README.md`,
+/// "Against text-embeddings-inference"). The blocking methods run on the caller's thread.
 #[derive(Clone)]
 pub struct OnnxEmbeddingProvider {
     model: Arc<Model>,
