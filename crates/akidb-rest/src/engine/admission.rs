@@ -344,11 +344,16 @@ impl Admission {
         if ledger.model.is_some() {
             ledger.check(own, budget, limit)?;
         }
-        ledger.queued += own.as_secs_f64();
-        Ok(Reservation {
+        Ok(self.reserve(&mut ledger, own))
+    }
+
+    /// Counts `seconds` of work as queued, held by the reservation returned.
+    fn reserve(&self, ledger: &mut Ledger, seconds: Duration) -> Reservation {
+        ledger.queued += seconds.as_secs_f64();
+        Reservation {
             ledger: Arc::clone(&self.inner),
-            seconds: own.as_secs_f64(),
-        })
+            seconds: seconds.as_secs_f64(),
+        }
     }
 
     /// Admits a request on arrival, before it is tokenised: its tokenisation estimated at
@@ -373,11 +378,7 @@ impl Admission {
             };
             ledger.check(counted, budget, Duration::MAX)?;
         }
-        ledger.queued += tokenize.as_secs_f64();
-        Ok(Reservation {
-            ledger: Arc::clone(&self.inner),
-            seconds: tokenize.as_secs_f64(),
-        })
+        Ok(self.reserve(&mut ledger, tokenize))
     }
 
     /// Replaces `reservation` by one of `own` (a request's exact estimate once tokenised),

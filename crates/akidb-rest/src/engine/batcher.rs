@@ -315,9 +315,7 @@ impl Batcher {
         request: EmbedRequest,
         deadline: Option<Instant>,
     ) -> Result<Vec<Vec<TokenSpan>>, EngineError> {
-        let _place = self.take_place()?;
-        let mut reservation =
-            self.admit_on_arrival(self.tokenize_cost(&request), Duration::ZERO, deadline)?;
+        let (_place, mut reservation) = self.admit_to_tokenize(&request, deadline)?;
         let admission = &self.admission;
         let spans = self
             .pool
@@ -337,9 +335,7 @@ impl Batcher {
         request: EmbedRequest,
         deadline: Option<Instant>,
     ) -> Result<Vec<Vec<u32>>, EngineError> {
-        let _place = self.take_place()?;
-        let mut reservation =
-            self.admit_on_arrival(self.tokenize_cost(&request), Duration::ZERO, deadline)?;
+        let (_place, mut reservation) = self.admit_to_tokenize(&request, deadline)?;
         let admission = &self.admission;
         let tokenized = self
             .pool
@@ -443,6 +439,19 @@ impl Batcher {
             .map(|text| TokenizerPool::bytes_read(text.len(), self.info.max_tokens))
             .sum();
         self.admission.tokenize_cost(bytes)
+    }
+
+    /// A place in the queue and the arrival admission of a request that is only tokenised
+    /// (`/tokenize`): its tokenisation is all its work.
+    fn admit_to_tokenize(
+        &self,
+        request: &EmbedRequest,
+        deadline: Option<Instant>,
+    ) -> Result<(OwnedSemaphorePermit, Reservation), EngineError> {
+        let place = self.take_place()?;
+        let reservation =
+            self.admit_on_arrival(self.tokenize_cost(request), Duration::ZERO, deadline)?;
+        Ok((place, reservation))
     }
 
     /// A place in the queue, or [`EngineError::QueueFull`] at once.
