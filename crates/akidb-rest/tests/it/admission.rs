@@ -46,7 +46,7 @@ async fn a_request_whose_own_work_cannot_finish_is_refused_before_it_runs() {
     let calibration = mock.calls();
     assert_eq!(
         calibration, CALIBRATION_RUNS as u64,
-        "start-up runs: two short, one at the cap"
+        "start-up runs: one short, one at the cap"
     );
     // Four texts at the 512-token cap: about 2 s of work, past 90 % of the 2 s deadline.
     let (status, body) = server
