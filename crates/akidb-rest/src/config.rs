@@ -184,13 +184,14 @@ pub struct Config {
     )]
     pub cuda: bool,
 
-    /// ONNX Runtime's CPU memory arena: `true` keeps the memory of the largest run for later
-    /// runs (ONNX Runtime's default); `false` returns each run's buffers to the system, so
-    /// memory falls back after a large batch, at some cost per run.
+    /// ONNX Runtime's CPU memory arena: `false` (the default here) returns each run's buffers
+    /// to the allocator, so the service's memory falls back once it goes quiet after a large
+    /// batch; `true` keeps the memory of the largest run for later runs (ONNX Runtime's own
+    /// default, faster on large batches but holding their peak for good).
     #[arg(
         long,
         env = "AKIDB_CPU_ARENA",
-        default_value_t = true,
+        default_value_t = false,
         action = clap::ArgAction::Set,
         value_parser = clap::builder::BoolishValueParser::new()
     )]
@@ -348,7 +349,7 @@ impl Default for Config {
             optimized_model_cache: None,
             graph_optimization: OptimizationLevel::All,
             cuda: false,
-            cpu_arena: true,
+            cpu_arena: false,
             fused_graph: true,
             log_format: LogFormat::Text,
             models: vec![DEFAULT_MODEL.to_string()],
@@ -585,12 +586,12 @@ mod tests {
         let env = [
             ("AKIDB_DRAIN_DELAY_MS", "5000"),
             ("AKIDB_EMBEDDING_PROVIDER", "mock"),
-            ("AKIDB_CPU_ARENA", "off"),
+            ("AKIDB_CPU_ARENA", "on"),
         ];
         let config = parse_with_env(&[], &env).unwrap();
         assert_eq!(config.drain_delay(), Duration::from_secs(5));
         assert_eq!(config.provider, ProviderKind::Mock);
-        assert!(!config.cpu_arena);
+        assert!(config.cpu_arena);
         let config = parse_with_env(&["--drain-delay-ms", "0"], &env).unwrap();
         assert_eq!(config.drain_delay(), Duration::ZERO);
         assert!(parse_with_env(&[], &[("AKIDB_MAX_BATCH_SIZE", "0")]).is_err());
@@ -640,13 +641,15 @@ mod tests {
         assert!(parse(&["--weights-mapping", "mmap"]).is_err());
 
         assert!(
-            defaults.cpu_arena && config.cpu_arena,
-            "ONNX Runtime's default: on"
+            !defaults.cpu_arena && !config.cpu_arena,
+            "off unless asked for: the service gives a batch's memory back"
         );
         for off in ["false", "off", "0", "no"] {
             assert!(!parse(&["--cpu-arena", off]).unwrap().cpu_arena, "{off}");
         }
-        assert!(parse(&["--cpu-arena", "on"]).unwrap().cpu_arena);
+        for on in ["true", "on", "1", "yes"] {
+            assert!(parse(&["--cpu-arena", on]).unwrap().cpu_arena, "{on}");
+        }
         assert_eq!(defaults.metrics_bind, None);
         assert_eq!(
             config.metrics_bind, None,
@@ -729,11 +732,11 @@ mod tests {
         let parse = |args: &[&str]| parse(args).unwrap();
         let plan = LoadPlan::from(&parse(&[]));
         assert!(
-            crate::engine::providers::onnx_options("m", &plan).cpu_arena(),
-            "on by default"
+            !crate::engine::providers::onnx_options("m", &plan).cpu_arena(),
+            "off by default"
         );
-        let plan = LoadPlan::from(&parse(&["--cpu-arena", "false"]));
-        assert!(!crate::engine::providers::onnx_options("m", &plan).cpu_arena());
+        let plan = LoadPlan::from(&parse(&["--cpu-arena", "true"]));
+        assert!(crate::engine::providers::onnx_options("m", &plan).cpu_arena());
     }
 
     #[test]

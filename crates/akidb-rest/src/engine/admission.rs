@@ -128,8 +128,9 @@ pub struct Admission {
 
 #[derive(Debug)]
 struct Ledger {
-    /// Estimated seconds of the admitted requests not yet running.
-    queued: f64,
+    /// Estimated work of the admitted requests not yet running: a sum of durations, kept in
+    /// whole nanoseconds so that giving every reservation back leaves exactly nothing.
+    queued: Duration,
     /// Estimated seconds left of the batch in progress, and when that was estimated.
     running: Option<(f64, Instant)>,
     /// The run cost's shape; `None` until calibrated.
@@ -145,7 +146,7 @@ struct Ledger {
 impl Default for Ledger {
     fn default() -> Self {
         Self {
-            queued: 0.0,
+            queued: Duration::ZERO,
             running: None,
             model: None,
             scale: 1.0,
@@ -212,28 +213,28 @@ impl std::fmt::Display for Shed {
 #[derive(Debug)]
 pub struct Reservation {
     ledger: Arc<Mutex<Ledger>>,
-    seconds: f64,
+    held: Duration,
 }
 
 impl Reservation {
     /// The estimated work this reservation holds.
     pub fn cost(&self) -> Duration {
-        seconds(self.seconds)
+        self.held
     }
 
     /// Gives back `part` of the reservation (work that is done, a tokenisation that ended).
     pub fn release(&mut self, part: Duration) {
-        let part = part.as_secs_f64().min(self.seconds);
-        self.seconds -= part;
+        let part = part.min(self.held);
+        self.held -= part;
         let mut ledger = lock(&self.ledger);
-        ledger.queued = (ledger.queued - part).max(0.0);
+        ledger.queued = ledger.queued.saturating_sub(part);
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut ledger = lock(&self.ledger);
-        ledger.queued = (ledger.queued - self.seconds).max(0.0);
+        ledger.queued = ledger.queued.saturating_sub(self.held);
     }
 }
 
@@ -347,12 +348,12 @@ impl Admission {
         Ok(self.reserve(&mut ledger, own))
     }
 
-    /// Counts `seconds` of work as queued, held by the reservation returned.
-    fn reserve(&self, ledger: &mut Ledger, seconds: Duration) -> Reservation {
-        ledger.queued += seconds.as_secs_f64();
+    /// Counts `work` as queued, held by the reservation returned.
+    fn reserve(&self, ledger: &mut Ledger, work: Duration) -> Reservation {
+        ledger.queued = ledger.queued.saturating_add(work);
         Reservation {
             ledger: Arc::clone(&self.inner),
-            seconds: seconds.as_secs_f64(),
+            held: work,
         }
     }
 
@@ -419,7 +420,7 @@ impl Admission {
     /// Whether any admitted work is queued or running.
     pub fn is_idle(&self) -> bool {
         let ledger = lock(&self.inner);
-        ledger.running.is_none() && ledger.queued <= f64::EPSILON
+        ledger.running.is_none() && ledger.queued.is_zero()
     }
 }
 
@@ -433,7 +434,7 @@ impl Ledger {
         let running = self.running.map_or(0.0, |(remaining, since)| {
             (remaining - since.elapsed().as_secs_f64()).max(0.0)
         });
-        self.queued + running
+        self.queued.as_secs_f64() + running
     }
 
     fn check(&self, own: Duration, budget: Duration, limit: Duration) -> Result<(), Refusal> {
@@ -515,6 +516,37 @@ mod tests {
         assert!(matches!(refused, Refusal::Shed(_)), "{refused:?}");
         let small = admission.admit_on_arrival(tokenize, Duration::from_secs(1), LIMIT);
         assert!(small.is_ok(), "{small:?}");
+    }
+
+    #[test]
+    fn the_ledger_is_idle_again_once_every_reservation_is_given_back() {
+        // Estimates of awkward sizes, released in part and dropped out of order, as a busy
+        // service does: the ledger must come back to exactly nothing queued, or the service
+        // never looks idle again (and never gives memory back).
+        const HOURS: Duration = Duration::from_secs(10_000);
+        let admission = flat();
+        let mut held: Vec<Reservation> = (1..=500u64)
+            .map(|i| {
+                let own = Duration::from_nanos(i * 7_919_333 % 1_234_567_891 + 1);
+                admission.admit(own, HOURS, HOURS).unwrap()
+            })
+            .collect();
+        for (i, reservation) in held.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                reservation.release(Duration::from_nanos(i as u64 * 104_729 + 13));
+            }
+        }
+        assert!(!admission.is_idle());
+        while !held.is_empty() {
+            let i = held.len() * 7 / 11;
+            drop(held.swap_remove(i));
+        }
+        assert!(
+            admission.is_idle(),
+            "left queued: {:?}",
+            admission.work_ahead()
+        );
+        assert_eq!(admission.work_ahead(), Duration::ZERO);
     }
 
     #[test]
