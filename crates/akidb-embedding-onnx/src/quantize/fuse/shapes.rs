@@ -204,8 +204,24 @@ impl ShapeFacts {
             )
             | (
                 "com.microsoft",
-                "FastGelu" | "Gelu" | "BiasGelu" | "SkipLayerNormalization" | "RotaryEmbedding",
+                "FastGelu"
+                | "Gelu"
+                | "BiasGelu"
+                | "SkipLayerNormalization"
+                | "SkipSimplifiedLayerNormalization"
+                | "RotaryEmbedding",
             ) => in0,
+            // Output [B, S, value hidden]: the query's [B, S], the value's N·H.
+            ("com.microsoft", "MultiHeadAttention") => {
+                let value = Self::input(node, 2).and_then(|n| self.shape(n)).cloned();
+                match (in0.as_deref(), value.as_deref()) {
+                    (Some([b, s, _]), Some([_, _, hidden])) => Some(vec![*b, *s, *hidden]),
+                    (Some([b, s, _]), Some([_, Dim::Known(n), _, Dim::Known(h)])) => {
+                        Some(vec![*b, *s, Dim::Known(n * h)])
+                    }
+                    _ => None,
+                }
+            }
             ("", "SimplifiedLayerNormalization") => in0,
             (
                 "",
@@ -411,6 +427,13 @@ impl ShapeFacts {
             _ => None,
         };
         if let Some(shape) = shape {
+            // The skip norms' fourth output, the sum, has the input's shape too.
+            if let ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization") =
+                (domain, op)
+                && let Some(sum) = node.output.get(3).filter(|n| !n.is_empty())
+            {
+                self.set_shape(sum, shape.clone());
+            }
             self.set_shape(&out, shape);
         }
     }
