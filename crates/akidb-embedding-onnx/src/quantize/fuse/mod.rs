@@ -383,6 +383,16 @@ impl Fuser<'_> {
         name
     }
 
+    /// Puts each node at its index in place of the one there, counting the rewrite.
+    fn replace_nodes(&mut self, graph: &mut GraphProto, rewrites: Vec<(usize, NodeProto, &str)>) {
+        for (index, node, what) in rewrites {
+            if let Some(slot) = graph.node.get_mut(index) {
+                *slot = node;
+                self.count(what);
+            }
+        }
+    }
+
     /// Moves the constants made so far into the graph, so later steps see them.
     fn flush(&mut self, graph: &mut GraphProto) {
         graph.initializer.append(&mut self.initializers);
@@ -516,38 +526,27 @@ impl Fuser<'_> {
             if node.op_type() != "Mul" || !node.domain().is_empty() || node.input.len() != 2 {
                 continue;
             }
-            if let Some(x) = match_tanh_gelu(node, graph, &producers, &near) {
+            let fused = match_tanh_gelu(node, graph, &producers, &near)
+                .map(|x| ("FastGelu", "fast_gelu", x))
+                .or_else(|| {
+                    match_erf_gelu(node, graph, &producers, &near).map(|x| ("Gelu", "gelu", x))
+                });
+            if let Some((op, what, x)) = fused {
                 rewrites.push((
                     index,
                     NodeProto {
-                        name: Some(format!("{}/FastGelu", node.name())),
-                        op_type: Some("FastGelu".to_string()),
+                        name: Some(format!("{}/{op}", node.name())),
+                        op_type: Some(op.to_string()),
                         domain: Some(MS_DOMAIN.to_string()),
                         input: vec![x],
                         output: node.output.clone(),
                         ..Default::default()
                     },
-                    "fast_gelu",
-                ));
-            } else if let Some(x) = match_erf_gelu(node, graph, &producers, &near) {
-                rewrites.push((
-                    index,
-                    NodeProto {
-                        name: Some(format!("{}/Gelu", node.name())),
-                        op_type: Some("Gelu".to_string()),
-                        domain: Some(MS_DOMAIN.to_string()),
-                        input: vec![x],
-                        output: node.output.clone(),
-                        ..Default::default()
-                    },
-                    "gelu",
+                    what,
                 ));
             }
         }
-        for (index, node, what) in rewrites {
-            graph.node[index] = node;
-            self.count(what);
-        }
+        self.replace_nodes(graph, rewrites);
     }
 }
 
@@ -595,12 +594,10 @@ impl Fuser<'_> {
                     ],
                     ..Default::default()
                 },
+                "simplified_layer_normalization",
             ));
         }
-        for (index, node) in rewrites {
-            graph.node[index] = node;
-            self.count("simplified_layer_normalization");
-        }
+        self.replace_nodes(graph, rewrites);
     }
 
     /// `MultiHeadAttention` for `Softmax(scale · Q·Kᵀ + bias)·V` followed by the heads'

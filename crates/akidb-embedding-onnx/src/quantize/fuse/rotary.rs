@@ -64,6 +64,12 @@ impl Fuser<'_> {
         let constants = Constants::of(graph);
         let facts = ShapeFacts::infer(graph, &constants);
         let producers = producers(graph);
+        let view = View {
+            graph,
+            constants: &constants,
+            facts: &facts,
+            producers: &producers,
+        };
         let mut tables: HashMap<String, (String, String)> = HashMap::new();
         let mut offset: Option<String> = None;
         let mut rewrites = Vec::new();
@@ -71,7 +77,7 @@ impl Fuser<'_> {
             if add.op_type() != "Add" || !add.domain().is_empty() {
                 continue;
             }
-            let Some(rotary) = match_rotary(graph, add, &constants, &facts, &producers) else {
+            let Some(rotary) = match_rotary(&view, add) else {
                 continue;
             };
             let (cos, sin) = match tables.get(&rotary.angles) {
@@ -102,12 +108,10 @@ impl Fuser<'_> {
                     attribute: vec![int_attribute("interleaved", 0)],
                     ..Default::default()
                 },
+                "rotary_embedding",
             ));
         }
-        for (index, node) in rewrites {
-            graph.node[index] = node;
-            self.count("rotary_embedding");
-        }
+        self.replace_nodes(graph, rewrites);
     }
 
     /// The cosine and sine tables of `rotary`, added to the new tensors; their names.
@@ -153,32 +157,70 @@ pub(crate) fn rotary_table_values(
     (cos, sin)
 }
 
+/// The graph as the matchers read it: its nodes, its constants and what is known of its
+/// shapes.
+pub(crate) struct View<'a> {
+    pub(crate) graph: &'a GraphProto,
+    pub(crate) constants: &'a Constants,
+    pub(crate) facts: &'a ShapeFacts,
+    pub(crate) producers: &'a HashMap<String, usize>,
+}
+
+impl<'a> View<'a> {
+    /// The node of the default domain with operator `op` producing `name`.
+    fn producer(&self, name: &str, op: &str) -> Option<&'a NodeProto> {
+        producer(self.graph, self.producers, name, op)
+    }
+
+    /// The values of a constant or known integer tensor.
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        known_ints(self.constants, self.facts, name)
+    }
+
+    /// The known shape of `name`.
+    fn shape(&self, name: &str) -> Option<&'a [Dim]> {
+        self.facts.shapes.get(name).map(Vec::as_slice)
+    }
+
+    /// The axes of an `Unsqueeze` (an input from opset 13, an attribute before).
+    fn axes(&self, node: &NodeProto) -> Option<Vec<i64>> {
+        match node.input.get(1).filter(|n| !n.is_empty()) {
+            Some(name) => self.ints(name),
+            None => attr_ints(node, "axes"),
+        }
+    }
+
+    /// What a chain of `Cast`s to float leading to `name` starts from (`name` itself without
+    /// one). Every tensor the pattern reads this way is float by construction (the inverse
+    /// frequencies are a float constant, and the operators between keep their input's type)
+    /// except the positions, small integers that float holds exactly.
+    fn through_casts_to_float(&self, name: &str) -> String {
+        let float = i64::from(DataType::Float as i32);
+        let mut name = name.to_string();
+        while let Some(cast) = self.producer(&name, "Cast")
+            && attr_int(cast, "to") == Some(float)
+            && let Some(input) = cast.input.first()
+        {
+            name = input.clone();
+        }
+        name
+    }
+}
+
 /// The rotation whose final `Add` is `add`, when the whole pattern of the module
 /// documentation is there.
-pub(crate) fn match_rotary(
-    graph: &GraphProto,
-    add: &NodeProto,
-    constants: &Constants,
-    facts: &ShapeFacts,
-    producers: &HashMap<String, usize>,
-) -> Option<RotaryMatch> {
+pub(crate) fn match_rotary(view: &View<'_>, add: &NodeProto) -> Option<RotaryMatch> {
     let [a, b] = add.input.as_slice() else {
         return None;
     };
     [(a, b), (b, a)].into_iter().find_map(|(direct, rotated)| {
-        let direct = producer(graph, producers, direct, "Mul")?;
-        let rotated = producer(graph, producers, rotated, "Mul")?;
-        let (cos_name, x) = either(direct, |n| {
-            table(graph, constants, facts, producers, n, "Cos").is_some()
-        })?;
-        let (sin_name, halves) = either(rotated, |n| {
-            table(graph, constants, facts, producers, n, "Sin").is_some()
-        })?;
-        let cos = table(graph, constants, facts, producers, cos_name, "Cos")?;
-        let sin = table(graph, constants, facts, producers, sin_name, "Sin")?;
-        let [batch, Dim::Known(_), sequence, Dim::Known(head_size)] =
-            facts.shapes.get(x)?.as_slice()
-        else {
+        let direct = view.producer(direct, "Mul")?;
+        let rotated = view.producer(rotated, "Mul")?;
+        let (cos_name, x) = either(direct, |n| table(view, n, "Cos").is_some())?;
+        let (sin_name, halves) = either(rotated, |n| table(view, n, "Sin").is_some())?;
+        let cos = table(view, cos_name, "Cos")?;
+        let sin = table(view, sin_name, "Sin")?;
+        let [batch, Dim::Known(_), sequence, Dim::Known(head_size)] = view.shape(x)? else {
             return None;
         };
         let half = cos.inv_freq.len();
@@ -201,7 +243,7 @@ pub(crate) fn match_rotary(
         if !(table_batch == batch || *table_batch == Dim::Known(1))
             || table_sequence != sequence
             || table_head != head_size
-            || !is_rotate_half(graph, constants, facts, producers, halves, x, *head_size)
+            || !is_rotate_half(view, halves, x, *head_size)
         {
             return None;
         }
@@ -216,56 +258,32 @@ pub(crate) fn match_rotary(
 }
 
 /// Whether `name` is `Concat(−x[..., H/2:], x[..., :H/2], last axis)`.
-fn is_rotate_half(
-    graph: &GraphProto,
-    constants: &Constants,
-    facts: &ShapeFacts,
-    producers: &HashMap<String, usize>,
-    name: &str,
-    x: &str,
-    head_size: i64,
-) -> bool {
+fn is_rotate_half(view: &View<'_>, name: &str, x: &str, head_size: i64) -> bool {
     let half = head_size / 2;
     let check = || -> Option<()> {
-        let concat = producer(graph, producers, name, "Concat")?;
+        let concat = view.producer(name, "Concat")?;
         let axis = attr_int(concat, "axis")?;
         let [negated, first_half] = concat.input.as_slice() else {
             return None;
         };
-        let second_half = producer(graph, producers, negated, "Neg")?.input.first()?;
-        let slice_is = |name: &str, start: i64, end_at_least: i64, end_at_most: i64| {
-            is_last_axis_slice(
-                graph,
-                constants,
-                facts,
-                producers,
-                name,
-                x,
-                start,
-                end_at_least..=end_at_most,
-            )
-        };
+        let second_half = view.producer(negated, "Neg")?.input.first()?;
         ((axis == -1 || axis == 3)
-            && slice_is(second_half, half, head_size, i64::MAX)
-            && slice_is(first_half, 0, half, half))
+            && is_last_axis_slice(view, second_half, x, half, head_size..=i64::MAX)
+            && is_last_axis_slice(view, first_half, x, 0, half..=half))
         .then_some(())
     };
     check().is_some()
 }
 
 /// Whether `name` is `Slice(x, [start], [end], [last axis], [1])` with `end` in `ends`.
-#[allow(clippy::too_many_arguments)]
 fn is_last_axis_slice(
-    graph: &GraphProto,
-    constants: &Constants,
-    facts: &ShapeFacts,
-    producers: &HashMap<String, usize>,
+    view: &View<'_>,
     name: &str,
     x: &str,
     start: i64,
     ends: std::ops::RangeInclusive<i64>,
 ) -> bool {
-    let Some(slice) = producer(graph, producers, name, "Slice") else {
+    let Some(slice) = view.producer(name, "Slice") else {
         return false;
     };
     let ints = |slot: usize| {
@@ -273,7 +291,7 @@ fn is_last_axis_slice(
             .input
             .get(slot)
             .filter(|n| !n.is_empty())
-            .and_then(|n| known_ints(constants, facts, n))
+            .and_then(|n| view.ints(n))
     };
     let steps_are_one = match slice.input.get(4).filter(|n| !n.is_empty()) {
         Some(_) => ints(4).as_deref() == Some(&[1]),
@@ -288,33 +306,25 @@ fn is_last_axis_slice(
 
 /// The table `Unsqueeze(scale · op(angles), 1)` (`op` `Cos` or `Sin`) read as `name`, with
 /// the angles as the module documentation describes them.
-fn table(
-    graph: &GraphProto,
-    constants: &Constants,
-    facts: &ShapeFacts,
-    producers: &HashMap<String, usize>,
-    name: &str,
-    op: &str,
-) -> Option<Table> {
-    let unsqueeze = producer(graph, producers, name, "Unsqueeze")?;
-    if axes_of(constants, facts, unsqueeze)? != [1] {
+fn table(view: &View<'_>, name: &str, op: &str) -> Option<Table> {
+    let unsqueeze = view.producer(name, "Unsqueeze")?;
+    if view.axes(unsqueeze)? != [1] {
         return None;
     }
-    let shape = facts.shapes.get(name)?.clone();
-    let scaled = through_casts_to_float(graph, producers, unsqueeze.input.first()?);
-    let (trig, scale) = match producer(graph, producers, &scaled, "Mul") {
+    let shape = view.shape(name)?.to_vec();
+    let scaled = view.through_casts_to_float(unsqueeze.input.first()?);
+    let (trig, scale) = match view.producer(&scaled, "Mul") {
         Some(mul) => {
-            let (scale, trig) = either(mul, |n| constants.scalar(n).is_some())?;
-            (trig.to_string(), constants.scalar(scale)?)
+            let (scale, trig) = either(mul, |n| view.constants.scalar(n).is_some())?;
+            (trig.to_string(), view.constants.scalar(scale)?)
         }
         None => (scaled, 1.0),
     };
     if !scale.is_finite() {
         return None;
     }
-    let trig = producer(graph, producers, &trig, op)?;
-    let angles = trig.input.first()?.clone();
-    let inv_freq = angles_of(graph, constants, facts, producers, &angles)?;
+    let angles = view.producer(&trig, op)?.input.first()?.clone();
+    let inv_freq = angles_of(view, &angles)?;
     Some(Table {
         angles,
         inv_freq,
@@ -325,14 +335,8 @@ fn table(
 
 /// The inverse frequencies when `angles` is `Concat(t, t, last axis)` of
 /// `t = Transpose(MatMul(Expand(inv_freq), positions), (0,2,1))` with positions `0..S`.
-fn angles_of(
-    graph: &GraphProto,
-    constants: &Constants,
-    facts: &ShapeFacts,
-    producers: &HashMap<String, usize>,
-    angles: &str,
-) -> Option<Vec<f32>> {
-    let concat = producer(graph, producers, angles, "Concat")?;
+fn angles_of(view: &View<'_>, angles: &str) -> Option<Vec<f32>> {
+    let concat = view.producer(angles, "Concat")?;
     let axis = attr_int(concat, "axis")?;
     let [t, t2] = concat.input.as_slice() else {
         return None;
@@ -340,82 +344,44 @@ fn angles_of(
     if t != t2 || !(axis == -1 || axis == 2) {
         return None;
     }
-    let transpose = producer(graph, producers, t, "Transpose")?;
+    let transpose = view.producer(t, "Transpose")?;
     if attr_ints(transpose, "perm")? != [0, 2, 1] {
         return None;
     }
-    let matmul = producer(graph, producers, transpose.input.first()?, "MatMul")?;
+    let matmul = view.producer(transpose.input.first()?, "MatMul")?;
     let [frequencies, positions] = matmul.input.as_slice() else {
         return None;
     };
     // Frequencies: the constant [1, H/2, 1] expanded along the batch only.
-    let frequencies = through_casts_to_float(graph, producers, frequencies);
-    let expand = producer(graph, producers, &frequencies, "Expand")?;
+    let expand = view.producer(&view.through_casts_to_float(frequencies), "Expand")?;
     let inv_freq_name = expand.input.first()?;
-    let tensor = constants.tensor(inv_freq_name)?;
-    let inv_freq = constants.floats(inv_freq_name)?;
+    let inv_freq = view.constants.floats(inv_freq_name)?;
     let half = i64::try_from(inv_freq.len()).ok()?;
-    if tensor.dims != [1, half, 1] {
+    if view.constants.tensor(inv_freq_name)?.dims != [1, half, 1] {
         return None;
     }
-    let [_, Dim::Known(expanded_half), Dim::Known(1)] =
-        facts.shapes.get(expand.output.first()?)?.as_slice()
-    else {
+    let [_, Dim::Known(expanded_half), Dim::Known(1)] = view.shape(expand.output.first()?)? else {
         return None;
     };
     if *expanded_half != half {
         return None;
     }
-    // Positions: Unsqueeze(Unsqueeze(Range(0, S, 1), 0), 1) as float, `[1, 1, S]`.
-    let positions = through_casts_to_float(graph, producers, positions);
-    let outer = producer(graph, producers, &positions, "Unsqueeze")?;
-    let inner = producer(graph, producers, outer.input.first()?, "Unsqueeze")?;
-    if axes_of(constants, facts, outer)? != [1] || axes_of(constants, facts, inner)? != [0] {
+    // Positions: Unsqueeze(Unsqueeze(Range(0, S, 1), 0), 1) as float, `[1, 1, S]` (that S
+    // is the rotated tensor's sequence the caller checks on the table's shape).
+    let positions = view.through_casts_to_float(positions);
+    let outer = view.producer(&positions, "Unsqueeze")?;
+    let inner = view.producer(outer.input.first()?, "Unsqueeze")?;
+    if view.axes(outer)? != [1] || view.axes(inner)? != [0] {
         return None;
     }
-    let range = producer(graph, producers, inner.input.first()?, "Range")?;
+    let range = view.producer(inner.input.first()?, "Range")?;
     let [start, _, delta] = range.input.as_slice() else {
         return None;
     };
-    let is =
-        |name: &str, value: i64| known_ints(constants, facts, name).as_deref() == Some(&[value]);
-    if !is(start, 0) || !is(delta, 1) {
-        return None;
-    }
-    // The sequence the positions run over is the one the table is read with (checked by
-    // the caller against the rotated tensor's shape).
-    let [Dim::Known(1), Dim::Known(1), _] = facts.shapes.get(&positions)?.as_slice() else {
+    let [Dim::Known(1), Dim::Known(1), _] = view.shape(&positions)? else {
         return None;
     };
-    Some(inv_freq)
-}
-
-/// The axes of an `Unsqueeze` (input from opset 13, attribute before).
-fn axes_of(constants: &Constants, facts: &ShapeFacts, node: &NodeProto) -> Option<Vec<i64>> {
-    match node.input.get(1).filter(|n| !n.is_empty()) {
-        Some(name) => known_ints(constants, facts, name),
-        None => attr_ints(node, "axes"),
-    }
-}
-
-/// What a chain of `Cast`s to float leading to `name` starts from (`name` itself without
-/// one). Every tensor the pattern reads this way is float by construction (the inverse
-/// frequencies are a float constant, and the operators between keep their input's type)
-/// except the positions, small integers that float holds exactly.
-fn through_casts_to_float(
-    graph: &GraphProto,
-    producers: &HashMap<String, usize>,
-    name: &str,
-) -> String {
-    let float = i64::from(DataType::Float as i32);
-    let mut name = name.to_string();
-    while let Some(cast) = producer(graph, producers, &name, "Cast")
-        && attr_int(cast, "to") == Some(float)
-        && let Some(input) = cast.input.first()
-    {
-        name = input.clone();
-    }
-    name
+    (view.ints(start)? == [0] && view.ints(delta)? == [1]).then_some(inv_freq)
 }
 
 #[cfg(test)]
@@ -441,38 +407,22 @@ mod tests {
 
     /// `x·cos + rotate_half(x)·sin` for `x` `[batch, 2, seq, 8]`, as the export writes it.
     fn rotary_graph(change: Change) -> GraphProto {
-        let table_axis = if change == Change::TableOnTheHeadAxis {
-            "axis2"
-        } else {
-            "axis1"
+        // The name `changed` when the graph is to have `when`, else `usual`.
+        let pick = |when: Change, changed: &'static str, usual: &'static str| {
+            if change == when { changed } else { usual }
         };
-        let second_end = if change == Change::SecondHalfShort {
-            "seven"
-        } else {
-            "to_end"
-        };
-        let negated = if change == Change::NotNegated {
-            "x2"
-        } else {
-            "neg_x2"
-        };
+        let table_axis = pick(Change::TableOnTheHeadAxis, "axis2", "axis1");
+        let second_end = pick(Change::SecondHalfShort, "seven", "to_end");
+        let negated = pick(Change::NotNegated, "x2", "neg_x2");
         let halves = if change == Change::HalvesSwapped {
             ["x1", negated]
         } else {
             [negated, "x1"]
         };
+        let start = pick(Change::PositionsFromOne, "one", "zero");
+        let direct = pick(Change::OtherTensorRotated, "z", "x");
         let mut transpose = node("Transpose", &["freqs"], "freqs_t");
         transpose.attribute.push(ints_attribute("perm", &[0, 2, 1]));
-        let start = if change == Change::PositionsFromOne {
-            "one"
-        } else {
-            "zero"
-        };
-        let direct = if change == Change::OtherTensorRotated {
-            "z"
-        } else {
-            "x"
-        };
         GraphProto {
             node: vec![
                 node("Shape", &["x"], "shape"),
@@ -534,7 +484,13 @@ mod tests {
         let facts = ShapeFacts::infer(graph, &constants);
         let producers = producers(graph);
         let add = graph.node.iter().find(|n| n.op_type() == "Add")?;
-        match_rotary(graph, add, &constants, &facts, &producers)
+        let view = View {
+            graph,
+            constants: &constants,
+            facts: &facts,
+            producers: &producers,
+        };
+        match_rotary(&view, add)
     }
 
     #[test]

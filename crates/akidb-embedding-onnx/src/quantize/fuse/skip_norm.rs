@@ -36,10 +36,13 @@ impl Fuser<'_> {
     pub(super) fn fuse_skip_rms_norm(&mut self, graph: &mut GraphProto) {
         let matches = match_skip_norms(graph);
         let removed: HashSet<usize> = matches.iter().map(|m| m.norm).collect();
-        for m in matches {
-            graph.node[m.add] = m.node;
-            self.count("skip_simplified_layer_normalization");
-        }
+        self.replace_nodes(
+            graph,
+            matches
+                .into_iter()
+                .map(|m| (m.add, m.node, "skip_simplified_layer_normalization"))
+                .collect(),
+        );
         let mut index = 0;
         graph.node.retain(|_| {
             index += 1;
