@@ -299,28 +299,18 @@ pub(crate) fn fuse_graph(
             .collect(),
         report: &mut report,
     };
-    if recipe.has(FuseStep::Shapes) {
-        fuser.fold_shapes(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::Gelu) {
-        fuser.fuse_gelu(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::RmsNorm) {
-        fuser.fuse_rms_norm(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::Attention) {
-        fuser.fuse_attention(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::Rotary) {
-        fuser.fuse_rotary(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::SkipRmsNorm) {
-        fuser.fuse_skip_rms_norm(graph);
+    for step in FuseStep::ALL {
+        if !recipe.has(step) {
+            continue;
+        }
+        match step {
+            FuseStep::Shapes => fuser.fold_shapes(graph),
+            FuseStep::Gelu => fuser.fuse_gelu(graph),
+            FuseStep::RmsNorm => fuser.fuse_rms_norm(graph),
+            FuseStep::Attention => fuser.fuse_attention(graph),
+            FuseStep::Rotary => fuser.fuse_rotary(graph),
+            FuseStep::SkipRmsNorm => fuser.fuse_skip_rms_norm(graph),
+        }
         fuser.flush(graph);
     }
     let mut new = std::mem::take(&mut fuser.new);
@@ -1330,21 +1320,24 @@ pub(crate) mod test_graph {
     /// An int64 initializer.
     pub(crate) fn ints(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
         TensorProto {
-            name: Some(name.to_string()),
-            data_type: Some(DataType::Int64 as i32),
-            dims: dims.to_vec(),
             int64_data: values.to_vec(),
-            ..Default::default()
+            ..initializer(name, DataType::Int64, dims)
         }
     }
 
     /// A float initializer.
     pub(crate) fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
         TensorProto {
-            name: Some(name.to_string()),
-            data_type: Some(DataType::Float as i32),
-            dims: dims.to_vec(),
             float_data: values.to_vec(),
+            ..initializer(name, DataType::Float, dims)
+        }
+    }
+
+    fn initializer(name: &str, data_type: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some(name.to_string()),
+            data_type: Some(data_type as i32),
+            dims: dims.to_vec(),
             ..Default::default()
         }
     }
