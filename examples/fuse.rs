@@ -1,7 +1,8 @@
 //! Writes a model folder's fused graph (see `akidb_embedding_onnx::quantize::fuse`): the
 //! export's shape arithmetic folded and spelled-out operators replaced by ONNX Runtime's fused
 //! ones, into a loadable folder with the tokenizer and configuration files. With `--q8` the
-//! fp32 graph is quantised too (the `q8` variant's recipe) and written as `model_q8.onnx`.
+//! fp32 graph is quantised too (the `q8` variant's recipe, or the recipe the `quantize`
+//! example's recipe options describe) and written as `model_q8.onnx`.
 //! ```text
 //! cargo run --release --example fuse -- --model DIR --output DIR2 [--q8] [--steps shapes,gelu]
 //! cargo run --release --example embed -- --model DIR2 "Hello"
@@ -16,30 +17,36 @@
     clippy::print_stderr
 )]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use akidb_embedding_onnx::quantize::fuse::{FuseRecipe, FuseStep};
-use akidb_embedding_onnx::quantize::{QuantizeRecipe, fuse_folder};
+use akidb_embedding_onnx::quantize::fuse_folder;
 use clap::Parser;
+
+#[path = "support/folder_args.rs"]
+mod folder_args;
+
+use folder_args::{Folders, RecipeArgs, usage_error};
 
 /// Command line of the `fuse` example.
 #[derive(Parser)]
 #[command(about = "Fuse a model folder's ONNX graph into ONNX Runtime's fused operators")]
 struct Args {
-    /// Model folder holding the graph (at its root or under onnx/) and its tokenizer.
-    #[arg(long)]
-    model: PathBuf,
-    /// Folder to write the fused graph, its weights and the tokenizer/config files into.
-    #[arg(long)]
-    output: PathBuf,
+    /// The folder read and the folder the fused graph, its weights and the tokenizer/config
+    /// files are written into.
+    #[command(flatten)]
+    folders: Folders,
     /// The graph file to fuse (default model.onnx).
     #[arg(long, default_value = "model.onnx")]
     file: String,
-    /// Quantise the fp32 graph with the q8 recipe too, writing model_q8.onnx.
+    /// Quantise the fp32 graph too, writing model_q8.onnx (any recipe option implies it).
     #[arg(long)]
     q8: bool,
-    /// Comma-separated steps (shapes, gelu); default all.
+    /// Recipe options for `--q8` (default: the `q8` variant's own recipe).
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Comma-separated steps (shapes, gelu, rms_norm, attention, rotary, skip_rms_norm);
+    /// default all.
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
 }
@@ -59,16 +66,20 @@ fn main() -> ExitCode {
             .collect();
         match steps {
             Ok(steps) => FuseRecipe::only(steps),
-            Err(message) => {
-                eprintln!("error: {message}");
-                return ExitCode::from(2);
-            }
+            Err(message) => return usage_error(&message),
         }
     };
-    let quantize = args.q8.then(QuantizeRecipe::q8);
+    let quantize = if args.q8 || !args.recipe.is_empty() {
+        match args.recipe.recipe() {
+            Ok(recipe) => Some(recipe),
+            Err(message) => return usage_error(&message),
+        }
+    } else {
+        None
+    };
     match fuse_folder(
-        &args.model,
-        &args.output,
+        &args.folders.model,
+        &args.folders.output,
         &args.file,
         quantize.as_ref(),
         &recipe,

@@ -22,59 +22,40 @@
     clippy::print_stderr
 )]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use akidb_embedding_onnx::quantize::{NodeOverride, QuantizeRecipe, quantize_folder};
+use akidb_embedding_onnx::quantize::quantize_folder;
 use clap::Parser;
+
+#[path = "support/folder_args.rs"]
+mod folder_args;
+
+use folder_args::{Folders, RecipeArgs, usage_error};
 
 /// Command line of the `quantize` example.
 #[derive(Parser)]
 #[command(about = "Quantise a model folder's fp32 ONNX graph into the q8 variant (MatMulNBits)")]
 struct Args {
-    /// Model folder holding model.onnx (at its root or under onnx/) and its tokenizer.
-    #[arg(long)]
-    model: PathBuf,
-    /// Folder to write model_q8.onnx, model_q8.onnx_data and the tokenizer/config files into.
-    #[arg(long)]
-    output: PathBuf,
-    /// Bits per weight: 8 or 4 (default 8). Any recipe option turns the default `q8` recipe
-    /// (`QuantizeRecipe::q8`, mixed blocks) into a uniform one built from these options.
-    #[arg(long)]
-    bits: Option<u32>,
-    /// Weights per block along K (a power of two, at least 16; default 32 when uniform).
-    #[arg(long)]
-    block_size: Option<usize>,
-    /// MatMulNBits accuracy level: 0 (unset) to 4 (int8 activations; the default).
-    #[arg(long)]
-    accuracy_level: Option<u32>,
-    /// Keep the MatMuls whose node name matches this glob in fp32 (repeatable).
-    #[arg(long = "keep-fp32", value_name = "PATTERN")]
-    keep_fp32: Vec<String>,
-    /// Block size for nodes matching a glob, as PATTERN=SIZE (repeatable, first match wins).
-    #[arg(long = "block-size-for", value_name = "PATTERN=SIZE")]
-    block_size_for: Vec<String>,
-    /// Quantise the token-embedding table (8 bits, blocks of this size along the hidden axis).
-    #[arg(long)]
-    embedding_block_size: Option<usize>,
-    /// A JSON QuantizeRecipe; replaces the recipe options above.
-    #[arg(long)]
-    recipe: Option<PathBuf>,
+    /// The folder read and the folder model_q8.onnx, model_q8.onnx_data and the
+    /// tokenizer/config files are written into.
+    #[command(flatten)]
+    folders: Folders,
+    /// Recipe options (default: the `q8` variant's own recipe).
+    #[command(flatten)]
+    recipe: RecipeArgs,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let recipe = match recipe(&args) {
+    let recipe = match args.recipe.recipe() {
         Ok(recipe) => recipe,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
+        Err(message) => return usage_error(&message),
     };
+    let Folders { model, output } = &args.folders;
     eprintln!(
         "quantising {} into {} ({} bits, block {}, accuracy level {}, {} override(s), {} fp32 pattern(s), embedding table {})",
-        args.model.display(),
-        args.output.display(),
+        model.display(),
+        output.display(),
         recipe.bits,
         recipe.block_size,
         recipe.accuracy_level,
@@ -84,7 +65,7 @@ fn main() -> ExitCode {
             .embedding_block_size
             .map_or("fp32".to_string(), |b| format!("8-bit, block {b}")),
     );
-    match quantize_folder(&args.model, &args.output, &recipe) {
+    match quantize_folder(model, output, &recipe) {
         Ok(report) => {
             for node in &report.quantized {
                 eprintln!(
@@ -114,43 +95,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn recipe(args: &Args) -> Result<QuantizeRecipe, String> {
-    let recipe = if let Some(path) = &args.recipe {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
-    } else if args.bits.is_none()
-        && args.block_size.is_none()
-        && args.accuracy_level.is_none()
-        && args.keep_fp32.is_empty()
-        && args.block_size_for.is_empty()
-        && args.embedding_block_size.is_none()
-    {
-        QuantizeRecipe::q8()
-    } else {
-        let uniform = QuantizeRecipe::default();
-        let mut recipe = uniform
-            .clone()
-            .with_bits(args.bits.unwrap_or(uniform.bits))
-            .with_block_size(args.block_size.unwrap_or(uniform.block_size))
-            .with_accuracy_level(args.accuracy_level.unwrap_or(uniform.accuracy_level))
-            .with_embedding_table(args.embedding_block_size);
-        for pattern in &args.keep_fp32 {
-            recipe = recipe.keep_fp32(pattern);
-        }
-        for rule in &args.block_size_for {
-            let (pattern, size) = rule
-                .rsplit_once('=')
-                .ok_or_else(|| format!("--block-size-for wants PATTERN=SIZE, got `{rule}`"))?;
-            let size = size
-                .parse()
-                .map_err(|_| format!("--block-size-for: `{size}` is not a number"))?;
-            recipe = recipe.with_override(NodeOverride::new(pattern).block_size(size));
-        }
-        recipe
-    };
-    recipe.validate().map_err(|e| e.to_string())?;
-    Ok(recipe)
 }

@@ -92,6 +92,8 @@ fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
             ("multi_head_attention", 6),
             ("fast_gelu", 6),
             ("simplified_layer_normalization", 37),
+            ("rotary_embedding", 12),
+            ("skip_simplified_layer_normalization", 12),
         ],
     );
 }

@@ -40,6 +40,7 @@
 
 pub mod cache;
 pub mod fuse;
+mod graph;
 pub mod pack;
 pub mod proto;
 mod rewrite;

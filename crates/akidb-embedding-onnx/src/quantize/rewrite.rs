@@ -10,11 +10,11 @@ use std::time::Instant;
 use prost::Message;
 
 use super::fuse::{FUSED_METADATA_KEY, FuseRecipe, fuse_graph};
+use super::graph::{collect_uses, f32_bytes, int_attribute, le_f32};
 use super::pack::{quantize_gather_rows, quantize_matmul_weight};
 use super::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, attribute_proto::AttributeType, tensor_proto::DataLocation,
-    tensor_proto::DataType,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    tensor_proto::DataLocation, tensor_proto::DataType,
 };
 use super::{NodeSettings, QuantizeError, QuantizeRecipe, QuantizeReport, QuantizedNodeInfo};
 
@@ -577,46 +577,10 @@ fn write_embedding(
     Ok(vec![data, scales])
 }
 
-fn int_attribute(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
-}
-
-/// Names read by nodes (subgraphs included) or listed as graph outputs.
-fn collect_uses(graph: &GraphProto, used: &mut HashSet<String>) {
-    for node in &graph.node {
-        used.extend(node.input.iter().cloned());
-        for attribute in &node.attribute {
-            if let Some(g) = &attribute.g {
-                collect_uses(g, used);
-            }
-            for g in &attribute.graphs {
-                collect_uses(g, used);
-            }
-        }
-    }
-    used.extend(graph.output.iter().map(|o| o.name().to_string()));
-}
-
 fn append_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn le_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
 }
 
 fn source_size(source: &Path, graph: &GraphProto) -> u64 {

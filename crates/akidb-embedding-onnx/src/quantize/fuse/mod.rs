@@ -17,23 +17,25 @@
 //! The graph's weights are not touched: [`fuse_graph`] rewrites nodes and adds small
 //! constants only.
 
+mod rotary;
 mod shapes;
+mod skip_norm;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::proto::{
-    AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
-    tensor_proto::DataType,
+use super::graph::{
+    collect_uses, consumers, float_attribute, int_attribute, ints_attribute, le_f32, producers,
 };
+use super::proto::{GraphProto, NodeProto, TensorProto, tensor_proto::DataType};
 use shapes::{Dim, ShapeFacts, normalise_axis};
 
 const MS_DOMAIN: &str = "com.microsoft";
 
 /// Bumped whenever the fusion's output changes for the same graph and recipe (cache entries
 /// of fused graphs are keyed by it).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The graph metadata key a fused graph carries (its value: the recipe as JSON).
 pub const FUSED_METADATA_KEY: &str = "akidb.fused";
@@ -54,15 +56,25 @@ pub enum FuseStep {
     /// `com.microsoft::MultiHeadAttention` instead of the spelled-out scaled dot product
     /// attention (its mask, padding and sliding window alike, becomes the attention bias).
     Attention,
+    /// `com.microsoft::RotaryEmbedding` for rotary position embeddings spelled out as
+    /// `x·cos + rotate_half(x)·sin` with `cos`/`sin` computed from the positions at run time;
+    /// the tables are precomputed from the graph's own inverse frequencies.
+    Rotary,
+    /// `com.microsoft::SkipSimplifiedLayerNormalization` for a residual `Add` whose sum an
+    /// RMSNorm (`SimplifiedLayerNormalization`) reads; the sum, when read elsewhere too, is
+    /// the operator's fourth output.
+    SkipRmsNorm,
 }
 
 impl FuseStep {
     /// Every step, in the order they are applied.
-    pub const ALL: [FuseStep; 4] = [
+    pub const ALL: [FuseStep; 6] = [
         FuseStep::Shapes,
         FuseStep::Gelu,
         FuseStep::RmsNorm,
         FuseStep::Attention,
+        FuseStep::Rotary,
+        FuseStep::SkipRmsNorm,
     ];
 }
 
@@ -235,13 +247,20 @@ pub(crate) fn tensor_floats(t: &TensorProto) -> Option<Vec<f32>> {
         return None;
     }
     match &t.raw_data {
-        Some(raw) => Some(
-            raw.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        ),
+        Some(raw) => Some(le_f32(raw)),
         None => Some(t.float_data.clone()),
     }
+}
+
+/// The values of an integer tensor that is a constant or whose value the shape facts know.
+pub(crate) fn known_ints(
+    constants: &Constants,
+    facts: &ShapeFacts,
+    name: &str,
+) -> Option<Vec<i64>> {
+    constants
+        .ints(name)
+        .or_else(|| facts.values.get(name)?.all_known())
 }
 
 pub(crate) fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
@@ -280,20 +299,18 @@ pub(crate) fn fuse_graph(
             .collect(),
         report: &mut report,
     };
-    if recipe.has(FuseStep::Shapes) {
-        fuser.fold_shapes(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::Gelu) {
-        fuser.fuse_gelu(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::RmsNorm) {
-        fuser.fuse_rms_norm(graph);
-        fuser.flush(graph);
-    }
-    if recipe.has(FuseStep::Attention) {
-        fuser.fuse_attention(graph);
+    for step in FuseStep::ALL {
+        if !recipe.has(step) {
+            continue;
+        }
+        match step {
+            FuseStep::Shapes => fuser.fold_shapes(graph),
+            FuseStep::Gelu => fuser.fuse_gelu(graph),
+            FuseStep::RmsNorm => fuser.fuse_rms_norm(graph),
+            FuseStep::Attention => fuser.fuse_attention(graph),
+            FuseStep::Rotary => fuser.fuse_rotary(graph),
+            FuseStep::SkipRmsNorm => fuser.fuse_skip_rms_norm(graph),
+        }
         fuser.flush(graph);
     }
     let mut new = std::mem::take(&mut fuser.new);
@@ -354,6 +371,16 @@ impl Fuser<'_> {
             ..Default::default()
         });
         name
+    }
+
+    /// Puts each node at its index in place of the one there, counting the rewrite.
+    fn replace_nodes(&mut self, graph: &mut GraphProto, rewrites: Vec<(usize, NodeProto, &str)>) {
+        for (index, node, what) in rewrites {
+            if let Some(slot) = graph.node.get_mut(index) {
+                *slot = node;
+                self.count(what);
+            }
+        }
     }
 
     /// Moves the constants made so far into the graph, so later steps see them.
@@ -489,38 +516,27 @@ impl Fuser<'_> {
             if node.op_type() != "Mul" || !node.domain().is_empty() || node.input.len() != 2 {
                 continue;
             }
-            if let Some(x) = match_tanh_gelu(node, graph, &producers, &near) {
+            let fused = match_tanh_gelu(node, graph, &producers, &near)
+                .map(|x| ("FastGelu", "fast_gelu", x))
+                .or_else(|| {
+                    match_erf_gelu(node, graph, &producers, &near).map(|x| ("Gelu", "gelu", x))
+                });
+            if let Some((op, what, x)) = fused {
                 rewrites.push((
                     index,
                     NodeProto {
-                        name: Some(format!("{}/FastGelu", node.name())),
-                        op_type: Some("FastGelu".to_string()),
+                        name: Some(format!("{}/{op}", node.name())),
+                        op_type: Some(op.to_string()),
                         domain: Some(MS_DOMAIN.to_string()),
                         input: vec![x],
                         output: node.output.clone(),
                         ..Default::default()
                     },
-                    "fast_gelu",
-                ));
-            } else if let Some(x) = match_erf_gelu(node, graph, &producers, &near) {
-                rewrites.push((
-                    index,
-                    NodeProto {
-                        name: Some(format!("{}/Gelu", node.name())),
-                        op_type: Some("Gelu".to_string()),
-                        domain: Some(MS_DOMAIN.to_string()),
-                        input: vec![x],
-                        output: node.output.clone(),
-                        ..Default::default()
-                    },
-                    "gelu",
+                    what,
                 ));
             }
         }
-        for (index, node, what) in rewrites {
-            graph.node[index] = node;
-            self.count(what);
-        }
+        self.replace_nodes(graph, rewrites);
     }
 }
 
@@ -535,7 +551,8 @@ impl Fuser<'_> {
             if out.op_type() != "Mul" || !out.domain().is_empty() {
                 continue;
             }
-            let Some((scale, normed)) = either(out, |n| is_vector_weight(graph, &producers, n))
+            let Some((scale, normed)) =
+                either(out, |n| vector_length(graph, &producers, n).is_some())
             else {
                 continue;
             };
@@ -567,12 +584,10 @@ impl Fuser<'_> {
                     ],
                     ..Default::default()
                 },
+                "simplified_layer_normalization",
             ));
         }
-        for (index, node) in rewrites {
-            graph.node[index] = node;
-            self.count("simplified_layer_normalization");
-        }
+        self.replace_nodes(graph, rewrites);
     }
 
     /// `MultiHeadAttention` for `Softmax(scale · Q·Kᵀ + bias)·V` followed by the heads'
@@ -851,15 +866,21 @@ impl Fuser<'_> {
     }
 }
 
-/// Whether `name` is a 1-D fp32 initializer (inline or in the weights file), directly or
+/// The length of a 1-D fp32 initializer (inline or in the weights file), directly or
 /// through `Identity` nodes.
-fn is_vector_weight(graph: &GraphProto, producers: &HashMap<String, usize>, name: &str) -> bool {
+fn vector_length(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    name: &str,
+) -> Option<i64> {
     if let Some(t) = graph.initializer.iter().find(|t| t.name() == name) {
-        return t.dims.len() == 1 && t.data_type == Some(DataType::Float as i32);
+        return match t.dims.as_slice() {
+            [length] if t.data_type == Some(DataType::Float as i32) => Some(*length),
+            _ => None,
+        };
     }
-    producer(graph, producers, name, "Identity")
-        .and_then(|n| n.input.first())
-        .is_some_and(|input| is_vector_weight(graph, producers, input))
+    let identity = producer(graph, producers, name, "Identity")?;
+    vector_length(graph, producers, identity.input.first()?)
 }
 
 /// ε when `name` is `1 / √(mean(x², last axis) + ε)` of `x` (or `Reciprocal(√…)`).
@@ -962,49 +983,6 @@ fn bsd_of_split(
     (sb == b && ss == s && n * h == *hidden).then(|| x.clone())
 }
 
-/// Consumer node indices of each tensor.
-fn consumers(graph: &GraphProto) -> HashMap<String, Vec<usize>> {
-    let mut map: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, node) in graph.node.iter().enumerate() {
-        for input in &node.input {
-            map.entry(input.clone()).or_default().push(i);
-        }
-    }
-    for output in &graph.output {
-        map.entry(output.name().to_string())
-            .or_default()
-            .push(usize::MAX);
-    }
-    map
-}
-
-fn int_attribute(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
-}
-
-fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn float_attribute(name: &str, value: f32) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.to_string()),
-        r#type: Some(AttributeType::Float as i32),
-        f: Some(value),
-        ..Default::default()
-    }
-}
-
 /// Whether tensor `name` holds int64 values, following the shape arithmetic back to where
 /// its type is set (shape values are int64; a `Cast` to int32 is not).
 fn is_int64(
@@ -1080,17 +1058,6 @@ fn expand_target(target: &[Dim], data: &[Dim]) -> Option<Vec<i64>> {
             }
         })
         .collect()
-}
-
-/// Producer node index of each tensor.
-fn producers(graph: &GraphProto) -> HashMap<String, usize> {
-    let mut map = HashMap::new();
-    for (i, node) in graph.node.iter().enumerate() {
-        for out in &node.output {
-            map.insert(out.clone(), i);
-        }
-    }
-    map
 }
 
 fn producer<'g>(
@@ -1277,18 +1244,8 @@ fn match_erf_gelu(
 /// repeatedly, and initializers no node reads any more.
 fn remove_dead_nodes(graph: &mut GraphProto) {
     loop {
-        let mut used: HashSet<String> = graph.output.iter().map(|o| o.name().to_string()).collect();
-        for node in &graph.node {
-            used.extend(node.input.iter().cloned());
-            for attribute in &node.attribute {
-                if let Some(g) = &attribute.g {
-                    collect_inputs(g, &mut used);
-                }
-                for g in &attribute.graphs {
-                    collect_inputs(g, &mut used);
-                }
-            }
-        }
+        let mut used = HashSet::new();
+        collect_uses(graph, &mut used);
         let before = graph.node.len();
         graph
             .node
@@ -1303,9 +1260,86 @@ fn remove_dead_nodes(graph: &mut GraphProto) {
     }
 }
 
-fn collect_inputs(graph: &GraphProto, used: &mut HashSet<String>) {
-    for node in &graph.node {
-        used.extend(node.input.iter().cloned());
+/// Small graphs for the matchers' unit tests.
+#[cfg(test)]
+pub(crate) mod test_graph {
+    use super::super::proto::{
+        TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto::Dimension,
+        tensor_shape_proto::dimension::Value as DimValue, type_proto,
+    };
+    use super::*;
+
+    /// A dimension of a graph input: a number or a named free dimension.
+    pub(crate) enum D {
+        N(i64),
+        P(&'static str),
+    }
+
+    /// A node of the default domain.
+    pub(crate) fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            name: Some(format!("/{output}/{op}")),
+            op_type: Some(op.to_string()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            ..Default::default()
+        }
+    }
+
+    /// `node` with an integer attribute.
+    pub(crate) fn with_int(mut node: NodeProto, name: &str, value: i64) -> NodeProto {
+        node.attribute.push(int_attribute(name, value));
+        node
+    }
+
+    /// A float graph input.
+    pub(crate) fn input(name: &str, dims: &[D]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|d| Dimension {
+                value: Some(match d {
+                    D::N(n) => DimValue::DimValue(*n),
+                    D::P(p) => DimValue::DimParam(p.to_string()),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.to_string()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An int64 initializer.
+    pub(crate) fn ints(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+        TensorProto {
+            int64_data: values.to_vec(),
+            ..initializer(name, DataType::Int64, dims)
+        }
+    }
+
+    /// A float initializer.
+    pub(crate) fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            float_data: values.to_vec(),
+            ..initializer(name, DataType::Float, dims)
+        }
+    }
+
+    fn initializer(name: &str, data_type: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some(name.to_string()),
+            data_type: Some(data_type as i32),
+            dims: dims.to_vec(),
+            ..Default::default()
+        }
     }
 }
 

@@ -204,8 +204,24 @@ impl ShapeFacts {
             )
             | (
                 "com.microsoft",
-                "FastGelu" | "Gelu" | "BiasGelu" | "SkipLayerNormalization" | "RotaryEmbedding",
+                "FastGelu"
+                | "Gelu"
+                | "BiasGelu"
+                | "SkipLayerNormalization"
+                | "SkipSimplifiedLayerNormalization"
+                | "RotaryEmbedding",
             ) => in0,
+            // Output [B, S, value hidden]: the query's [B, S], the value's N·H.
+            ("com.microsoft", "MultiHeadAttention") => {
+                let value = Self::input(node, 2).and_then(|n| self.shape(n)).cloned();
+                match (in0.as_deref(), value.as_deref()) {
+                    (Some([b, s, _]), Some([_, _, hidden])) => Some(vec![*b, *s, *hidden]),
+                    (Some([b, s, _]), Some([_, Dim::Known(n), _, Dim::Known(h)])) => {
+                        Some(vec![*b, *s, Dim::Known(n * h)])
+                    }
+                    _ => None,
+                }
+            }
             ("", "SimplifiedLayerNormalization") => in0,
             (
                 "",
@@ -326,19 +342,7 @@ impl ShapeFacts {
             ("", "Squeeze") => {
                 let axes = self.axes(node, 1);
                 match (in0, axes) {
-                    (Some(data), Some(axes)) => {
-                        let axes: Option<Vec<usize>> = axes
-                            .iter()
-                            .map(|&a| normalise_axis(a, data.len()))
-                            .collect();
-                        axes.map(|axes| {
-                            data.iter()
-                                .enumerate()
-                                .filter(|(i, _)| !axes.contains(i))
-                                .map(|(_, d)| *d)
-                                .collect()
-                        })
-                    }
+                    (Some(data), Some(axes)) => reduced(&data, &axes, false),
                     (Some(data), None) if Self::input(node, 1).is_none() => {
                         Some(data.into_iter().filter(|d| *d != Dim::Known(1)).collect())
                     }
@@ -372,22 +376,7 @@ impl ShapeFacts {
                 let axes = self.axes(node, 1);
                 let keep = attr_int(node, "keepdims").unwrap_or(1) == 1;
                 match (in0, axes) {
-                    (Some(data), Some(axes)) => {
-                        let axes: Option<Vec<usize>> = axes
-                            .iter()
-                            .map(|&a| normalise_axis(a, data.len()))
-                            .collect();
-                        axes.map(|axes| {
-                            data.iter()
-                                .enumerate()
-                                .filter_map(|(i, d)| match (axes.contains(&i), keep) {
-                                    (true, true) => Some(Dim::Known(1)),
-                                    (true, false) => None,
-                                    (false, _) => Some(*d),
-                                })
-                                .collect()
-                        })
-                    }
+                    (Some(data), Some(axes)) => reduced(&data, &axes, keep),
                     _ => None,
                 }
             }
@@ -411,6 +400,13 @@ impl ShapeFacts {
             _ => None,
         };
         if let Some(shape) = shape {
+            // The skip norms' fourth output, the sum, has the input's shape too.
+            if let ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization") =
+                (domain, op)
+                && let Some(sum) = node.output.get(3).filter(|n| !n.is_empty())
+            {
+                self.set_shape(sum, shape.clone());
+            }
             self.set_shape(&out, shape);
         }
     }
@@ -783,6 +779,25 @@ impl ShapeFacts {
 }
 
 /// `axis` in `0..rank`, negative axes counted from the end.
+/// `data` with the dimensions at `axes` reduced: kept as 1 (`keep`) or removed (a
+/// reduction without `keepdims`, a `Squeeze`).
+fn reduced(data: &[Dim], axes: &[i64], keep: bool) -> Option<Vec<Dim>> {
+    let axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| normalise_axis(a, data.len()))
+        .collect::<Option<_>>()?;
+    Some(
+        data.iter()
+            .enumerate()
+            .filter_map(|(i, d)| match (axes.contains(&i), keep) {
+                (true, true) => Some(Dim::Known(1)),
+                (true, false) => None,
+                (false, _) => Some(*d),
+            })
+            .collect(),
+    )
+}
+
 pub(crate) fn normalise_axis(axis: i64, rank: usize) -> Option<usize> {
     let rank = rank as i64;
     let axis = if axis < 0 { axis + rank } else { axis };
