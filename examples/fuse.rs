@@ -45,8 +45,8 @@ struct Args {
     /// Recipe options for `--q8` (default: the `q8` variant's own recipe).
     #[command(flatten)]
     recipe: RecipeArgs,
-    /// Comma-separated steps (shapes, gelu, rms_norm, attention, rotary, skip_rms_norm);
-    /// default all.
+    /// Comma-separated steps (shapes, gelu, rms_norm, attention, rotary, skip_rms_norm,
+    /// multi_query); default all.
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
 }

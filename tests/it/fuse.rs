@@ -8,7 +8,7 @@ use std::path::Path;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
 use akidb_embedding_onnx::quantize::cache::{BESIDE_DIR, FUSED_FILE};
-use akidb_embedding_onnx::quantize::fuse::FuseRecipe;
+use akidb_embedding_onnx::quantize::fuse::{FuseRecipe, FuseReport};
 use akidb_embedding_onnx::quantize::fuse_folder;
 use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
 use akidb_test_support::{copy_model, cosine, minilm_dir, temp_dir, tiny_gemma_dir};
@@ -35,10 +35,11 @@ fn load(dir: &Path, options: impl FnOnce(LoadOptions) -> LoadOptions) -> OnnxEmb
 
 /// Fuses `dir` ahead of time, checks the rewrites, and compares the fused model with the
 /// folder's own graph, text by text, alone and in one padded batch.
-fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) {
+fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) -> FuseReport {
     let out = temp_dir(&format!("fused-{name}"));
     let report = fuse_folder(dir, out.path(), "model.onnx", None, &FuseRecipe::default()).unwrap();
-    let fused = report.fused.unwrap();
+    let report = report.fused.unwrap();
+    let fused = &report;
     for (rewrite, count) in expected {
         assert_eq!(
             fused.rewrites.get(*rewrite),
@@ -80,6 +81,7 @@ fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) {
             "{name} text {i}: fused vs unfused {fused_vs_plain}"
         );
     }
+    report
 }
 
 #[test]
@@ -94,6 +96,7 @@ fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
             ("simplified_layer_normalization", 37),
             ("rotary_embedding", 12),
             ("skip_simplified_layer_normalization", 12),
+            ("multi_query_attention", 6),
         ],
     );
 }
@@ -101,7 +104,9 @@ fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
 #[test]
 fn minilm_fused_matches_unfused_alone_and_padded() {
     let dir = minilm_dir();
-    fused_matches_unfused(&dir, "minilm", &[("multi_head_attention", 6), ("gelu", 6)]);
+    let fused = fused_matches_unfused(&dir, "minilm", &[("multi_head_attention", 6), ("gelu", 6)]);
+    // Twelve key/value heads: the multi-query form does not apply.
+    assert_eq!(fused.rewrites.get("multi_query_attention"), None);
 }
 
 /// The default load fuses into the cache beside the graph; `with_fused_graph(false)` runs

@@ -17,6 +17,7 @@
 //! The graph's weights are not touched: [`fuse_graph`] rewrites nodes and adds small
 //! constants only.
 
+mod multi_query;
 mod rotary;
 mod shapes;
 mod skip_norm;
@@ -35,7 +36,7 @@ const MS_DOMAIN: &str = "com.microsoft";
 
 /// Bumped whenever the fusion's output changes for the same graph and recipe (cache entries
 /// of fused graphs are keyed by it).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The graph metadata key a fused graph carries (its value: the recipe as JSON).
 pub const FUSED_METADATA_KEY: &str = "akidb.fused";
@@ -64,17 +65,23 @@ pub enum FuseStep {
     /// RMSNorm (`SimplifiedLayerNormalization`) reads; the sum, when read elsewhere too, is
     /// the operator's fourth output.
     SkipRmsNorm,
+    /// Attention whose key and value are one head repeated for every query head
+    /// (EmbeddingGemma's): the `MultiHeadAttention` the [`FuseStep::Attention`] step wrote
+    /// becomes two GEMMs over that one head with the queries of all heads as rows, and the
+    /// heads' transposes and repeats go (see `multi_query.rs`). Needs the attention step.
+    MultiQuery,
 }
 
 impl FuseStep {
     /// Every step, in the order they are applied.
-    pub const ALL: [FuseStep; 6] = [
+    pub const ALL: [FuseStep; 7] = [
         FuseStep::Shapes,
         FuseStep::Gelu,
         FuseStep::RmsNorm,
         FuseStep::Attention,
         FuseStep::Rotary,
         FuseStep::SkipRmsNorm,
+        FuseStep::MultiQuery,
     ];
 }
 
@@ -310,6 +317,7 @@ pub(crate) fn fuse_graph(
             FuseStep::Attention => fuser.fuse_attention(graph),
             FuseStep::Rotary => fuser.fuse_rotary(graph),
             FuseStep::SkipRmsNorm => fuser.fuse_skip_rms_norm(graph),
+            FuseStep::MultiQuery => fuser.fuse_multi_query(graph),
         }
         fuser.flush(graph);
     }

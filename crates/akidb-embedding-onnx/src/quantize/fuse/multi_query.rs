@@ -1,0 +1,433 @@
+//! Attention with one key/value head ([`super::FuseStep::MultiQuery`]): a
+//! `MultiHeadAttention` whose key and value are one head repeated for all `N` query heads
+//! (EmbeddingGemma's `repeat_kv`) becomes two plain GEMMs over that single head.
+//!
+//! With one key/value head, every query head multiplies the same `K` and `V`, so the queries
+//! of all heads can be rows of one matrix. Kept in the order the query projection writes them
+//! (`[B, S, N, H]`, row `s·N + n`), they need no transpose on the way in or out:
+//!
+//! ```text
+//! q = Reshape(Q [B, S, N, H] after its per-head norm and rotation, [B, 1, S·N, H])
+//! k = Reshape(K [B, L, 1, H] after its norm and rotation, [B, 1, L, H])   v likewise
+//! p = Softmax(Reshape(FusedMatMul(q, k, transB, alpha = scale), [B, S, N, L]) + bias [B, S, 1, L])
+//! out = Reshape(MatMul(Reshape(p, [B, 1, S·N, L]), v), [B, S, N·H])
+//! ```
+//!
+//! Each product is one GEMM of `S·N` rows that ONNX Runtime spreads over all its threads,
+//! where the operator runs one GEMM per head, a head per thread (three heads on two
+//! threads leave one idle half the time), and the repeated `K`/`V` and the four transposes
+//! around it are gone. The per-head ops between a projection and the attention
+//! (`SimplifiedLayerNormalization` over the head, `RotaryEmbedding`) are re-emitted on the
+//! projection's own layout: the norm on `[B, S, N, H]` (on the projection itself for the one
+//! key/value head), the rotation on `[B, S, N·H]` (its 3-D form), so each projection is split
+//! and merged only where an op needs it. The arithmetic is the operator's: same products,
+//! same softmax, bit for bit.
+//!
+//! Matched only where the whole pattern is there: no key padding mask or past state, not
+//! unidirectional, the bias (if any) `[B or 1, 1, S or 1, L]`, the key and value each
+//! `Reshape(Expand(Unsqueeze(x [B, 1, L, H])))` to `[B, N, L, H]`, and each of `Q`, `K`, `V`
+//! reached from its heads' split `Transpose(x, (0,2,1,3))` through only those per-head ops.
+
+use std::collections::HashMap;
+
+use super::super::proto::{AttributeProto, GraphProto, NodeProto};
+use super::shapes::{Dim, ShapeFacts};
+use super::{Constants, Fuser, MS_DOMAIN, attr_int, attr_ints, producers};
+use crate::quantize::graph::{float_attribute, int_attribute};
+
+/// A tensor of heads `[B, S, N, H]` or `[B, S, N·H]` and the per-head ops that follow it.
+struct HeadChain {
+    /// The heads' split as the projection wrote it, before the transpose to `[B, N, S, H]`.
+    source: String,
+    /// Whether `source` is `[B, S, N·H]` (else `[B, S, N, H]`).
+    merged: bool,
+    /// The `[B, S, N·H]` tensor a split `source` is a `Reshape` of (the projection), if any.
+    unsplit: Option<String>,
+    /// The per-head ops, first to last, each reading the one before as its input 0.
+    ops: Vec<NodeProto>,
+}
+
+/// What one rewrite reads, found in the graph.
+struct MultiQueryMatch {
+    heads: i64,
+    head_size: i64,
+    scale: f32,
+    query: HeadChain,
+    key: HeadChain,
+    value: HeadChain,
+    bias: Option<String>,
+    output: String,
+    name: String,
+}
+
+impl Fuser<'_> {
+    /// Rewrites each `MultiHeadAttention` with one key/value head as the module
+    /// documentation describes.
+    pub(super) fn fuse_multi_query(&mut self, graph: &mut GraphProto) {
+        let constants = Constants::of(graph);
+        let facts = ShapeFacts::infer(graph, &constants);
+        let producers = producers(graph);
+        let matches: Vec<(usize, MultiQueryMatch)> = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.op_type() == "MultiHeadAttention" && n.domain() == MS_DOMAIN)
+            .filter_map(|(i, n)| Some((i, match_multi_query(graph, n, &facts, &producers)?)))
+            .collect();
+        let mut targets = HashMap::new();
+        let mut edits: Vec<(usize, Vec<NodeProto>)> = matches
+            .into_iter()
+            .map(|(index, m)| (index, self.multi_query_nodes(&m, &mut targets)))
+            .collect();
+        edits.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        for (index, nodes) in edits {
+            graph.node.splice(index..=index, nodes);
+            self.count("multi_query_attention");
+        }
+    }
+
+    /// The nodes standing for the attention `m`. `targets` shares the `Reshape` targets
+    /// between rewrites.
+    fn multi_query_nodes(
+        &mut self,
+        m: &MultiQueryMatch,
+        targets: &mut HashMap<Vec<i64>, String>,
+    ) -> Vec<NodeProto> {
+        let mut out = Emitter {
+            fuser: self,
+            targets,
+            nodes: Vec::new(),
+        };
+        let (n, h) = (m.heads, m.head_size);
+        let q = out.rows(&m.query, n, h, "query");
+        let k = out.rows(&m.key, 1, h, "key");
+        let v = out.rows(&m.value, 1, h, "value");
+        let scores = out.node(
+            "FusedMatMul",
+            MS_DOMAIN,
+            vec![q, k],
+            "scores",
+            vec![
+                float_attribute("alpha", m.scale),
+                int_attribute("transB", 1),
+            ],
+        );
+        let probabilities = match &m.bias {
+            Some(bias) => {
+                let by_head = out.reshape(scores, &[0, -1, n, 0], "scores_by_head");
+                let bias = out.reshape(bias.clone(), &[0, -1, 1, 0], "bias_by_query");
+                let biased = out.node("Add", "", vec![by_head, bias], "biased", Vec::new());
+                let p = out.node(
+                    "Softmax",
+                    "",
+                    vec![biased],
+                    "probabilities_by_head",
+                    vec![int_attribute("axis", -1)],
+                );
+                out.reshape(p, &[0, 1, -1, 0], "probabilities")
+            }
+            None => out.node(
+                "Softmax",
+                "",
+                vec![scores],
+                "probabilities",
+                vec![int_attribute("axis", -1)],
+            ),
+        };
+        let context = out.node("MatMul", "", vec![probabilities, v], "context", Vec::new());
+        let target = out.target(&[0, -1, n * h]);
+        out.nodes.push(NodeProto {
+            name: Some(format!("{}/akidb_multi_query", m.name)),
+            op_type: Some("Reshape".to_string()),
+            input: vec![context, target],
+            output: vec![m.output.clone()],
+            ..Default::default()
+        });
+        out.nodes
+    }
+}
+
+/// Builds one rewrite's nodes.
+struct Emitter<'f, 'a, 't> {
+    fuser: &'f mut Fuser<'a>,
+    targets: &'t mut HashMap<Vec<i64>, String>,
+    nodes: Vec<NodeProto>,
+}
+
+impl Emitter<'_, '_, '_> {
+    /// Adds a node with one fresh output (named after `what`); returns that name.
+    fn node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        input: Vec<String>,
+        what: &str,
+        attribute: Vec<AttributeProto>,
+    ) -> String {
+        let output = self.fuser.fresh_name(what);
+        self.nodes.push(NodeProto {
+            name: Some(format!("{output}/{op}")),
+            op_type: Some(op.to_string()),
+            domain: (!domain.is_empty()).then(|| domain.to_string()),
+            input,
+            output: vec![output.clone()],
+            attribute,
+            ..Default::default()
+        });
+        output
+    }
+
+    /// The int64 constant `values`, one per distinct target.
+    fn target(&mut self, values: &[i64]) -> String {
+        if let Some(name) = self.targets.get(values) {
+            return name.clone();
+        }
+        let name = self
+            .fuser
+            .int64_constant("multi_query_shape", values, false);
+        self.targets.insert(values.to_vec(), name.clone());
+        name
+    }
+
+    fn reshape(&mut self, data: String, target: &[i64], what: &str) -> String {
+        let target = self.target(target);
+        self.node("Reshape", "", vec![data, target], what, Vec::new())
+    }
+
+    /// `chain`'s heads as the rows `[B, 1, S·heads, H]`: its per-head ops re-emitted on the
+    /// projection's layout (the norm per head, the rotation on the merged heads).
+    fn rows(&mut self, chain: &HeadChain, heads: i64, head_size: i64, what: &str) -> String {
+        // A norm over one head needs the heads split, unless there is only one; the rotation
+        // needs them merged. The projection itself is the merged form.
+        let split_for_norm = heads > 1;
+        let starts_merged = chain
+            .ops
+            .first()
+            .is_none_or(|op| is_rotary(op) || !split_for_norm);
+        let (mut current, mut merged) = match &chain.unsplit {
+            Some(unsplit) if starts_merged => (unsplit.clone(), true),
+            _ => (chain.source.clone(), chain.merged),
+        };
+        for op in &chain.ops {
+            let rotary = is_rotary(op);
+            if rotary && !merged {
+                current = self.reshape(current, &[0, 0, heads * head_size], what);
+                merged = true;
+            } else if !rotary && merged && split_for_norm {
+                current = self.reshape(current, &[0, 0, heads, head_size], what);
+                merged = false;
+            }
+            let mut attribute = op.attribute.clone();
+            if rotary {
+                attribute.retain(|a| a.name() != "num_heads");
+                attribute.push(int_attribute("num_heads", heads));
+            }
+            let mut input = op.input.clone();
+            input[0] = current;
+            current = self.node(op.op_type(), op.domain(), input, what, attribute);
+        }
+        self.reshape(current, &[0, 1, -1, head_size], &format!("{what}_rows"))
+    }
+}
+
+fn is_rotary(op: &NodeProto) -> bool {
+    op.op_type() == "RotaryEmbedding"
+}
+
+/// Producer of `name`, any domain.
+fn producer_of<'g>(
+    graph: &'g GraphProto,
+    producers: &HashMap<String, usize>,
+    name: &str,
+) -> Option<&'g NodeProto> {
+    graph.node.get(*producers.get(name)?)
+}
+
+/// The match for the `MultiHeadAttention` `mha`, when its whole pattern is there.
+fn match_multi_query(
+    graph: &GraphProto,
+    mha: &NodeProto,
+    facts: &ShapeFacts,
+    producers: &HashMap<String, usize>,
+) -> Option<MultiQueryMatch> {
+    let input = |i: usize| mha.input.get(i).filter(|n| !n.is_empty());
+    // No packed bias, key padding mask or past state; one output.
+    if input(3).is_some() || input(4).is_some() || mha.input.len() > 6 {
+        return None;
+    }
+    if mha.output.iter().skip(1).any(|o| !o.is_empty())
+        || attr_int(mha, "unidirectional").unwrap_or(0) != 0
+    {
+        return None;
+    }
+    let heads = attr_int(mha, "num_heads")?;
+    let (key, key_heads) = single_head(graph, producers, facts, input(1)?, heads)?;
+    let (value, value_heads) = single_head(graph, producers, facts, input(2)?, heads)?;
+    let head_size = match (key_heads.as_slice(), value_heads.as_slice()) {
+        ([_, Dim::Known(1), _, Dim::Known(h)], [_, Dim::Known(1), _, Dim::Known(hv)])
+            if h == hv =>
+        {
+            *h
+        }
+        _ => return None,
+    };
+    let key = head_chain(graph, producers, facts, &key, 1, head_size)?;
+    let value = head_chain(graph, producers, facts, &value, 1, head_size)?;
+    let query = query_chain(graph, producers, facts, input(0)?, heads, head_size)?;
+    let bias = match input(5) {
+        Some(bias) => {
+            let shape = facts.shapes.get(bias.as_str())?;
+            if shape.len() != 4 || shape[1] != Dim::Known(1) {
+                return None;
+            }
+            Some(bias.clone())
+        }
+        None => None,
+    };
+    let scale = mha
+        .attribute
+        .iter()
+        .find(|a| a.name() == "scale")
+        .and_then(|a| a.f)
+        .filter(|s| *s != 0.0)
+        .unwrap_or(1.0 / (head_size as f32).sqrt());
+    Some(MultiQueryMatch {
+        heads,
+        head_size,
+        scale,
+        query,
+        key,
+        value,
+        bias,
+        output: mha.output.first()?.clone(),
+        name: mha.name().to_string(),
+    })
+}
+
+/// The one head `x` `[B, 1, L, H]` that `repeated` `[B, heads, L, H]` repeats
+/// (`Reshape(Expand(Unsqueeze(x)))`, the copies on a new axis after the head axis), and its
+/// shape.
+fn single_head(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    facts: &ShapeFacts,
+    repeated: &str,
+    heads: i64,
+) -> Option<(String, Vec<Dim>)> {
+    let of = |name: &str, op: &str| {
+        producer_of(graph, producers, name).filter(|n| n.op_type() == op && n.domain().is_empty())
+    };
+    let reshape = of(repeated, "Reshape")?;
+    let expand = of(reshape.input.first()?, "Expand")?;
+    let unsqueeze = of(expand.input.first()?, "Unsqueeze")?;
+    let x = unsqueeze.input.first()?;
+    let shape = |name: &str| facts.shapes.get(name).map(Vec::as_slice);
+    let x_shape = shape(x)?;
+    let [b, Dim::Known(1), l, h] = x_shape else {
+        return None;
+    };
+    let one = Dim::Known(1);
+    let n = Dim::Known(heads);
+    (shape(unsqueeze.output.first()?)? == [*b, one, one, *l, *h]
+        && shape(expand.output.first()?)? == [*b, one, n, *l, *h]
+        && shape(repeated)? == [*b, n, *l, *h])
+    .then(|| (x.clone(), x_shape.to_vec()))
+}
+
+/// The query `[B, S, N·H]` the attention reads: the projection itself, or the merge
+/// (`Reshape(Transpose(q, (0,2,1,3)))`) of heads `q` `[B, N, S, H]`.
+fn query_chain(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    facts: &ShapeFacts,
+    query: &str,
+    heads: i64,
+    head_size: i64,
+) -> Option<HeadChain> {
+    let merge = producer_of(graph, producers, query)
+        .filter(|n| n.op_type() == "Reshape" && n.domain().is_empty());
+    if let Some(merge) = merge
+        && let Some(transpose) = producer_of(graph, producers, merge.input.first()?)
+        && transpose.op_type() == "Transpose"
+        && attr_ints(transpose, "perm")? == [0, 2, 1, 3]
+    {
+        return head_chain(
+            graph,
+            producers,
+            facts,
+            transpose.input.first()?,
+            heads,
+            head_size,
+        );
+    }
+    let [_, _, Dim::Known(hidden)] = facts.shapes.get(query)?.as_slice() else {
+        return None;
+    };
+    (*hidden == heads * head_size).then(|| HeadChain {
+        source: query.to_string(),
+        merged: true,
+        unsplit: None,
+        ops: Vec::new(),
+    })
+}
+
+/// The chain from the heads' split `Transpose(x [B, S, heads, H], (0,2,1,3))` through
+/// per-head norms and rotations to `bnsh`.
+fn head_chain(
+    graph: &GraphProto,
+    producers: &HashMap<String, usize>,
+    facts: &ShapeFacts,
+    bnsh: &str,
+    heads: i64,
+    head_size: i64,
+) -> Option<HeadChain> {
+    let mut ops = Vec::new();
+    let mut current = bnsh;
+    loop {
+        let node = producer_of(graph, producers, current)?;
+        match (node.domain(), node.op_type()) {
+            ("", "SimplifiedLayerNormalization")
+                if matches!(attr_int(node, "axis").unwrap_or(-1), -1 | 3)
+                    && node.output.iter().skip(1).all(String::is_empty) =>
+            {
+                ops.push(node.clone());
+            }
+            (MS_DOMAIN, "RotaryEmbedding")
+                if attr_int(node, "is_packed_batching").unwrap_or(0) == 0 =>
+            {
+                ops.push(node.clone());
+            }
+            ("", "Transpose") if attr_ints(node, "perm")? == [0, 2, 1, 3] => {
+                let source = node.input.first()?;
+                let split_dims = facts.shapes.get(source.as_str())?.as_slice();
+                let [_, _, Dim::Known(n), Dim::Known(h)] = split_dims else {
+                    return None;
+                };
+                if *n != heads || *h != head_size {
+                    return None;
+                }
+                ops.reverse();
+                let unsplit = producer_of(graph, producers, source)
+                    .filter(|n| n.op_type() == "Reshape" && n.domain().is_empty())
+                    .and_then(|split| split.input.first())
+                    .filter(|x| {
+                        facts.shapes.get(x.as_str()).is_some_and(|shape| {
+                            let [b, s, Dim::Known(hidden)] = shape.as_slice() else {
+                                return false;
+                            };
+                            split_dims[..2] == [*b, *s] && *hidden == heads * head_size
+                        })
+                    })
+                    .cloned();
+                return Some(HeadChain {
+                    source: source.clone(),
+                    merged: false,
+                    unsplit,
+                    ops,
+                });
+            }
+            _ => return None,
+        }
+        current = node.input.first()?;
+    }
+}
