@@ -431,3 +431,128 @@ fn head_chain(
         current = node.input.first()?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_graph::{D, input, ints, node};
+    use super::super::{FuseRecipe, FuseStep, fuse_graph};
+    use super::*;
+    use crate::quantize::graph::ints_attribute;
+
+    /// How the key/value head is made `[B, 2, S, 4]` from `[B, 1, S, 4]`.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Repeat {
+        /// `Unsqueeze` after the head axis: each query head reads the one head.
+        Heads,
+        /// `Unsqueeze` after the sequence axis: rows of positions interleaved, not a repeat.
+        Interleaved,
+    }
+
+    fn transpose(from: &str, to: &str) -> NodeProto {
+        let mut t = node("Transpose", &[from], to);
+        t.attribute.push(ints_attribute("perm", &[0, 2, 1, 3]));
+        t
+    }
+
+    /// One layer's attention: two query heads of 4 and one key/value head, repeated by
+    /// `repeat`, under a `MultiHeadAttention` as the attention step writes it.
+    fn graph(repeat: Repeat) -> GraphProto {
+        let (axis, expanded) = match repeat {
+            Repeat::Heads => (2, [1, 1, 2, 1, 1]),
+            Repeat::Interleaved => (3, [1, 1, 1, 2, 1]),
+        };
+        let mut nodes = vec![transpose("q", "q_bnsh"), transpose("q_bnsh", "q_bsnh")];
+        nodes.push(node("Reshape", &["q_bsnh", "merged"], "query"));
+        for x in ["k", "v"] {
+            nodes.push(transpose(x, &format!("{x}1")));
+            nodes.push(node(
+                "Unsqueeze",
+                &[&format!("{x}1"), "axis"],
+                &format!("{x}5"),
+            ));
+            nodes.push(node(
+                "Expand",
+                &[&format!("{x}5"), "expanded"],
+                &format!("{x}e"),
+            ));
+            nodes.push(node(
+                "Reshape",
+                &[&format!("{x}e"), "heads"],
+                &format!("{x}_heads"),
+            ));
+        }
+        let mut mha = node(
+            "MultiHeadAttention",
+            &["query", "k_heads", "v_heads", "", "", "bias"],
+            "out",
+        );
+        mha.domain = Some(MS_DOMAIN.to_string());
+        mha.attribute.push(int_attribute("num_heads", 2));
+        mha.attribute.push(float_attribute("scale", 0.5));
+        nodes.push(mha);
+        let split = |name: &str, heads: i64| {
+            input(name, &[D::P("batch"), D::P("seq"), D::N(heads), D::N(4)])
+        };
+        GraphProto {
+            node: nodes,
+            initializer: vec![
+                ints("merged", &[3], &[0, 0, 8]),
+                ints("axis", &[1], &[axis]),
+                ints("expanded", &[5], &expanded),
+                ints("heads", &[4], &[0, 2, -1, 4]),
+            ],
+            input: vec![
+                split("q", 2),
+                split("k", 1),
+                split("v", 1),
+                input("bias", &[D::P("batch"), D::N(1), D::P("seq"), D::P("seq")]),
+            ],
+            output: vec![input("out", &[])],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn one_key_value_head_becomes_two_gemms_without_transposes_or_repeats() {
+        let mut graph = graph(Repeat::Heads);
+        let (report, _) = fuse_graph(&mut graph, &FuseRecipe::only([FuseStep::MultiQuery]));
+        assert_eq!(report.rewrites.get("multi_query_attention"), Some(&1));
+        let ops: Vec<&str> = graph.node.iter().map(NodeProto::op_type).collect();
+        for gone in ["MultiHeadAttention", "Transpose", "Unsqueeze", "Expand"] {
+            assert!(!ops.contains(&gone), "{gone} left in {ops:?}");
+        }
+        let scores = graph
+            .node
+            .iter()
+            .find(|n| n.op_type() == "FusedMatMul")
+            .unwrap();
+        assert_eq!(
+            scores
+                .attribute
+                .iter()
+                .find(|a| a.name() == "alpha")
+                .unwrap()
+                .f,
+            Some(0.5)
+        );
+        // The key and value are read from the graph inputs themselves, one head each.
+        let reads: Vec<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter().map(String::as_str))
+            .collect();
+        for x in ["q", "k", "v", "bias"] {
+            assert!(reads.contains(&x), "{x} not read: {reads:?}");
+        }
+        assert_eq!(graph.node.last().unwrap().output, ["out"]);
+    }
+
+    #[test]
+    fn heads_interleaved_by_the_repeat_are_left_to_multi_head_attention() {
+        let mut graph = graph(Repeat::Interleaved);
+        let before = graph.node.clone();
+        let (report, _) = fuse_graph(&mut graph, &FuseRecipe::only([FuseStep::MultiQuery]));
+        assert_eq!(report.rewrites.get("multi_query_attention"), None);
+        assert_eq!(graph.node, before);
+    }
+}
