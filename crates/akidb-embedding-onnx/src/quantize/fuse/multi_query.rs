@@ -32,7 +32,7 @@ use std::collections::HashMap;
 
 use super::super::proto::{AttributeProto, GraphProto, NodeProto};
 use super::shapes::{Dim, ShapeFacts};
-use super::{Constants, Fuser, MS_DOMAIN, attr_int, attr_ints, producers};
+use super::{Constants, Fuser, MS_DOMAIN, attr_int, attr_ints, producer, producers};
 use crate::quantize::graph::{float_attribute, int_attribute};
 
 /// A tensor of heads `[B, S, N, H]` or `[B, S, N·H]` and the per-head ops that follow it.
@@ -234,15 +234,6 @@ fn is_rotary(op: &NodeProto) -> bool {
     op.op_type() == "RotaryEmbedding"
 }
 
-/// Producer of `name`, any domain.
-fn producer_of<'g>(
-    graph: &'g GraphProto,
-    producers: &HashMap<String, usize>,
-    name: &str,
-) -> Option<&'g NodeProto> {
-    graph.node.get(*producers.get(name)?)
-}
-
 /// The match for the `MultiHeadAttention` `mha`, when its whole pattern is there.
 fn match_multi_query(
     graph: &GraphProto,
@@ -314,12 +305,9 @@ fn single_head(
     repeated: &str,
     heads: i64,
 ) -> Option<(String, Vec<Dim>)> {
-    let of = |name: &str, op: &str| {
-        producer_of(graph, producers, name).filter(|n| n.op_type() == op && n.domain().is_empty())
-    };
-    let reshape = of(repeated, "Reshape")?;
-    let expand = of(reshape.input.first()?, "Expand")?;
-    let unsqueeze = of(expand.input.first()?, "Unsqueeze")?;
+    let reshape = producer(graph, producers, repeated, "Reshape")?;
+    let expand = producer(graph, producers, reshape.input.first()?, "Expand")?;
+    let unsqueeze = producer(graph, producers, expand.input.first()?, "Unsqueeze")?;
     let x = unsqueeze.input.first()?;
     let shape = |name: &str| facts.shapes.get(name).map(Vec::as_slice);
     let x_shape = shape(x)?;
@@ -344,11 +332,8 @@ fn query_chain(
     heads: i64,
     head_size: i64,
 ) -> Option<HeadChain> {
-    let merge = producer_of(graph, producers, query)
-        .filter(|n| n.op_type() == "Reshape" && n.domain().is_empty());
-    if let Some(merge) = merge
-        && let Some(transpose) = producer_of(graph, producers, merge.input.first()?)
-        && transpose.op_type() == "Transpose"
+    if let Some(merge) = producer(graph, producers, query, "Reshape")
+        && let Some(transpose) = producer(graph, producers, merge.input.first()?, "Transpose")
         && attr_ints(transpose, "perm")? == [0, 2, 1, 3]
     {
         return head_chain(
@@ -384,7 +369,8 @@ fn head_chain(
     let mut ops = Vec::new();
     let mut current = bnsh;
     loop {
-        let node = producer_of(graph, producers, current)?;
+        // Any domain: the rotation is ONNX Runtime's own operator.
+        let node = graph.node.get(*producers.get(current)?)?;
         match (node.domain(), node.op_type()) {
             ("", "SimplifiedLayerNormalization")
                 if matches!(attr_int(node, "axis").unwrap_or(-1), -1 | 3)
@@ -407,8 +393,7 @@ fn head_chain(
                     return None;
                 }
                 ops.reverse();
-                let unsplit = producer_of(graph, producers, source)
-                    .filter(|n| n.op_type() == "Reshape" && n.domain().is_empty())
+                let unsplit = producer(graph, producers, source, "Reshape")
                     .and_then(|split| split.input.first())
                     .filter(|x| {
                         facts.shapes.get(x.as_str()).is_some_and(|shape| {
