@@ -391,6 +391,21 @@ impl Fuser<'_> {
         }
     }
 
+    /// Puts each list of nodes at its index in place of the one there (the last index first,
+    /// so the others stay valid), counting the rewrite.
+    fn splice_nodes(
+        &mut self,
+        graph: &mut GraphProto,
+        mut edits: Vec<(usize, Vec<NodeProto>)>,
+        what: &str,
+    ) {
+        edits.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
+        for (index, nodes) in edits {
+            graph.node.splice(index..=index, nodes);
+            self.count(what);
+        }
+    }
+
     /// Moves the constants made so far into the graph, so later steps see them.
     fn flush(&mut self, graph: &mut GraphProto) {
         graph.initializer.append(&mut self.initializers);
@@ -616,11 +631,7 @@ impl Fuser<'_> {
                 edits.push(plan);
             }
         }
-        edits.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
-        for (index, nodes) in edits {
-            graph.node.splice(index..=index, nodes);
-            self.count("multi_head_attention");
-        }
+        self.splice_nodes(graph, edits, "multi_head_attention");
     }
 
     /// The nodes replacing the heads' merge `Reshape` (at the returned index) for the

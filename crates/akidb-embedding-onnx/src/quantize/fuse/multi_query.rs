@@ -75,15 +75,11 @@ impl Fuser<'_> {
             .filter_map(|(i, n)| Some((i, match_multi_query(graph, n, &facts, &producers)?)))
             .collect();
         let mut targets = HashMap::new();
-        let mut edits: Vec<(usize, Vec<NodeProto>)> = matches
+        let edits = matches
             .into_iter()
             .map(|(index, m)| (index, self.multi_query_nodes(&m, &mut targets)))
             .collect();
-        edits.sort_by_key(|(index, _)| std::cmp::Reverse(*index));
-        for (index, nodes) in edits {
-            graph.node.splice(index..=index, nodes);
-            self.count("multi_query_attention");
-        }
+        self.splice_nodes(graph, edits, "multi_query_attention");
     }
 
     /// The nodes standing for the attention `m`. `targets` shares the `Reshape` targets
