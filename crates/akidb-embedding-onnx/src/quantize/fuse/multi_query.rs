@@ -214,10 +214,15 @@ impl Emitter<'_, '_, '_> {
                 merged = false;
             }
             let mut attribute = op.attribute.clone();
-            if rotary {
-                attribute.retain(|a| a.name() != "num_heads");
-                attribute.push(int_attribute("num_heads", heads));
-            }
+            // The norm was matched over the last axis of a 4-D tensor (`-1` or `3`); it may now
+            // read the 3-D projection, so it says `-1`. The rotation is told its head count.
+            let (name, value) = if rotary {
+                ("num_heads", heads)
+            } else {
+                ("axis", -1)
+            };
+            attribute.retain(|a| a.name() != name);
+            attribute.push(int_attribute(name, value));
             let mut input = op.input.clone();
             input[0] = current;
             current = self.node(op.op_type(), op.domain(), input, what, attribute);
@@ -415,7 +420,7 @@ fn head_chain(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_graph::{D, input, ints, node};
+    use super::super::test_graph::{D, floats, input, ints, node, with_int};
     use super::super::{FuseRecipe, FuseStep, fuse_graph};
     use super::*;
     use crate::quantize::graph::ints_attribute;
@@ -446,11 +451,17 @@ mod tests {
         nodes.push(node("Reshape", &["q_bsnh", "merged"], "query"));
         for x in ["k", "v"] {
             nodes.push(transpose(x, &format!("{x}1")));
-            nodes.push(node(
-                "Unsqueeze",
-                &[&format!("{x}1"), "axis"],
-                &format!("{x}5"),
-            ));
+            let mut head = format!("{x}1");
+            if x == "k" {
+                // The key's norm, over the last axis of `[B, 1, S, 4]` spelled `3`.
+                nodes.push(with_int(
+                    node("SimplifiedLayerNormalization", &["k1", "gamma"], "k_norm"),
+                    "axis",
+                    3,
+                ));
+                head = "k_norm".to_string();
+            }
+            nodes.push(node("Unsqueeze", &[&head, "axis"], &format!("{x}5")));
             nodes.push(node(
                 "Expand",
                 &[&format!("{x}5"), "expanded"],
@@ -481,6 +492,7 @@ mod tests {
                 ints("axis", &[1], &[axis]),
                 ints("expanded", &[5], &expanded),
                 ints("heads", &[4], &[0, 2, -1, 4]),
+                floats("gamma", &[4], &[1.0; 4]),
             ],
             input: vec![
                 split("q", 2),
@@ -526,6 +538,14 @@ mod tests {
             assert!(reads.contains(&x), "{x} not read: {reads:?}");
         }
         assert_eq!(graph.node.last().unwrap().output, ["out"]);
+        // The one key head's norm reads the 3-D projection now: its axis says the last one.
+        let norm = graph
+            .node
+            .iter()
+            .find(|n| n.op_type() == "SimplifiedLayerNormalization")
+            .unwrap();
+        assert_eq!(norm.input[0], "k");
+        assert_eq!(attr_int(norm, "axis"), Some(-1));
     }
 
     #[test]
