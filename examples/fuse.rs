@@ -46,7 +46,7 @@ struct Args {
     #[command(flatten)]
     recipe: RecipeArgs,
     /// Comma-separated steps (shapes, gelu, rms_norm, attention, rotary, skip_rms_norm,
-    /// multi_query); default all.
+    /// multi_query, packed_attention); default all.
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
 }

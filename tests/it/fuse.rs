@@ -87,7 +87,7 @@ fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) -> 
 #[test]
 fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
     let dir = tiny_gemma_dir();
-    fused_matches_unfused(
+    let fused = fused_matches_unfused(
         &dir,
         "tiny-gemma",
         &[
@@ -99,12 +99,22 @@ fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
             ("multi_query_attention", 6),
         ],
     );
+    // Its attention became the multi-query form: nothing left for the packed one.
+    assert_eq!(fused.rewrites.get("packed_attention"), None);
 }
 
 #[test]
 fn minilm_fused_matches_unfused_alone_and_padded() {
     let dir = minilm_dir();
-    let fused = fused_matches_unfused(&dir, "minilm", &[("multi_head_attention", 6), ("gelu", 6)]);
+    let fused = fused_matches_unfused(
+        &dir,
+        "minilm",
+        &[
+            ("multi_head_attention", 6),
+            ("gelu", 6),
+            ("packed_attention", 6),
+        ],
+    );
     // Twelve key/value heads: the multi-query form does not apply.
     assert_eq!(fused.rewrites.get("multi_query_attention"), None);
 }

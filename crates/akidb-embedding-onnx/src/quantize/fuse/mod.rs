@@ -18,6 +18,7 @@
 //! constants only.
 
 mod multi_query;
+mod packed_attention;
 mod rotary;
 mod shapes;
 mod skip_norm;
@@ -70,11 +71,16 @@ pub enum FuseStep {
     /// becomes two GEMMs over that one head with the queries of all heads as rows, and the
     /// heads' transposes and repeats go (see `multi_query.rs`). Needs the attention step.
     MultiQuery,
+    /// Attention whose query, key and value are each `MatMul(x, W) + b` of one input (BERT's,
+    /// MiniLM's): the `MultiHeadAttention` the [`FuseStep::Attention`] step wrote becomes
+    /// `com.microsoft::Attention` with the three weights and biases concatenated, one GEMM
+    /// for the three projections (see `packed_attention.rs`). Needs the attention step.
+    PackedAttention,
 }
 
 impl FuseStep {
     /// Every step, in the order they are applied.
-    pub const ALL: [FuseStep; 7] = [
+    pub const ALL: [FuseStep; 8] = [
         FuseStep::Shapes,
         FuseStep::Gelu,
         FuseStep::RmsNorm,
@@ -82,6 +88,7 @@ impl FuseStep {
         FuseStep::Rotary,
         FuseStep::SkipRmsNorm,
         FuseStep::MultiQuery,
+        FuseStep::PackedAttention,
     ];
 }
 
@@ -318,6 +325,7 @@ pub(crate) fn fuse_graph(
             FuseStep::Rotary => fuser.fuse_rotary(graph),
             FuseStep::SkipRmsNorm => fuser.fuse_skip_rms_norm(graph),
             FuseStep::MultiQuery => fuser.fuse_multi_query(graph),
+            FuseStep::PackedAttention => fuser.fuse_packed_attention(graph),
         }
         fuser.flush(graph);
     }
