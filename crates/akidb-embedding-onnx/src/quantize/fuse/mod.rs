@@ -1313,6 +1313,20 @@ pub(crate) mod test_graph {
         }
     }
 
+    /// A `MultiHeadAttention` as the attention step writes it: two heads, scale 0.5, the
+    /// attention bias `bias`, output `out`.
+    pub(crate) fn multi_head_attention(query: &str, key: &str, value: &str) -> NodeProto {
+        let mut mha = node(
+            "MultiHeadAttention",
+            &[query, key, value, "", "", "bias"],
+            "out",
+        );
+        mha.domain = Some(MS_DOMAIN.to_string());
+        mha.attribute.push(int_attribute("num_heads", 2));
+        mha.attribute.push(float_attribute("scale", 0.5));
+        mha
+    }
+
     /// `node` with an integer attribute.
     pub(crate) fn with_int(mut node: NodeProto, name: &str, value: i64) -> NodeProto {
         node.attribute.push(int_attribute(name, value));

@@ -420,7 +420,7 @@ fn head_chain(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_graph::{D, floats, input, ints, node, with_int};
+    use super::super::test_graph::{D, floats, input, ints, multi_head_attention, node, with_int};
     use super::super::{FuseRecipe, FuseStep, fuse_graph};
     use super::*;
     use crate::quantize::graph::ints_attribute;
@@ -473,15 +473,7 @@ mod tests {
                 &format!("{x}_heads"),
             ));
         }
-        let mut mha = node(
-            "MultiHeadAttention",
-            &["query", "k_heads", "v_heads", "", "", "bias"],
-            "out",
-        );
-        mha.domain = Some(MS_DOMAIN.to_string());
-        mha.attribute.push(int_attribute("num_heads", 2));
-        mha.attribute.push(float_attribute("scale", 0.5));
-        nodes.push(mha);
+        nodes.push(multi_head_attention("query", "k_heads", "v_heads"));
         let split = |name: &str, heads: i64| {
             input(name, &[D::P("batch"), D::P("seq"), D::N(heads), D::N(4)])
         };

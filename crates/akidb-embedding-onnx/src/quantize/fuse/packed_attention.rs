@@ -178,7 +178,7 @@ fn match_packed_attention(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_graph::{D, floats, input, node};
+    use super::super::test_graph::{D, floats, input, multi_head_attention, node};
     use super::super::{FuseRecipe, FuseStep, fuse_graph};
     use super::*;
 
@@ -195,15 +195,7 @@ mod tests {
                 &format!("{p}_proj"),
             ));
         }
-        let mut mha = node(
-            "MultiHeadAttention",
-            &["q_proj", "k_proj", "v_proj", "", "", "bias"],
-            "out",
-        );
-        mha.domain = Some(MS_DOMAIN.to_string());
-        mha.attribute.push(int_attribute("num_heads", 2));
-        mha.attribute.push(float_attribute("scale", 0.5));
-        nodes.push(mha);
+        nodes.push(multi_head_attention("q_proj", "k_proj", "v_proj"));
         let mut initializer = Vec::new();
         for p in ["q", "k", "v"] {
             initializer.push(floats(&format!("w{p}"), &[4, 4], &[0.1; 16]));
