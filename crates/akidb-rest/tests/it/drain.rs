@@ -226,6 +226,11 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
     // New connections are refused once the listener is closed.
     let refused = loop {
         match TcpStream::connect(addr).await {
+            // A connection the closing listener had queued but not accepted is reset: the
+            // listener is going, not gone; the next attempt tells.
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(error) => break error,
             Ok(_) => {
                 assert!(
@@ -271,6 +276,10 @@ async fn with_no_drain_delay_the_listener_closes_at_once() {
     let stopping = tokio::spawn(server.stop());
     let refused = loop {
         match TcpStream::connect(addr).await {
+            // Reset: queued on the closing listener (see above); try again.
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Err(error) => break error,
             Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
