@@ -155,6 +155,23 @@ async fn connect_during_drain(addr: SocketAddr, what: &str) -> TcpStream {
     })
 }
 
+/// Connects to `addr` until the connection is refused and returns that error. A connection the
+/// closing listener had queued but not accepted is reset: the listener is going, not gone, so
+/// the next attempt tells. Panics if the listener still accepts `accept_for` after `since`.
+async fn refused_connect(addr: SocketAddr, since: Instant, accept_for: Duration) -> std::io::Error {
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(error) => return error,
+            Ok(_) => assert!(
+                since.elapsed() < accept_for,
+                "the listener still accepts {accept_for:?} after it was told to stop"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_accepting() {
     // One model answers at once; the other's runs wait at a gate the test opens once the
@@ -224,23 +241,7 @@ async fn draining_answers_503_on_health_serves_with_connection_close_then_stops_
         "an idle connection was closed {idle_closed_after:?} after the signal, within the drain"
     );
     // New connections are refused once the listener is closed.
-    let refused = loop {
-        match TcpStream::connect(addr).await {
-            // A connection the closing listener had queued but not accepted is reset: the
-            // listener is going, not gone; the next attempt tells.
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => break error,
-            Ok(_) => {
-                assert!(
-                    signalled.elapsed() < DRAIN + Duration::from_secs(60),
-                    "the listener still accepts a minute after the drain delay"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
+    let refused = refused_connect(addr, signalled, DRAIN + Duration::from_secs(60)).await;
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     let refused_after = signalled.elapsed();
     assert!(refused_after >= DRAIN, "refused after {refused_after:?}");
@@ -274,16 +275,7 @@ async fn with_no_drain_delay_the_listener_closes_at_once() {
         .unwrap();
     held.wait_for_a_held_run().await;
     let stopping = tokio::spawn(server.stop());
-    let refused = loop {
-        match TcpStream::connect(addr).await {
-            // Reset: queued on the closing listener (see above); try again.
-            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(error) => break error,
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let refused = refused_connect(addr, Instant::now(), Duration::from_secs(60)).await;
     assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     // Then the held request finishes and the server stops.
     held.set_open(true);
