@@ -8,9 +8,9 @@ use std::path::Path;
 
 use akidb_embedding_core::{EmbedRequest, EmbeddingProvider};
 use akidb_embedding_onnx::quantize::cache::{BESIDE_DIR, FUSED_FILE};
-use akidb_embedding_onnx::quantize::fuse::{FuseRecipe, FuseReport};
-use akidb_embedding_onnx::quantize::fuse_folder;
-use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider};
+use akidb_embedding_onnx::quantize::fuse::{FuseRecipe, FuseReport, FuseStep};
+use akidb_embedding_onnx::quantize::{NodeOverride, QuantizeRecipe, fuse_folder, quantize_folder};
+use akidb_embedding_onnx::{LoadOptions, OnnxEmbeddingProvider, OnnxVariant};
 use akidb_test_support::{copy_model, cosine, minilm_dir, temp_dir, tiny_gemma_dir};
 
 /// Short and long texts together, so every short one is padded in the batch.
@@ -148,4 +148,80 @@ fn loading_fuses_into_the_cache_by_default_and_can_be_turned_off() {
     assert!(cosine(&a.embeddings[0], &b.embeddings[0]) >= 0.99999);
     assert_eq!(b.embeddings, c.embeddings);
     assert_eq!(fused.model_info().dimension, 32);
+}
+
+/// `q8_matmul`: the 8-bit products become `ai.akidb::MatMulQ8` both when the fusion and the
+/// quantisation run together (from the fp32 graph) and when a `q8` graph is fused, and the
+/// vectors are those of the same graph on ONNX Runtime's `MatMulNBits`, a text alone as in a
+/// padded batch. (On a CPU without AVX-512 VNNI the operator runs its portable loop.)
+#[test]
+fn q8_matmul_keeps_the_q8_vectors() {
+    let dir = tiny_gemma_dir();
+    // Blocks of 32, and 16 for down_proj: the tiny double's K (32, 64) takes both.
+    let recipe =
+        QuantizeRecipe::default().with_override(NodeOverride::new("*/down_proj/*").block_size(16));
+    let with = FuseRecipe::only(FuseStep::ALL);
+    let without = FuseRecipe::only(FuseStep::PORTABLE);
+    let q8 = |name: &str, fuse: &FuseRecipe| {
+        let out = temp_dir(name);
+        let report = fuse_folder(&dir, out.path(), "model.onnx", Some(&recipe), fuse).unwrap();
+        (out, report.fused.unwrap())
+    };
+    let (plain_dir, plain_report) = q8("q8-portable", &without);
+    let (kernel_dir, kernel_report) = q8("q8-kernel", &with);
+    assert_eq!(plain_report.rewrites.get("q8_matmul"), None);
+    // q, o, gate, up and down in each of 6 layers (k and v are 16 wide: not a multiple of 32),
+    // and the two Dense heads.
+    assert_eq!(
+        kernel_report.rewrites.get("q8_matmul"),
+        Some(&32),
+        "{:?}",
+        kernel_report.rewrites
+    );
+
+    // A q8 graph fused on its own gets the same rewrites.
+    let quantised = temp_dir("q8-unfused");
+    quantize_folder(&dir, quantised.path(), &recipe).unwrap();
+    let refused = temp_dir("q8-refused");
+    let report = fuse_folder(
+        quantised.path(),
+        refused.path(),
+        "model_q8.onnx",
+        None,
+        &with,
+    )
+    .unwrap()
+    .fused
+    .unwrap();
+    assert_eq!(report.rewrites.get("q8_matmul"), Some(&32));
+
+    let open = |dir: &Path| load(dir, |o| o.with_variant(OnnxVariant::Q8));
+    let texts = texts();
+    let batch =
+        |p: &OnnxEmbeddingProvider| p.embed_blocking(EmbedRequest::new(texts.clone())).unwrap();
+    let plain = batch(&open(plain_dir.path()));
+    let kernel_provider = open(kernel_dir.path());
+    let kernel = batch(&kernel_provider);
+    let refused = batch(&open(refused.path()));
+    assert_eq!(plain.token_counts, kernel.token_counts);
+    for (i, text) in texts.iter().enumerate() {
+        let vs_plain = cosine(&kernel.embeddings[i], &plain.embeddings[i]);
+        assert!(
+            vs_plain >= 0.99999,
+            "text {i}: MatMulQ8 vs MatMulNBits {vs_plain}"
+        );
+        let vs_refused = cosine(&kernel.embeddings[i], &refused.embeddings[i]);
+        assert!(
+            vs_refused >= 0.99999,
+            "text {i}: fused from fp32 vs from q8 {vs_refused}"
+        );
+        let alone = kernel_provider
+            .embed_blocking(EmbedRequest::new([text.as_str()]))
+            .unwrap();
+        let alone_vs_batch = cosine(&alone.embeddings[0], &kernel.embeddings[i]);
+        assert!(
+            alone_vs_batch >= 0.99999,
+            "text {i}: alone vs padded batch {alone_vs_batch}"
+        );
+    }
 }

@@ -38,6 +38,7 @@ pub mod model_spec;
 mod options;
 pub mod pooling;
 mod provider;
+pub mod q8_matmul;
 pub mod quantize;
 pub mod runtime;
 mod session;

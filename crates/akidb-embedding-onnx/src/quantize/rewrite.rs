@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use prost::Message;
 
-use super::fuse::{FUSED_METADATA_KEY, FuseRecipe, fuse_graph};
+use super::fuse::{FUSED_METADATA_KEY, FuseRecipe, FuseStep, fuse_graph, use_q8_matmul};
 use super::graph::{collect_uses, f32_bytes, int_attribute, le_f32};
 use super::pack::{quantize_gather_rows, quantize_matmul_weight};
 use super::proto::{
@@ -180,7 +180,7 @@ pub fn rewrite_file(
         .take()
         .ok_or_else(|| QuantizeError::invalid(source, "the model has no graph"))?;
     let source_bytes = source_size(source, &graph);
-    let (fused, new_tensors) = match fuse {
+    let (mut fused, new_tensors) = match fuse {
         Some(fuse) => {
             let (report, tensors) = fuse_graph(&mut graph, fuse);
             (Some(report), tensors)
@@ -386,6 +386,18 @@ pub fn rewrite_file(
         };
     }
 
+    // The products just quantised run on this library's kernel when the fusion asks (the
+    // fusion ran before the quantisation, on fp32 `MatMul`s).
+    if quantizing && let (Some(fuse), Some(report)) = (fuse, fused.as_mut()) {
+        if fuse.has(FuseStep::Q8Matmul) {
+            let new_names: HashSet<&str> = jobs
+                .iter()
+                .flat_map(|j| [j.packed_name.as_str(), j.scales_name.as_str()])
+                .collect();
+            report.add("q8_matmul", use_q8_matmul(&mut graph, &new_names));
+        }
+    }
+
     // Initializers still read by some node (or a graph output) are kept.
     let mut used: HashSet<String> = HashSet::new();
     collect_uses(&graph, &mut used);
@@ -473,6 +485,20 @@ pub fn rewrite_file(
             .retain(|i| !replaced.contains(i.name()) || used.contains(i.name()));
         sink.finish()?;
 
+        if graph
+            .node
+            .iter()
+            .any(|n| n.domain() == crate::q8_matmul::DOMAIN)
+            && !model
+                .opset_import
+                .iter()
+                .any(|o| o.domain() == crate::q8_matmul::DOMAIN)
+        {
+            model.opset_import.push(OperatorSetIdProto {
+                domain: Some(crate::q8_matmul::DOMAIN.to_string()),
+                version: Some(1),
+            });
+        }
         let uses_ms = graph.node.iter().any(|n| n.domain() == MS_DOMAIN);
         if uses_ms && !model.opset_import.iter().any(|o| o.domain() == MS_DOMAIN) {
             model.opset_import.push(OperatorSetIdProto {

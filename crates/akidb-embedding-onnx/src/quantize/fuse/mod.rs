@@ -19,6 +19,7 @@
 
 mod multi_query;
 mod packed_attention;
+mod q8_matmul;
 mod rotary;
 mod shapes;
 mod skip_norm;
@@ -76,11 +77,31 @@ pub enum FuseStep {
     /// `com.microsoft::Attention` with the three weights and biases concatenated, one GEMM
     /// for the three projections (see `packed_attention.rs`). Needs the attention step.
     PackedAttention,
+    /// The `q8` products (`MatMulNBits`, 8 bits, accuracy level 4) on this library's AVX-512
+    /// VNNI kernel: `ai.akidb::MatMulQ8`, same inputs, same arithmetic (see
+    /// [`crate::q8_matmul`] and `q8_matmul.rs`). Such a graph loads only in this library's
+    /// sessions; the default recipe has the step only where [`crate::q8_matmul::supported`].
+    /// It changes nothing in a graph without `MatMulNBits` (fp32, MiniLM).
+    Q8Matmul,
 }
 
 impl FuseStep {
-    /// Every step, in the order they are applied.
-    pub const ALL: [FuseStep; 8] = [
+    /// Every step, in the order they are applied ([`FuseStep::Q8Matmul`] last, after the
+    /// `q8` quantisation when one runs in the same rewrite).
+    pub const ALL: [FuseStep; 9] = [
+        FuseStep::Shapes,
+        FuseStep::Gelu,
+        FuseStep::RmsNorm,
+        FuseStep::Attention,
+        FuseStep::Rotary,
+        FuseStep::SkipRmsNorm,
+        FuseStep::MultiQuery,
+        FuseStep::PackedAttention,
+        FuseStep::Q8Matmul,
+    ];
+
+    /// The steps whose graphs any ONNX Runtime loads: all but [`FuseStep::Q8Matmul`].
+    pub const PORTABLE: [FuseStep; 8] = [
         FuseStep::Shapes,
         FuseStep::Gelu,
         FuseStep::RmsNorm,
@@ -93,7 +114,8 @@ impl FuseStep {
 }
 
 /// Which rewrites to apply. The default applies every step that passes the fidelity checks
-/// (`tests/it/fuse.rs`, and on the real EmbeddingGemma `tests/it/real_gemma.rs`).
+/// (`tests/it/fuse.rs`, and on the real EmbeddingGemma `tests/it/real_gemma.rs`):
+/// [`FuseStep::PORTABLE`], and [`FuseStep::Q8Matmul`] where this CPU runs its kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FuseRecipe {
     /// The steps, applied in [`FuseStep::ALL`]'s order.
@@ -102,9 +124,11 @@ pub struct FuseRecipe {
 
 impl Default for FuseRecipe {
     fn default() -> Self {
-        Self {
-            steps: FuseStep::ALL.to_vec(),
+        let mut steps = FuseStep::PORTABLE.to_vec();
+        if crate::q8_matmul::supported() {
+            steps.push(FuseStep::Q8Matmul);
         }
+        Self { steps }
     }
 }
 
@@ -117,10 +141,12 @@ impl FuseRecipe {
         Self { steps }
     }
 
-    fn has(&self, step: FuseStep) -> bool {
+    pub(crate) fn has(&self, step: FuseStep) -> bool {
         self.steps.contains(&step)
     }
 }
+
+pub(crate) use q8_matmul::use_q8_matmul;
 
 /// What a fusion did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +157,15 @@ pub struct FuseReport {
     pub nodes_after: usize,
     /// How many times each rewrite applied (`reshape`, `expand`, `slice`, `fast_gelu`, …).
     pub rewrites: BTreeMap<String, usize>,
+}
+
+impl FuseReport {
+    /// Adds `count` rewrites of kind `what` (none: no entry).
+    pub(crate) fn add(&mut self, what: &str, count: usize) {
+        if count > 0 {
+            *self.rewrites.entry(what.to_string()).or_default() += count;
+        }
+    }
 }
 
 /// A fused subgraph's new initializer (small constants are inline; larger ones go to the
@@ -326,6 +361,10 @@ pub(crate) fn fuse_graph(
             FuseStep::SkipRmsNorm => fuser.fuse_skip_rms_norm(graph),
             FuseStep::MultiQuery => fuser.fuse_multi_query(graph),
             FuseStep::PackedAttention => fuser.fuse_packed_attention(graph),
+            FuseStep::Q8Matmul => {
+                let count = q8_matmul::use_q8_matmul(graph, &HashSet::new());
+                fuser.report.add("q8_matmul", count);
+            }
         }
         fuser.flush(graph);
     }
