@@ -4,11 +4,14 @@
 //! fp32 graph is quantised too (the `q8` variant's recipe, or the recipe the `quantize`
 //! example's recipe options describe) and written as `model_q8.onnx`.
 //! ```text
-//! cargo run --release --example fuse -- --model DIR --output DIR2 [--q8] [--steps shapes,gelu]
+//! cargo run --release --example fuse -- --model DIR --output DIR2 [--q8] [--steps shapes,gelu] [--portable]
 //! cargo run --release --example embed -- --model DIR2 "Hello"
 //! ```
 //! Loading a folder fuses its graph at first load anyway (`LoadOptions::with_fused_graph`);
-//! this writes the result ahead of time and prints node counts and rewrites as JSON.
+//! this writes the result ahead of time and prints node counts and rewrites as JSON. The
+//! default steps are the library's, whose `q8_matmul` (on CPUs with AVX-512 VNNI) writes an
+//! operator only this library's sessions run: `--portable` leaves it out, for a graph any
+//! ONNX Runtime loads (Python's, say).
 
 #![allow(
     clippy::unwrap_used,
@@ -46,14 +49,20 @@ struct Args {
     #[command(flatten)]
     recipe: RecipeArgs,
     /// Comma-separated steps (shapes, gelu, rms_norm, attention, rotary, skip_rms_norm,
-    /// multi_query, packed_attention); default all.
+    /// multi_query, packed_attention, q8_matmul); default the library's (all but q8_matmul
+    /// where the CPU lacks AVX-512 VNNI).
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
+    /// Only the steps whose graphs any ONNX Runtime loads (all but q8_matmul).
+    #[arg(long, conflicts_with = "steps")]
+    portable: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let recipe = if args.steps.is_empty() {
+    let recipe = if args.portable {
+        FuseRecipe::only(FuseStep::PORTABLE)
+    } else if args.steps.is_empty() {
         FuseRecipe::default()
     } else {
         let steps: Result<Vec<FuseStep>, String> = args

@@ -10,8 +10,6 @@
 //! [`FuseStep::Q8Matmul`](crate::quantize::fuse::FuseStep::Q8Matmul) writes the operator,
 //! by default only where [`supported`] holds; every session registers the operator's domain.
 
-use std::sync::Arc;
-
 use akidb_q8_kernel::{PackedWeights, QuantisedRows, multiply};
 pub use akidb_q8_kernel::{fits, supported};
 use ort::operator::{
@@ -27,10 +25,10 @@ pub const OP_TYPE: &str = "MatMulQ8";
 
 /// The operator domain sessions register so that graphs holding `MatMulQ8` load; `threads`:
 /// the session's intra-op threads (its kernels split their work in as many shares).
-pub(crate) fn operator_domain(threads: usize) -> ort::Result<Arc<OperatorDomain>> {
-    Ok(Arc::new(OperatorDomain::new(DOMAIN)?.add(MatMulQ8 {
+pub(crate) fn operator_domain(threads: usize) -> ort::Result<OperatorDomain> {
+    OperatorDomain::new(DOMAIN)?.add(MatMulQ8 {
         threads: threads.max(1),
-    })?))
+    })
 }
 
 /// The custom operator ONNX Runtime calls.

@@ -367,8 +367,9 @@ mod vnni {
         let quads_per_block = weights.block / 4;
         let blocks = weights.blocks;
         let tile0 = 2 * pair;
-        // SAFETY (whole body): every offset below stays inside the buffers sized by
-        // `PackedWeights::new` and `QuantisedRows::resize`, and `out` per the contract.
+        // SAFETY: every offset below stays inside the buffers sized by `PackedWeights::new`
+        // (pair < N / 32, quad < K / 4, block < K / block_size) and `QuantisedRows::resize`
+        // (rows row0..row0 + MR), and inside `out` per the contract.
         unsafe {
             let w0 = weights.values.as_ptr().add(pair * quads * 128);
             let w1 = w0.add(64);
@@ -409,6 +410,9 @@ mod vnni {
     }
 }
 
+/// How [`multiply`] shares out work: `parallel(count, f)` runs `f(i)` for every `i < count`.
+pub type Parallel<'a> = &'a dyn Fn(usize, &(dyn Fn(usize) + Sync));
+
 /// `out = x · weights` for `rows` rows of `x` (`[rows, K]`), `out` `[rows, N]`.
 ///
 /// `parallel(count, f)` must run `f(i)` once for every `i < count`, on any threads, and
@@ -424,7 +428,7 @@ pub fn multiply(
     scratch: &mut QuantisedRows,
     out: &mut [f32],
     simd: bool,
-    parallel: &dyn Fn(usize, &(dyn Fn(usize) + Sync)),
+    parallel: Parallel<'_>,
 ) {
     let k = weights.k;
     assert_eq!(x.len(), rows * k, "x holds {rows} rows of K = {k}");
@@ -540,7 +544,7 @@ mod tests {
         out
     }
 
-    fn run(c: &Case, simd: bool, parallel: &dyn Fn(usize, &(dyn Fn(usize) + Sync))) -> Vec<f32> {
+    fn run(c: &Case, simd: bool, parallel: Parallel<'_>) -> Vec<f32> {
         let weights = PackedWeights::new(&c.b, &c.scales, c.k, c.n, c.block).unwrap();
         let mut out = vec![f32::NAN; c.rows * c.n];
         let mut scratch = QuantisedRows::default();

@@ -388,14 +388,15 @@ pub fn rewrite_file(
 
     // The products just quantised run on this library's kernel when the fusion asks (the
     // fusion ran before the quantisation, on fp32 `MatMul`s).
-    if quantizing && let (Some(fuse), Some(report)) = (fuse, fused.as_mut()) {
-        if fuse.has(FuseStep::Q8Matmul) {
-            let new_names: HashSet<&str> = jobs
-                .iter()
-                .flat_map(|j| [j.packed_name.as_str(), j.scales_name.as_str()])
-                .collect();
-            report.add("q8_matmul", use_q8_matmul(&mut graph, &new_names));
-        }
+    if quantizing
+        && let (Some(fuse), Some(report)) = (fuse, fused.as_mut())
+        && fuse.has(FuseStep::Q8Matmul)
+    {
+        let new_names: HashSet<&str> = jobs
+            .iter()
+            .flat_map(|j| [j.packed_name.as_str(), j.scales_name.as_str()])
+            .collect();
+        report.add("q8_matmul", use_q8_matmul(&mut graph, &new_names));
     }
 
     // Initializers still read by some node (or a graph output) are kept.
