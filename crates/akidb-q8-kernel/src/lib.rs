@@ -525,18 +525,19 @@ mod tests {
         let mut out = vec![0f64; c.rows * c.n];
         for row in 0..c.rows {
             let mut q = vec![0i8; c.k];
-            let mut s = vec![0f32; blocks];
-            for b in 0..blocks {
-                let r = b * c.block..(b + 1) * c.block;
-                s[b] = quantise_block(&c.x[row * c.k..][r.clone()], &mut q[r]).0;
-            }
+            let x = &c.x[row * c.k..(row + 1) * c.k];
+            let s: Vec<f32> = x
+                .chunks_exact(c.block)
+                .zip(q.chunks_exact_mut(c.block))
+                .map(|(xs, qs)| quantise_block(xs, qs).0)
+                .collect();
             for col in 0..c.n {
                 let mut total = 0f64;
-                for kk in 0..c.k {
+                for (kk, level) in q.iter().enumerate() {
                     let b = kk / c.block;
                     let w = (f64::from(c.b[col * c.k + kk]) - 128.0)
                         * f64::from(c.scales[col * blocks + b]);
-                    total += w * f64::from(q[kk]) * f64::from(s[b]);
+                    total += w * f64::from(*level) * f64::from(s[b]);
                 }
                 out[row * c.n + col] = total;
             }
