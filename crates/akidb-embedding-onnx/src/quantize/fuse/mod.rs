@@ -86,20 +86,6 @@ pub enum FuseStep {
 }
 
 impl FuseStep {
-    /// Every step, in the order they are applied ([`FuseStep::Q8Matmul`] last, after the
-    /// `q8` quantisation when one runs in the same rewrite).
-    pub const ALL: [FuseStep; 9] = [
-        FuseStep::Shapes,
-        FuseStep::Gelu,
-        FuseStep::RmsNorm,
-        FuseStep::Attention,
-        FuseStep::Rotary,
-        FuseStep::SkipRmsNorm,
-        FuseStep::MultiQuery,
-        FuseStep::PackedAttention,
-        FuseStep::Q8Matmul,
-    ];
-
     /// The steps whose graphs any ONNX Runtime loads: all but [`FuseStep::Q8Matmul`].
     pub const PORTABLE: [FuseStep; 8] = [
         FuseStep::Shapes,
@@ -111,6 +97,18 @@ impl FuseStep {
         FuseStep::MultiQuery,
         FuseStep::PackedAttention,
     ];
+
+    /// Every step, in the order they are applied: [`FuseStep::PORTABLE`], then
+    /// [`FuseStep::Q8Matmul`] (after the `q8` quantisation when one runs in the same rewrite).
+    pub const ALL: [FuseStep; 9] = {
+        let mut all = [FuseStep::Q8Matmul; 9];
+        let mut i = 0;
+        while i < Self::PORTABLE.len() {
+            all[i] = Self::PORTABLE[i];
+            i += 1;
+        }
+        all
+    };
 }
 
 /// Which rewrites to apply. The default applies every step that passes the fidelity checks
