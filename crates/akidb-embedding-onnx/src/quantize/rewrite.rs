@@ -486,26 +486,14 @@ pub fn rewrite_file(
             .retain(|i| !replaced.contains(i.name()) || used.contains(i.name()));
         sink.finish()?;
 
-        if graph
-            .node
-            .iter()
-            .any(|n| n.domain() == crate::q8_matmul::DOMAIN)
-            && !model
-                .opset_import
-                .iter()
-                .any(|o| o.domain() == crate::q8_matmul::DOMAIN)
-        {
-            model.opset_import.push(OperatorSetIdProto {
-                domain: Some(crate::q8_matmul::DOMAIN.to_string()),
-                version: Some(1),
-            });
-        }
-        let uses_ms = graph.node.iter().any(|n| n.domain() == MS_DOMAIN);
-        if uses_ms && !model.opset_import.iter().any(|o| o.domain() == MS_DOMAIN) {
-            model.opset_import.push(OperatorSetIdProto {
-                domain: Some(MS_DOMAIN.to_string()),
-                version: Some(1),
-            });
+        for domain in [crate::q8_matmul::DOMAIN, MS_DOMAIN] {
+            let used = graph.node.iter().any(|n| n.domain() == domain);
+            if used && !model.opset_import.iter().any(|o| o.domain() == domain) {
+                model.opset_import.push(OperatorSetIdProto {
+                    domain: Some(domain.to_string()),
+                    version: Some(1),
+                });
+            }
         }
         if let Some(fuse) = fuse {
             model
