@@ -335,12 +335,7 @@ pub(crate) fn build(
     }
     // Graphs the fusion wrote may hold `ai.akidb::MatMulQ8`.
     builder = builder
-        .with_operators(
-            crate::q8_matmul::operator_domain(options.intra_threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            }))
-            .map_err(|e| load_error(&e))?,
-        )
+        .with_operators(crate::q8_matmul::operator_domain().map_err(|e| load_error(&e))?)
         .map_err(|e| load_error(&e))?;
     if options.cuda {
         builder = with_cuda(builder).map_err(|e| load_error(&e))?;
