@@ -28,17 +28,8 @@ fn assert_alone_equals_batched(provider: &OnnxEmbeddingProvider) {
     let batched = provider
         .embed_blocking(EmbedRequest::new(texts.clone()))
         .unwrap();
-    assert_eq!(batched.count(), texts.len());
-    for (i, text) in texts.iter().enumerate() {
-        let alone = provider
-            .embed_blocking(EmbedRequest::new([text.as_str()]))
-            .unwrap();
-        let similarity = cosine(&alone.embeddings[0], &batched.embeddings[i]);
-        assert!(
-            similarity >= 0.9999,
-            "text {i}: alone vs batched cosine {similarity}"
-        );
-        assert_eq!(alone.token_counts[0], batched.token_counts[i]);
+    crate::assert_alone_matches_batch(provider, &texts, &batched, 0.9999, "mixed texts");
+    for i in 0..texts.len() {
         let norm = batched.embeddings[i]
             .iter()
             .map(|v| v * v)

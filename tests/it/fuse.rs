@@ -65,17 +65,9 @@ fn fused_matches_unfused(dir: &Path, name: &str, expected: &[(&str, usize)]) -> 
         .embed_blocking(EmbedRequest::new(texts.clone()))
         .unwrap();
     assert_eq!(plain_batch.token_counts, fused_batch.token_counts);
-    for (i, text) in texts.iter().enumerate() {
-        let alone = fused
-            .embed_blocking(EmbedRequest::new([text.as_str()]))
-            .unwrap();
-        let in_batch = &fused_batch.embeddings[i];
-        let alone_vs_batch = cosine(&alone.embeddings[0], in_batch);
-        let fused_vs_plain = cosine(in_batch, &plain_batch.embeddings[i]);
-        assert!(
-            alone_vs_batch >= 0.99999,
-            "{name} text {i}: alone vs padded batch {alone_vs_batch}"
-        );
+    crate::assert_alone_matches_batch(&fused, &texts, &fused_batch, 0.99999, name);
+    for i in 0..texts.len() {
+        let fused_vs_plain = cosine(&fused_batch.embeddings[i], &plain_batch.embeddings[i]);
         assert!(
             fused_vs_plain >= 0.99999,
             "{name} text {i}: fused vs unfused {fused_vs_plain}"
@@ -204,7 +196,8 @@ fn q8_matmul_keeps_the_q8_vectors() {
     let kernel = batch(&kernel_provider);
     let refused = batch(&open(refused.path()));
     assert_eq!(plain.token_counts, kernel.token_counts);
-    for (i, text) in texts.iter().enumerate() {
+    crate::assert_alone_matches_batch(&kernel_provider, &texts, &kernel, 0.99999, "MatMulQ8");
+    for i in 0..texts.len() {
         let vs_plain = cosine(&kernel.embeddings[i], &plain.embeddings[i]);
         assert!(
             vs_plain >= 0.99999,
@@ -214,14 +207,6 @@ fn q8_matmul_keeps_the_q8_vectors() {
         assert!(
             vs_refused >= 0.99999,
             "text {i}: fused from fp32 vs from q8 {vs_refused}"
-        );
-        let alone = kernel_provider
-            .embed_blocking(EmbedRequest::new([text.as_str()]))
-            .unwrap();
-        let alone_vs_batch = cosine(&alone.embeddings[0], &kernel.embeddings[i]);
-        assert!(
-            alone_vs_batch >= 0.99999,
-            "text {i}: alone vs padded batch {alone_vs_batch}"
         );
     }
 }

@@ -63,6 +63,34 @@ pub fn fidelity(
     fidelity
 }
 
+/// Embeds each of `texts` alone with `provider` and asserts that it gets the token count and,
+/// to cosine `min_cosine`, the vector it got inside `batch` (the same texts embedded together,
+/// padded to the longest): the padding must not reach a text's vector. `label` names the case
+/// in a failure.
+pub fn assert_alone_matches_batch(
+    provider: &akidb_embedding_onnx::OnnxEmbeddingProvider,
+    texts: &[String],
+    batch: &akidb_embedding_core::EmbedResponse,
+    min_cosine: f64,
+    label: &str,
+) {
+    assert_eq!(batch.count(), texts.len(), "{label}");
+    for (i, text) in texts.iter().enumerate() {
+        let alone = provider
+            .embed_blocking(akidb_embedding_core::EmbedRequest::new([text.as_str()]))
+            .unwrap();
+        assert_eq!(
+            alone.token_counts[0], batch.token_counts[i],
+            "{label} text {i}: token count alone vs in the batch"
+        );
+        let similarity = akidb_test_support::cosine(&alone.embeddings[0], &batch.embeddings[i]);
+        assert!(
+            similarity >= min_cosine,
+            "{label} text {i}: alone vs padded batch {similarity}"
+        );
+    }
+}
+
 /// What [`fidelity`] measured.
 pub struct Fidelity {
     /// The lowest cosine.
