@@ -89,6 +89,8 @@ fn tiny_gemma_fused_matches_unfused_alone_and_padded() {
             ("rotary_embedding", 12),
             ("skip_simplified_layer_normalization", 12),
             ("multi_query_attention", 6),
+            ("attention_row_ops", 6),
+            ("norm_add_norm", 12),
         ],
     );
     // Its attention became the multi-query form: nothing left for the packed one.

@@ -40,6 +40,7 @@ pub mod pooling;
 mod provider;
 pub mod q8_matmul;
 pub mod quantize;
+pub mod row_ops;
 pub mod runtime;
 mod session;
 pub mod source;

@@ -18,14 +18,19 @@ use ort::operator::{
 };
 use ort::value::{DynTensorValueType, Shape, SymbolicDimensions, TensorElementType, ValueType};
 
-/// The operator's domain.
+/// The domain of this library's operators.
 pub const DOMAIN: &str = "ai.akidb";
 /// The operator's name.
 pub const OP_TYPE: &str = "MatMulQ8";
 
-/// The operator domain sessions register so that graphs holding `MatMulQ8` load.
+/// The operator domain sessions register so that graphs holding this library's operators
+/// load: `MatMulQ8`, and the attention steps of [`crate::row_ops`].
 pub(crate) fn operator_domain() -> ort::Result<OperatorDomain> {
-    OperatorDomain::new(DOMAIN)?.add(MatMulQ8)
+    OperatorDomain::new(DOMAIN)?
+        .add(MatMulQ8)?
+        .add(crate::row_ops::NormRotary)?
+        .add(crate::row_ops::AttentionSoftmax)?
+        .add(crate::row_ops::NormAddNorm)
 }
 
 /// The custom operator ONNX Runtime calls.

@@ -17,8 +17,13 @@
 //! Where the CPU lacks AVX-512 VNNI ([`supported`]), a portable loop does the same arithmetic
 //! in the same order: its results equal the SIMD kernel's bit for bit (tested), slowly.
 //!
+//! The crate also holds the row kernels of multi-query attention and the norms around it ([`rows`]): each
+//! head's norm and rotation, and the bias with the softmax.
+//!
 //! This is the workspace's one crate with `unsafe` code: the intrinsics' loads and stores go
 //! through raw pointers, and the pool's threads write disjoint parts of one output.
+
+pub mod rows;
 
 /// Columns per tile: one 512-bit register of `int32` sums.
 const TILE: usize = 16;

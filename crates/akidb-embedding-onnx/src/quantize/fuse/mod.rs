@@ -38,7 +38,7 @@ const MS_DOMAIN: &str = "com.microsoft";
 
 /// Bumped whenever the fusion's output changes for the same graph and recipe (cache entries
 /// of fused graphs are keyed by it).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// The graph metadata key a fused graph carries (its value: the recipe as JSON).
 pub const FUSED_METADATA_KEY: &str = "akidb.fused";
@@ -83,10 +83,25 @@ pub enum FuseStep {
     /// sessions; the default recipe has the step only where [`crate::q8_matmul::supported`].
     /// It changes nothing in a graph without `MatMulNBits` (fp32, MiniLM).
     Q8Matmul,
+    /// This library's row operators ([`crate::row_ops`]) in place of chains of ONNX
+    /// Runtime's: the same arithmetic in fewer nodes, each on the thread pool only when its
+    /// rows are many. In the attention the [`FuseStep::MultiQuery`] step writes (that step
+    /// applies this part, where a query and a key each have exactly a norm then a rotation
+    /// from position 0, there is a bias and each projection is read whole):
+    /// `ai.akidb::NormRotary` for the query's and the key's per-head norm and rotation, and
+    /// `ai.akidb::AttentionSoftmax` for the bias and softmax, in the layouts the two GEMMs
+    /// read (EmbeddingGemma: 6 nodes per layer between the projections and the output
+    /// projection where there were 17). And `ai.akidb::NormAddNorm` for each RMSNorm whose
+    /// result a `SkipSimplifiedLayerNormalization` adds to the residual (EmbeddingGemma's
+    /// post-attention and post-feedforward norms: 48 nodes fewer; the
+    /// [`FuseStep::SkipRmsNorm`] step applies this part and needs it). Such a graph loads
+    /// only in this library's sessions.
+    RowOps,
 }
 
 impl FuseStep {
-    /// The steps whose graphs any ONNX Runtime loads: all but [`FuseStep::Q8Matmul`].
+    /// The steps whose graphs any ONNX Runtime loads: all but [`FuseStep::Q8Matmul`] and
+    /// [`FuseStep::RowOps`].
     pub const PORTABLE: [FuseStep; 8] = [
         FuseStep::Shapes,
         FuseStep::Gelu,
@@ -99,21 +114,24 @@ impl FuseStep {
     ];
 
     /// Every step, in the order they are applied: [`FuseStep::PORTABLE`], then
-    /// [`FuseStep::Q8Matmul`] (after the `q8` quantisation when one runs in the same rewrite).
-    pub const ALL: [FuseStep; 9] = {
-        let mut all = [FuseStep::Q8Matmul; 9];
+    /// [`FuseStep::Q8Matmul`] (after the `q8` quantisation when one runs in the same rewrite)
+    /// and [`FuseStep::RowOps`] (whose attention part the multi-query step applies).
+    pub const ALL: [FuseStep; 10] = {
+        let mut all = [FuseStep::RowOps; 10];
         let mut i = 0;
         while i < Self::PORTABLE.len() {
             all[i] = Self::PORTABLE[i];
             i += 1;
         }
+        all[i] = FuseStep::Q8Matmul;
         all
     };
 }
 
 /// Which rewrites to apply. The default applies every step that passes the fidelity checks
 /// (`tests/it/fuse.rs`, and on the real EmbeddingGemma `tests/it/real_gemma.rs`):
-/// [`FuseStep::PORTABLE`], and [`FuseStep::Q8Matmul`] where this CPU runs its kernel.
+/// [`FuseStep::PORTABLE`], [`FuseStep::RowOps`], and [`FuseStep::Q8Matmul`] where
+/// this CPU runs its kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FuseRecipe {
     /// The steps, applied in [`FuseStep::ALL`]'s order.
@@ -126,6 +144,7 @@ impl Default for FuseRecipe {
         if crate::q8_matmul::supported() {
             steps.push(FuseStep::Q8Matmul);
         }
+        steps.push(FuseStep::RowOps);
         Self { steps }
     }
 }
@@ -345,6 +364,7 @@ pub(crate) fn fuse_graph(
             .chain(graph.node.iter().flat_map(|n| n.output.iter().cloned()))
             .collect(),
         report: &mut report,
+        row_ops: recipe.has(FuseStep::RowOps),
     };
     for step in FuseStep::ALL {
         if !recipe.has(step) {
@@ -356,13 +376,21 @@ pub(crate) fn fuse_graph(
             FuseStep::RmsNorm => fuser.fuse_rms_norm(graph),
             FuseStep::Attention => fuser.fuse_attention(graph),
             FuseStep::Rotary => fuser.fuse_rotary(graph),
-            FuseStep::SkipRmsNorm => fuser.fuse_skip_rms_norm(graph),
+            FuseStep::SkipRmsNorm => {
+                fuser.fuse_skip_rms_norm(graph);
+                if fuser.row_ops {
+                    fuser.fuse_norm_add_norm(graph);
+                }
+            }
             FuseStep::MultiQuery => fuser.fuse_multi_query(graph),
             FuseStep::PackedAttention => fuser.fuse_packed_attention(graph),
             FuseStep::Q8Matmul => {
                 let count = q8_matmul::use_q8_matmul(graph, &HashSet::new());
                 fuser.report.add("q8_matmul", count);
             }
+            // Applied by the skip-norm and multi-query steps (`row_ops` above): the rewrites
+            // read shapes, which stop at this library's operators.
+            FuseStep::RowOps => {}
         }
         fuser.flush(graph);
     }
@@ -391,6 +419,8 @@ struct Fuser<'a> {
     initializers: Vec<TensorProto>,
     names: HashSet<String>,
     report: &'a mut FuseReport,
+    /// Whether the multi-query step writes [`FuseStep::RowOps`]' operators.
+    row_ops: bool,
 }
 
 impl Fuser<'_> {

@@ -33,7 +33,9 @@ use std::collections::HashMap;
 use super::super::proto::{AttributeProto, GraphProto, NodeProto};
 use super::shapes::{Dim, ShapeFacts};
 use super::{Constants, Fuser, MS_DOMAIN, attr_int, attr_ints, producer, producers};
+use crate::q8_matmul::DOMAIN;
 use crate::quantize::graph::{float_attribute, int_attribute};
+use crate::row_ops::{ATTENTION_SOFTMAX, NORM_ROTARY};
 
 /// A tensor of heads `[B, S, N, H]` or `[B, S, N·H]` and the per-head ops that follow it.
 struct HeadChain {
@@ -58,6 +60,9 @@ struct MultiQueryMatch {
     bias: Option<String>,
     output: String,
     name: String,
+    /// Whether the query's and key's per-head ops are exactly what `NormRotary` computes
+    /// (see [`norm_rotary_form`]).
+    norm_rotary: bool,
 }
 
 impl Fuser<'_> {
@@ -73,6 +78,10 @@ impl Fuser<'_> {
             .enumerate()
             .filter(|(_, n)| n.op_type() == "MultiHeadAttention" && n.domain() == MS_DOMAIN)
             .filter_map(|(i, n)| Some((i, match_multi_query(graph, n, &facts, &producers)?)))
+            .map(|(i, mut m)| {
+                m.norm_rotary = norm_rotary_form(&m, &constants);
+                (i, m)
+            })
             .collect();
         let mut targets = HashMap::new();
         let edits = matches
@@ -95,6 +104,12 @@ impl Fuser<'_> {
             nodes: Vec::new(),
         };
         let (n, h) = (m.heads, m.head_size);
+        if out.fuser.row_ops
+            && m.norm_rotary
+            && let Some(nodes) = out.with_row_ops(m)
+        {
+            return nodes;
+        }
         let q = out.rows(&m.query, n, h, "query");
         let k = out.rows(&m.key, 1, h, "key");
         let v = out.rows(&m.value, 1, h, "value");
@@ -231,6 +246,123 @@ impl Emitter<'_, '_, '_> {
     }
 }
 
+impl Emitter<'_, '_, '_> {
+    /// The attention on [`FuseStep::RowOps`](super::FuseStep::RowOps)'
+    /// operators: `NormRotary` for the query and the key (rows `[B, S·N, H]` and
+    /// `[B, L, H]`), the scores' `FusedMatMul`, `AttentionSoftmax` with the bias, the
+    /// context's `MatMul` with the value projection itself, and the `Reshape` to
+    /// `[B, S, N·H]`. `None` (nothing emitted) when a projection is not read whole.
+    fn with_row_ops(&mut self, m: &MultiQueryMatch) -> Option<Vec<NodeProto>> {
+        let (n, h) = (m.heads, m.head_size);
+        let (query, key, value) = (
+            m.query.unsplit.clone()?,
+            m.key.unsplit.clone()?,
+            m.value.unsplit.clone()?,
+        );
+        let bias = m.bias.clone()?;
+        let mut norm_rotary = |chain: &HeadChain, x: String, heads: i64, what: &str| {
+            let (norm, rotary) = (&chain.ops[0], &chain.ops[1]);
+            let epsilon = norm
+                .attribute
+                .iter()
+                .find(|a| a.name() == "epsilon")
+                .and_then(|a| a.f)
+                .unwrap_or(DEFAULT_EPSILON);
+            let input = vec![
+                x,
+                norm.input[1].clone(),
+                rotary.input[2].clone(),
+                rotary.input[3].clone(),
+            ];
+            self.node(
+                NORM_ROTARY,
+                DOMAIN,
+                input,
+                what,
+                vec![
+                    int_attribute("num_heads", heads),
+                    float_attribute("epsilon", epsilon),
+                ],
+            )
+        };
+        let q = norm_rotary(&m.query, query, n, "query_rows");
+        let k = norm_rotary(&m.key, key, 1, "key_rows");
+        let scores = self.node(
+            "FusedMatMul",
+            MS_DOMAIN,
+            vec![q, k],
+            "scores",
+            vec![
+                float_attribute("alpha", m.scale),
+                int_attribute("transB", 1),
+            ],
+        );
+        let probabilities = self.node(
+            ATTENTION_SOFTMAX,
+            DOMAIN,
+            vec![scores, bias],
+            "probabilities",
+            vec![int_attribute("num_heads", n)],
+        );
+        let context = self.node(
+            "MatMul",
+            "",
+            vec![probabilities, value],
+            "context",
+            Vec::new(),
+        );
+        let target = self.target(&[0, -1, n * h]);
+        self.fuser.count("attention_row_ops");
+        self.nodes.push(NodeProto {
+            name: Some(format!("{}/akidb_row_ops", m.name)),
+            op_type: Some("Reshape".to_string()),
+            input: vec![context, target],
+            output: vec![m.output.clone()],
+            ..Default::default()
+        });
+        Some(std::mem::take(&mut self.nodes))
+    }
+}
+
+/// `SimplifiedLayerNormalization`'s default ε.
+const DEFAULT_EPSILON: f32 = 1e-5;
+
+/// Whether the query's and the key's per-head ops are what `NormRotary` computes: a
+/// `SimplifiedLayerNormalization` over the head (fp32 statistics, a weight, no other
+/// outputs), then a `RotaryEmbedding` of halves (not interleaved) over the whole head, at
+/// positions from the constant offset 0, with two-dimensional tables; and the value has none.
+fn norm_rotary_form(m: &MultiQueryMatch, constants: &Constants) -> bool {
+    let chain_fits = |chain: &HeadChain| match chain.ops.as_slice() {
+        [norm, rotary] => {
+            norm.op_type() == "SimplifiedLayerNormalization"
+                && norm.input.len() == 2
+                && attr_int(norm, "stash_type").unwrap_or(1) == 1
+                && norm
+                    .attribute
+                    .iter()
+                    .all(|a| ["axis", "epsilon", "stash_type"].contains(&a.name()))
+                && is_rotary(rotary)
+                && rotary.input.len() == 4
+                && attr_int(rotary, "interleaved").unwrap_or(0) == 0
+                && attr_int(rotary, "is_packed_batching").unwrap_or(0) == 0
+                && attr_int(rotary, "rotary_embedding_dim")
+                    .is_none_or(|d| d == 0 || d == m.head_size)
+                && rotary.attribute.iter().all(|a| {
+                    [
+                        "interleaved",
+                        "is_packed_batching",
+                        "num_heads",
+                        "rotary_embedding_dim",
+                    ]
+                    .contains(&a.name())
+                })
+                && constants.ints(&rotary.input[1]).is_some_and(|p| p == [0])
+        }
+        _ => false,
+    };
+    chain_fits(&m.query) && chain_fits(&m.key) && m.value.ops.is_empty()
+}
+
 fn is_rotary(op: &NodeProto) -> bool {
     op.op_type() == "RotaryEmbedding"
 }
@@ -293,6 +425,7 @@ fn match_multi_query(
         bias,
         output: mha.output.first()?.clone(),
         name: mha.name().to_string(),
+        norm_rotary: false,
     })
 }
 

@@ -5,6 +5,8 @@
 //! A dimension nothing is known about gets a fresh symbol of its own, equal to no other, so
 //! every equality the folding relies on is one the graph guarantees.
 
+use crate::q8_matmul::DOMAIN;
+use crate::row_ops::{ATTENTION_SOFTMAX, NORM_ADD_NORM};
 use std::collections::HashMap;
 
 use super::super::proto::{GraphProto, NodeProto, TensorProto, tensor_proto::DataType};
@@ -223,6 +225,8 @@ impl ShapeFacts {
                 }
             }
             ("", "SimplifiedLayerNormalization") => in0,
+            // This library's row operators (`crate::row_ops`) that keep their input's shape.
+            (DOMAIN, NORM_ADD_NORM | ATTENTION_SOFTMAX) => in0,
             (
                 "",
                 "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater"
@@ -400,11 +404,17 @@ impl ShapeFacts {
             _ => None,
         };
         if let Some(shape) = shape {
-            // The skip norms' fourth output, the sum, has the input's shape too.
-            if let ("com.microsoft", "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization") =
-                (domain, op)
-                && let Some(sum) = node.output.get(3).filter(|n| !n.is_empty())
-            {
+            // The skip norms' fourth output, the sum, has the input's shape too, as has
+            // `NormAddNorm`'s second.
+            let sum = match (domain, op) {
+                (
+                    "com.microsoft",
+                    "SkipLayerNormalization" | "SkipSimplifiedLayerNormalization",
+                ) => node.output.get(3),
+                (DOMAIN, NORM_ADD_NORM) => node.output.get(1),
+                _ => None,
+            };
+            if let Some(sum) = sum.filter(|n| !n.is_empty()) {
                 self.set_shape(sum, shape.clone());
             }
             self.set_shape(&out, shape);

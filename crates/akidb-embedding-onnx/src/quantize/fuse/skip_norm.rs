@@ -18,6 +18,8 @@ use super::{
     Constants, Fuser, MS_DOMAIN, attr_int, consumers, float_attribute, producer, producers,
     vector_length,
 };
+use crate::q8_matmul::DOMAIN;
+use crate::row_ops::NORM_ADD_NORM;
 
 /// One residual sum and the norm reading it.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,130 @@ impl Fuser<'_> {
             !removed.contains(&(index - 1))
         });
     }
+}
+
+impl Fuser<'_> {
+    /// [`FuseStep::RowOps`](super::FuseStep::RowOps)' `ai.akidb::NormAddNorm` for each
+    /// `SkipSimplifiedLayerNormalization(r, SimplifiedLayerNormalization(x, w₁), w₂)` whose
+    /// inner norm nothing else reads: `sum = r + rmsnorm(x)·w₁`, `out = rmsnorm(sum)·w₂` in
+    /// one node (EmbeddingGemma's post-attention and post-feedforward norms with the residual
+    /// sum and the next norm). Matched only where `x` and `r` have one shape `[…, D]`, both
+    /// weights are `D` values, both norms are over the last axis in fp32 with no bias, and
+    /// the outer one's only outputs are the norm and the sum.
+    pub(super) fn fuse_norm_add_norm(&mut self, graph: &mut GraphProto) {
+        let constants = Constants::of(graph);
+        let facts = ShapeFacts::infer(graph, &constants);
+        let producers = producers(graph);
+        let consumers = consumers(graph);
+        let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name()).collect();
+        let mut rewrites = Vec::new();
+        let mut removed = HashSet::new();
+        for (index, skip) in graph.node.iter().enumerate() {
+            let Some((inner, node)) =
+                match_norm_add_norm(graph, skip, &facts, &producers, &consumers, &outputs)
+            else {
+                continue;
+            };
+            if removed.insert(inner) {
+                rewrites.push((index, node, "norm_add_norm"));
+            }
+        }
+        self.replace_nodes(graph, rewrites);
+        let mut index = 0;
+        graph.node.retain(|_| {
+            index += 1;
+            !removed.contains(&(index - 1))
+        });
+    }
+}
+
+/// The inner norm's index and the `NormAddNorm` standing for `skip` with it, when the whole
+/// pattern [`Fuser::fuse_norm_add_norm`] describes is there.
+fn match_norm_add_norm(
+    graph: &GraphProto,
+    skip: &NodeProto,
+    facts: &ShapeFacts,
+    producers: &HashMap<String, usize>,
+    consumers: &HashMap<String, Vec<usize>>,
+    outputs: &HashSet<&str>,
+) -> Option<(usize, NodeProto)> {
+    if skip.op_type() != "SkipSimplifiedLayerNormalization" || skip.domain() != MS_DOMAIN {
+        return None;
+    }
+    // Input, skip, gamma; no bias. Outputs: the norm and, if read, the sum (no statistics).
+    if skip.input.len() != 3 || skip.output.len() > 4 {
+        return None;
+    }
+    if skip.output.iter().skip(1).take(2).any(|o| !o.is_empty())
+        || skip.attribute.iter().any(|a| a.name() != "epsilon")
+    {
+        return None;
+    }
+    let (residual, normed, second) = (&skip.input[0], &skip.input[1], &skip.input[2]);
+    let inner_index = *producers.get(normed.as_str())?;
+    let inner = graph.node.get(inner_index)?;
+    if inner.op_type() != "SimplifiedLayerNormalization"
+        || !inner.domain().is_empty()
+        || inner.input.len() != 2
+        || inner.output.len() != 1
+        || attr_int(inner, "axis").unwrap_or(-1) != -1
+        || attr_int(inner, "stash_type").unwrap_or(1) != 1
+        || inner
+            .attribute
+            .iter()
+            .any(|a| !["axis", "epsilon", "stash_type"].contains(&a.name()))
+        || consumers.get(normed.as_str()).map(Vec::len) != Some(1)
+        || outputs.contains(normed.as_str())
+    {
+        return None;
+    }
+    let (x, first) = (&inner.input[0], &inner.input[1]);
+    let shape = facts.shapes.get(x.as_str())?;
+    let Some(Dim::Known(hidden)) = shape.last() else {
+        return None;
+    };
+    // One shape: the same rank, the same known sizes. Two symbolic sizes pass (a sequence
+    // length a `Reshape` to -1 made is a new symbol, though the residual's length at run
+    // time); the operator checks the shapes are equal when it runs.
+    let residual_shape = facts.shapes.get(residual.as_str())?;
+    let same = residual_shape.len() == shape.len()
+        && residual_shape.iter().zip(shape).all(|pair| match pair {
+            (Dim::Known(a), Dim::Known(b)) => a == b,
+            (Dim::Sym(_), Dim::Sym(_)) => true,
+            _ => false,
+        });
+    if !same
+        || vector_length(graph, producers, first)? != *hidden
+        || vector_length(graph, producers, second)? != *hidden
+    {
+        return None;
+    }
+    let epsilon = |node: &NodeProto| {
+        node.attribute
+            .iter()
+            .find(|a| a.name() == "epsilon")
+            .and_then(|a| a.f)
+            .unwrap_or(1e-5)
+    };
+    let mut output = vec![skip.output[0].clone()];
+    if let Some(sum) = skip.output.get(3).filter(|o| !o.is_empty()) {
+        output.push(sum.clone());
+    }
+    Some((
+        inner_index,
+        NodeProto {
+            name: Some(format!("{}/NormAddNorm", skip.name())),
+            op_type: Some(NORM_ADD_NORM.to_string()),
+            domain: Some(DOMAIN.to_string()),
+            input: vec![x.clone(), residual.clone(), first.clone(), second.clone()],
+            output,
+            attribute: vec![
+                float_attribute("epsilon", epsilon(inner)),
+                float_attribute("second_epsilon", epsilon(skip)),
+            ],
+            ..Default::default()
+        },
+    ))
 }
 
 /// Every sum-then-RMSNorm of `graph` that matches, each `Add` at most once.
@@ -231,5 +357,76 @@ mod tests {
         ] {
             assert_eq!(match_skip_norms(&skip_norm_graph(change)), [], "{change:?}");
         }
+    }
+
+    /// `r + RMSNorm(x, w₁)` then its norm: `SimplifiedLayerNormalization(x, w₁)` feeding a
+    /// residual sum and the norm of it, over `[batch, seq, 4]`; `inner_read_twice` also
+    /// sends the inner norm to the output.
+    fn norm_add_norm_graph(inner_read_twice: bool) -> GraphProto {
+        let mut inner = with_int(
+            node("SimplifiedLayerNormalization", &["x", "w1"], "a"),
+            "axis",
+            -1,
+        );
+        inner.attribute.push(float_attribute("epsilon", 1e-6));
+        let mut nodes = vec![inner, node("Add", &["r", "a"], "h")];
+        let mut outer = node("SimplifiedLayerNormalization", &["h", "w2"], "n");
+        outer.attribute.push(float_attribute("epsilon", 1e-5));
+        nodes.push(outer);
+        nodes.push(node("Mul", &["h", "n"], "out"));
+        let three = |name: &str| input(name, &[D::P("batch"), D::P("seq"), D::N(4)]);
+        let mut output = vec![input("out", &[])];
+        if inner_read_twice {
+            output.push(input("a", &[]));
+        }
+        GraphProto {
+            node: nodes,
+            initializer: vec![floats("w1", &[4], &[1.0; 4]), floats("w2", &[4], &[2.0; 4])],
+            input: vec![three("x"), three("r")],
+            output,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_norm_the_residual_adds_and_the_sums_norm_become_one_node() {
+        let mut graph = norm_add_norm_graph(false);
+        let recipe = FuseRecipe::only([FuseStep::SkipRmsNorm, FuseStep::RowOps]);
+        let (report, _) = fuse_graph(&mut graph, &recipe);
+        assert_eq!(report.rewrites.get("norm_add_norm"), Some(&1), "{report:?}");
+        let [fused, last] = graph.node.as_slice() else {
+            panic!("{:?}", graph.node);
+        };
+        assert_eq!((fused.domain(), fused.op_type()), (DOMAIN, NORM_ADD_NORM));
+        assert_eq!(fused.input, ["x", "r", "w1", "w2"]);
+        assert_eq!(fused.output, ["n", "h"]);
+        let epsilons: Vec<(&str, Option<f32>)> =
+            fused.attribute.iter().map(|a| (a.name(), a.f)).collect();
+        assert_eq!(
+            epsilons,
+            [("epsilon", Some(1e-6)), ("second_epsilon", Some(1e-5))]
+        );
+        assert_eq!(last.input, ["h", "n"]);
+    }
+
+    #[test]
+    fn an_inner_norm_read_elsewhere_or_without_row_ops_is_left_alone() {
+        let mut graph = norm_add_norm_graph(true);
+        let recipe = FuseRecipe::only([FuseStep::SkipRmsNorm, FuseStep::RowOps]);
+        let (report, _) = fuse_graph(&mut graph, &recipe);
+        assert_eq!(report.rewrites.get("norm_add_norm"), None);
+        assert!(
+            graph
+                .node
+                .iter()
+                .any(|n| n.op_type() == "SkipSimplifiedLayerNormalization")
+        );
+        let mut graph = norm_add_norm_graph(false);
+        let (report, _) = fuse_graph(&mut graph, &FuseRecipe::only([FuseStep::SkipRmsNorm]));
+        assert_eq!(report.rewrites.get("norm_add_norm"), None);
+        assert_eq!(
+            report.rewrites.get("skip_simplified_layer_normalization"),
+            Some(&1)
+        );
     }
 }

@@ -1,0 +1,392 @@
+//! `ai.akidb::NormRotary`, `ai.akidb::AttentionSoftmax` and `ai.akidb::NormAddNorm`: ONNX
+//! Runtime custom operators on the row kernels of [`akidb_q8_kernel::rows`], each standing
+//! for a chain of ONNX Runtime nodes with the same arithmetic.
+//!
+//! In EmbeddingGemma's fused graph each layer spells the steps of its attention between the
+//! projections and the two GEMMs as 14 nodes (the query's and key's
+//! `SimplifiedLayerNormalization` and `RotaryEmbedding`, the bias's `Add`, the `Softmax`,
+//! and the `Reshape`s between the layouts each wants), and each of its two post-norms as a
+//! `SimplifiedLayerNormalization` feeding a `SkipSimplifiedLayerNormalization`. On a short
+//! text a node costs about as much as its arithmetic, and each norm wakes the thread pool for
+//! a few rows. The operators here do the same work in 3 nodes and 1 node, in the layouts the
+//! GEMMs read, on the pool only when the rows are many (on EmbeddingGemma `q8`, short text:
+//! about 0.9 ms less per call; docs/q8.md). The fusion's
+//! [`FuseStep::RowOps`](crate::quantize::fuse::FuseStep::RowOps) writes them.
+//!
+//! - `NormRotary(x [B, S, N·H], weight [H], cos [P, H/2], sin [P, H/2])`, attributes
+//!   `num_heads` (N) and `epsilon`: each head of each position RMS-normalised (times
+//!   `weight`) and rotated for its position `s` (halves not interleaved), written as rows
+//!   `[B, S·N, H]` (row `s·N + n`, the order the projection wrote them in). `S` may not
+//!   exceed the tables' `P` positions.
+//! - `AttentionSoftmax(scores [B, S·N, L], bias [B or 1, 1, S or 1, L])`, attribute
+//!   `num_heads` (N): `softmax(scores[b, s·N + n] + bias[b, 0, s])` over the keys.
+//! - `NormAddNorm(x, r, w₁, w₂)`, `x` and `r` of one shape `[…, D]`, attributes `epsilon`
+//!   and `second_epsilon`: `sum = r + rmsnorm(x)·w₁` (output 1, optional) and
+//!   `rmsnorm(sum)·w₂` (output 0).
+//!
+//! Shapes that do not fit are errors of the run, never a crash.
+
+use std::sync::Mutex;
+
+use akidb_q8_kernel::rows::{
+    NormAddNorm as NormAddNormSettings, NormRotate, bias_softmax_rows, norm_add_norm_rows,
+    norm_rotate_rows,
+};
+use ort::operator::{
+    ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
+};
+use ort::value::TensorElementType;
+
+/// `NormRotary`'s operator type.
+pub const NORM_ROTARY: &str = "NormRotary";
+/// `AttentionSoftmax`'s operator type.
+pub const ATTENTION_SOFTMAX: &str = "AttentionSoftmax";
+/// `NormAddNorm`'s operator type.
+pub const NORM_ADD_NORM: &str = "NormAddNorm";
+
+/// Below this many values an operator runs on the calling thread: waking the pool costs more
+/// than the arithmetic (a short text's heads: 18 rows of 256).
+const PARALLEL_VALUES: usize = 32 * 1024;
+/// Rows per item of the pool's work.
+const ROWS_PER_ITEM: usize = 16;
+
+/// The `NormRotary` operator.
+pub(crate) struct NormRotary;
+
+/// The `AttentionSoftmax` operator.
+pub(crate) struct AttentionSoftmax;
+
+/// The `NormAddNorm` operator.
+pub(crate) struct NormAddNorm;
+
+fn float_inputs(count: usize) -> Vec<OperatorInput> {
+    (0..count)
+        .map(|_| OperatorInput::required(TensorElementType::Float32))
+        .collect()
+}
+
+fn heads_attribute(info: &KernelContext<'_>, op: &str) -> ort::Result<usize> {
+    info.get::<i64>("num_heads")
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .ok_or_else(|| ort::Error::new(format!("{op} needs a positive `num_heads`")))
+}
+
+impl Operator for NormRotary {
+    type Kernel<'attr> = NormRotaryKernel;
+
+    fn name(&self) -> &str {
+        NORM_ROTARY
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        float_inputs(4)
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<NormRotaryKernel> {
+        Ok(NormRotaryKernel {
+            heads: heads_attribute(info, NORM_ROTARY)?,
+            epsilon: info
+                .get::<f32>("epsilon")
+                .ok_or_else(|| ort::Error::new("NormRotary needs `epsilon`"))?,
+        })
+    }
+}
+
+/// One `NormRotary` node's kernel.
+pub(crate) struct NormRotaryKernel {
+    heads: usize,
+    epsilon: f32,
+}
+
+fn bad_shape(op: &str, what: String) -> ort::Error {
+    ort::Error::new(format!("{op}: {what}"))
+}
+
+/// Runs `f(first_row, rows)` over `out`'s rows of `row_len` values: on the calling thread
+/// when they are few, else in items of [`ROWS_PER_ITEM`] rows claimed by the pool's threads.
+fn for_rows(
+    ctx: &ComputeContext,
+    out: &mut [f32],
+    row_len: usize,
+    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+) {
+    if out.len() < PARALLEL_VALUES || row_len == 0 {
+        f(0, out);
+        return;
+    }
+    let items: Vec<Mutex<&mut [f32]>> = out
+        .chunks_mut(ROWS_PER_ITEM * row_len)
+        .map(Mutex::new)
+        .collect();
+    let run = |item: usize| {
+        // Each item is claimed once: the lock is never contended.
+        if let Some(Ok(mut rows)) = items.get(item).map(Mutex::lock) {
+            f(item * ROWS_PER_ITEM, &mut rows);
+        }
+    };
+    if let Err(error) = ctx.par_for(items.len(), items.len(), run) {
+        tracing::debug!(%error, "attention rows ran on one thread: the pool refused the work");
+        (0..items.len()).for_each(run);
+    }
+}
+
+impl Kernel for NormRotaryKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let missing = |i: usize| ort::Error::new(format!("NormRotary lacks input {i}"));
+        let (x, weight, cos, sin) = (
+            ctx.input(0)?.ok_or_else(|| missing(0))?,
+            ctx.input(1)?.ok_or_else(|| missing(1))?,
+            ctx.input(2)?.ok_or_else(|| missing(2))?,
+            ctx.input(3)?.ok_or_else(|| missing(3))?,
+        );
+        let (shape, x) = x.try_extract_tensor::<f32>()?;
+        let (_, weight) = weight.try_extract_tensor::<f32>()?;
+        let (cos_shape, cos) = cos.try_extract_tensor::<f32>()?;
+        let (_, sin) = sin.try_extract_tensor::<f32>()?;
+        let head = weight.len();
+        let heads = self.heads;
+        let &[batch, positions, width] = &shape[..] else {
+            return Err(bad_shape(
+                NORM_ROTARY,
+                format!("the input is {shape:?}, not [B, S, N·H]"),
+            ));
+        };
+        if head == 0 || head % 2 != 0 || width != (heads * head) as i64 {
+            return Err(bad_shape(
+                NORM_ROTARY,
+                format!(
+                    "the input's rows hold {width} values, not {heads} heads of the weight's {head} (even)"
+                ),
+            ));
+        }
+        let table_positions = match &cos_shape[..] {
+            [p, half] if *half == (head / 2) as i64 && sin.len() == cos.len() => *p,
+            _ => {
+                return Err(bad_shape(
+                    NORM_ROTARY,
+                    format!("the rotary tables are {cos_shape:?}, not [P, {}]", head / 2),
+                ));
+            }
+        };
+        if positions > table_positions {
+            return Err(bad_shape(
+                NORM_ROTARY,
+                format!("{positions} positions exceed the rotary tables' {table_positions}"),
+            ));
+        }
+        let mut output = ctx
+            .output(0, vec![batch, positions * heads as i64, head as i64])?
+            .ok_or_else(|| ort::Error::new("NormRotary has no output"))?;
+        let (_, out) = output.try_extract_tensor_mut::<f32>()?;
+        let settings = NormRotate {
+            head_size: head,
+            heads,
+            positions: usize::try_from(positions).unwrap_or(0),
+            weight,
+            epsilon: self.epsilon,
+            cos,
+            sin,
+        };
+        for_rows(ctx, out, head, &|first_row, rows| {
+            let input = &x[first_row * head..][..rows.len()];
+            norm_rotate_rows(input, rows, first_row, &settings);
+        });
+        Ok(())
+    }
+}
+
+impl Operator for AttentionSoftmax {
+    type Kernel<'attr> = AttentionSoftmaxKernel;
+
+    fn name(&self) -> &str {
+        ATTENTION_SOFTMAX
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        float_inputs(2)
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [OperatorOutput::required(TensorElementType::Float32)]
+    }
+
+    fn create_kernel<'attr>(
+        &self,
+        info: &KernelContext<'attr>,
+    ) -> ort::Result<AttentionSoftmaxKernel> {
+        Ok(AttentionSoftmaxKernel {
+            heads: heads_attribute(info, ATTENTION_SOFTMAX)?,
+        })
+    }
+}
+
+/// One `AttentionSoftmax` node's kernel.
+pub(crate) struct AttentionSoftmaxKernel {
+    heads: usize,
+}
+
+impl Kernel for AttentionSoftmaxKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let missing = |i: usize| ort::Error::new(format!("AttentionSoftmax lacks input {i}"));
+        let (scores, bias) = (
+            ctx.input(0)?.ok_or_else(|| missing(0))?,
+            ctx.input(1)?.ok_or_else(|| missing(1))?,
+        );
+        let (shape, scores) = scores.try_extract_tensor::<f32>()?;
+        let (bias_shape, bias) = bias.try_extract_tensor::<f32>()?;
+        let heads = self.heads as i64;
+        let (&[batch, rows, keys], &[bias_batch, 1, bias_rows, bias_keys]) =
+            (&shape[..], &bias_shape[..])
+        else {
+            return Err(bad_shape(
+                ATTENTION_SOFTMAX,
+                format!(
+                    "the scores are {shape:?} and the bias {bias_shape:?}, not [B, S·N, L] and [B or 1, 1, S or 1, L]"
+                ),
+            ));
+        };
+        let positions = rows / heads;
+        if rows % heads != 0
+            || bias_keys != keys
+            || !(bias_batch == 1 || bias_batch == batch)
+            || !(bias_rows == 1 || bias_rows == positions)
+        {
+            return Err(bad_shape(
+                ATTENTION_SOFTMAX,
+                format!(
+                    "the scores {shape:?} of {heads} heads do not match the bias {bias_shape:?}"
+                ),
+            ));
+        }
+        let mut output = ctx
+            .output(0, shape.to_vec())?
+            .ok_or_else(|| ort::Error::new("AttentionSoftmax has no output"))?;
+        let (_, out) = output.try_extract_tensor_mut::<f32>()?;
+        let to_usize = |v: i64| usize::try_from(v).unwrap_or(0);
+        let (rows, keys, heads) = (to_usize(rows), to_usize(keys), self.heads);
+        let (bias_batch, bias_rows) = (to_usize(bias_batch), to_usize(bias_rows));
+        let bias_of = |row: usize| -> &[f32] {
+            let (b, s) = (row / rows, row % rows / heads);
+            let b = if bias_batch == 1 { 0 } else { b };
+            let s = if bias_rows == 1 { 0 } else { s };
+            &bias[(b * bias_rows + s) * keys..][..keys]
+        };
+        for_rows(ctx, out, keys, &|first_row, part| {
+            let input = &scores[first_row * keys..][..part.len()];
+            bias_softmax_rows(input, part, keys, first_row, &bias_of);
+        });
+        Ok(())
+    }
+}
+
+impl Operator for NormAddNorm {
+    type Kernel<'attr> = NormAddNormKernel;
+
+    fn name(&self) -> &str {
+        NORM_ADD_NORM
+    }
+
+    fn inputs(&self) -> impl IntoIterator<Item = OperatorInput> {
+        float_inputs(4)
+    }
+
+    fn outputs(&self) -> impl IntoIterator<Item = OperatorOutput> {
+        [
+            OperatorOutput::required(TensorElementType::Float32),
+            OperatorOutput::optional(TensorElementType::Float32),
+        ]
+    }
+
+    fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<NormAddNormKernel> {
+        let epsilon = |name: &str| {
+            info.get::<f32>(name)
+                .ok_or_else(|| ort::Error::new(format!("NormAddNorm needs `{name}`")))
+        };
+        Ok(NormAddNormKernel {
+            first_epsilon: epsilon("epsilon")?,
+            second_epsilon: epsilon("second_epsilon")?,
+        })
+    }
+}
+
+/// One `NormAddNorm` node's kernel.
+pub(crate) struct NormAddNormKernel {
+    first_epsilon: f32,
+    second_epsilon: f32,
+}
+
+impl Kernel for NormAddNormKernel {
+    fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
+        let missing = |i: usize| ort::Error::new(format!("NormAddNorm lacks input {i}"));
+        let (x, residual, first, second) = (
+            ctx.input(0)?.ok_or_else(|| missing(0))?,
+            ctx.input(1)?.ok_or_else(|| missing(1))?,
+            ctx.input(2)?.ok_or_else(|| missing(2))?,
+            ctx.input(3)?.ok_or_else(|| missing(3))?,
+        );
+        let (shape, x) = x.try_extract_tensor::<f32>()?;
+        let (residual_shape, residual) = residual.try_extract_tensor::<f32>()?;
+        let (_, first) = first.try_extract_tensor::<f32>()?;
+        let (_, second) = second.try_extract_tensor::<f32>()?;
+        let d = first.len();
+        if shape != residual_shape
+            || d == 0
+            || second.len() != d
+            || shape.last().copied() != Some(d as i64)
+        {
+            return Err(bad_shape(
+                NORM_ADD_NORM,
+                format!(
+                    "the input {shape:?} and residual {residual_shape:?} must be equal, with rows of the weights' {d} and {} values",
+                    second.len()
+                ),
+            ));
+        }
+        let settings = NormAddNormSettings {
+            first_weight: first,
+            first_epsilon: self.first_epsilon,
+            second_weight: second,
+            second_epsilon: self.second_epsilon,
+        };
+        let mut output = ctx
+            .output(0, shape.to_vec())?
+            .ok_or_else(|| ort::Error::new("NormAddNorm has no output"))?;
+        let (_, out) = output.try_extract_tensor_mut::<f32>()?;
+        let mut sum_output = ctx.output(1, shape.to_vec())?;
+        let mut scratch = Vec::new();
+        let sum: &mut [f32] = match sum_output.as_mut() {
+            Some(value) => value.try_extract_tensor_mut::<f32>()?.1,
+            None => {
+                scratch.resize(x.len(), 0.0);
+                &mut scratch
+            }
+        };
+        if out.len() < PARALLEL_VALUES {
+            norm_add_norm_rows(x, residual, out, sum, &settings);
+            return Ok(());
+        }
+        let items: Vec<Mutex<(&mut [f32], &mut [f32])>> = out
+            .chunks_mut(ROWS_PER_ITEM * d)
+            .zip(sum.chunks_mut(ROWS_PER_ITEM * d))
+            .map(Mutex::new)
+            .collect();
+        let run = |item: usize| {
+            if let Some(Ok(mut parts)) = items.get(item).map(Mutex::lock) {
+                let (out, sum) = &mut *parts;
+                let start = item * ROWS_PER_ITEM * d;
+                let (x, residual) = (&x[start..][..out.len()], &residual[start..][..out.len()]);
+                norm_add_norm_rows(x, residual, out, sum, &settings);
+            }
+        };
+        if let Err(error) = ctx.par_for(items.len(), items.len(), run) {
+            tracing::debug!(%error, "NormAddNorm ran on one thread: the pool refused the work");
+            (0..items.len()).for_each(run);
+        }
+        Ok(())
+    }
+}
