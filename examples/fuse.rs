@@ -9,9 +9,9 @@
 //! ```
 //! Loading a folder fuses its graph at first load anyway (`LoadOptions::with_fused_graph`);
 //! this writes the result ahead of time and prints node counts and rewrites as JSON. The
-//! default steps are the library's, whose `q8_matmul` (on CPUs with AVX-512 VNNI) writes an
-//! operator only this library's sessions run: `--portable` leaves it out, for a graph any
-//! ONNX Runtime loads (Python's, say).
+//! default steps are the library's, whose `q8_matmul` (on CPUs with AVX-512 VNNI) and
+//! `row_ops` write operators only this library's sessions run: `--portable` leaves them out,
+//! for a graph any ONNX Runtime loads (Python's, say).
 
 #![allow(
     clippy::unwrap_used,
@@ -49,11 +49,11 @@ struct Args {
     #[command(flatten)]
     recipe: RecipeArgs,
     /// Comma-separated steps (shapes, gelu, rms_norm, attention, rotary, skip_rms_norm,
-    /// multi_query, packed_attention, q8_matmul); default the library's (all but q8_matmul
+    /// multi_query, packed_attention, q8_matmul, row_ops); default the library's (all but q8_matmul
     /// where the CPU lacks AVX-512 VNNI).
     #[arg(long, value_delimiter = ',')]
     steps: Vec<String>,
-    /// Only the steps whose graphs any ONNX Runtime loads (all but q8_matmul).
+    /// Only the steps whose graphs any ONNX Runtime loads (all but q8_matmul and row_ops).
     #[arg(long, conflicts_with = "steps")]
     portable: bool,
 }
