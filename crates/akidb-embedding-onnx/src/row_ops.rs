@@ -129,9 +129,15 @@ fn for_rows(
             f(item * ROWS_PER_ITEM, &mut rows);
         }
     };
-    if let Err(error) = ctx.par_for(items.len(), items.len(), run) {
-        tracing::debug!(%error, "attention rows ran on one thread: the pool refused the work");
-        (0..items.len()).for_each(run);
+    run_items(ctx, items.len(), &run);
+}
+
+/// `run(0..count)` with the items claimed by the pool's threads one at a time; on this thread
+/// if the pool refuses the work (same results).
+fn run_items(ctx: &ComputeContext, count: usize, run: &(dyn Fn(usize) + Sync)) {
+    if let Err(error) = ctx.par_for(count, count, run) {
+        tracing::debug!(%error, "row operator ran on one thread: the pool refused the work");
+        (0..count).for_each(run);
     }
 }
 
@@ -383,10 +389,7 @@ impl Kernel for NormAddNormKernel {
                 norm_add_norm_rows(x, residual, out, sum, &settings);
             }
         };
-        if let Err(error) = ctx.par_for(items.len(), items.len(), run) {
-            tracing::debug!(%error, "NormAddNorm ran on one thread: the pool refused the work");
-            (0..items.len()).for_each(run);
-        }
+        run_items(ctx, items.len(), &run);
         Ok(())
     }
 }

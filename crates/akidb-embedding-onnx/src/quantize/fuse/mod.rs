@@ -329,6 +329,15 @@ pub(crate) fn known_ints(
         .or_else(|| facts.values.get(name)?.all_known())
 }
 
+/// A norm node's `epsilon` attribute, or the ONNX default 1e-5 where it has none.
+pub(crate) fn norm_epsilon(node: &NodeProto) -> f32 {
+    node.attribute
+        .iter()
+        .find(|a| a.name() == "epsilon")
+        .and_then(|a| a.f)
+        .unwrap_or(1e-5)
+}
+
 pub(crate) fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute
         .iter()

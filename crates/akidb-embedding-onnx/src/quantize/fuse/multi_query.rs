@@ -32,7 +32,7 @@ use std::collections::HashMap;
 
 use super::super::proto::{AttributeProto, GraphProto, NodeProto};
 use super::shapes::{Dim, ShapeFacts};
-use super::{Constants, Fuser, MS_DOMAIN, attr_int, attr_ints, producer, producers};
+use super::{Constants, Fuser, MS_DOMAIN, attr_int, attr_ints, norm_epsilon, producer, producers};
 use crate::q8_matmul::DOMAIN;
 use crate::quantize::graph::{float_attribute, int_attribute};
 use crate::row_ops::{ATTENTION_SOFTMAX, NORM_ROTARY};
@@ -113,16 +113,7 @@ impl Fuser<'_> {
         let q = out.rows(&m.query, n, h, "query");
         let k = out.rows(&m.key, 1, h, "key");
         let v = out.rows(&m.value, 1, h, "value");
-        let scores = out.node(
-            "FusedMatMul",
-            MS_DOMAIN,
-            vec![q, k],
-            "scores",
-            vec![
-                float_attribute("alpha", m.scale),
-                int_attribute("transB", 1),
-            ],
-        );
+        let scores = out.scores(q, k, m.scale);
         let probabilities = match &m.bias {
             Some(bias) => {
                 let by_head = out.reshape(scores, &[0, -1, n, 0], "scores_by_head");
@@ -145,15 +136,7 @@ impl Fuser<'_> {
                 vec![int_attribute("axis", -1)],
             ),
         };
-        let context = out.node("MatMul", "", vec![probabilities, v], "context", Vec::new());
-        let target = out.target(&[0, -1, n * h]);
-        out.nodes.push(NodeProto {
-            name: Some(format!("{}/akidb_multi_query", m.name)),
-            op_type: Some("Reshape".to_string()),
-            input: vec![context, target],
-            output: vec![m.output.clone()],
-            ..Default::default()
-        });
+        out.context(probabilities, v, m, "akidb_multi_query");
         out.nodes
     }
 }
@@ -198,6 +181,37 @@ impl Emitter<'_, '_, '_> {
             .int64_constant("multi_query_shape", values, false);
         self.targets.insert(values.to_vec(), name.clone());
         name
+    }
+
+    /// The scores `FusedMatMul(q, k, transB, alpha = scale)`.
+    fn scores(&mut self, q: String, k: String, scale: f32) -> String {
+        self.node(
+            "FusedMatMul",
+            MS_DOMAIN,
+            vec![q, k],
+            "scores",
+            vec![float_attribute("alpha", scale), int_attribute("transB", 1)],
+        )
+    }
+
+    /// The context `MatMul(probabilities, value)`, reshaped to `[B, S, N·H]` as `m`'s output
+    /// (the node named after `m` and `suffix`).
+    fn context(&mut self, probabilities: String, value: String, m: &MultiQueryMatch, suffix: &str) {
+        let context = self.node(
+            "MatMul",
+            "",
+            vec![probabilities, value],
+            "context",
+            Vec::new(),
+        );
+        let target = self.target(&[0, -1, m.heads * m.head_size]);
+        self.nodes.push(NodeProto {
+            name: Some(format!("{}/{suffix}", m.name)),
+            op_type: Some("Reshape".to_string()),
+            input: vec![context, target],
+            output: vec![m.output.clone()],
+            ..Default::default()
+        });
     }
 
     fn reshape(&mut self, data: String, target: &[i64], what: &str) -> String {
@@ -253,7 +267,7 @@ impl Emitter<'_, '_, '_> {
     /// context's `MatMul` with the value projection itself, and the `Reshape` to
     /// `[B, S, N·H]`. `None` (nothing emitted) when a projection is not read whole.
     fn with_row_ops(&mut self, m: &MultiQueryMatch) -> Option<Vec<NodeProto>> {
-        let (n, h) = (m.heads, m.head_size);
+        let n = m.heads;
         let (query, key, value) = (
             m.query.unsplit.clone()?,
             m.key.unsplit.clone()?,
@@ -262,12 +276,7 @@ impl Emitter<'_, '_, '_> {
         let bias = m.bias.clone()?;
         let mut norm_rotary = |chain: &HeadChain, x: String, heads: i64, what: &str| {
             let (norm, rotary) = (&chain.ops[0], &chain.ops[1]);
-            let epsilon = norm
-                .attribute
-                .iter()
-                .find(|a| a.name() == "epsilon")
-                .and_then(|a| a.f)
-                .unwrap_or(DEFAULT_EPSILON);
+            let epsilon = norm_epsilon(norm);
             let input = vec![
                 x,
                 norm.input[1].clone(),
@@ -287,16 +296,7 @@ impl Emitter<'_, '_, '_> {
         };
         let q = norm_rotary(&m.query, query, n, "query_rows");
         let k = norm_rotary(&m.key, key, 1, "key_rows");
-        let scores = self.node(
-            "FusedMatMul",
-            MS_DOMAIN,
-            vec![q, k],
-            "scores",
-            vec![
-                float_attribute("alpha", m.scale),
-                int_attribute("transB", 1),
-            ],
-        );
+        let scores = self.scores(q, k, m.scale);
         let probabilities = self.node(
             ATTENTION_SOFTMAX,
             DOMAIN,
@@ -304,28 +304,11 @@ impl Emitter<'_, '_, '_> {
             "probabilities",
             vec![int_attribute("num_heads", n)],
         );
-        let context = self.node(
-            "MatMul",
-            "",
-            vec![probabilities, value],
-            "context",
-            Vec::new(),
-        );
-        let target = self.target(&[0, -1, n * h]);
+        self.context(probabilities, value, m, "akidb_row_ops");
         self.fuser.count("attention_row_ops");
-        self.nodes.push(NodeProto {
-            name: Some(format!("{}/akidb_row_ops", m.name)),
-            op_type: Some("Reshape".to_string()),
-            input: vec![context, target],
-            output: vec![m.output.clone()],
-            ..Default::default()
-        });
         Some(std::mem::take(&mut self.nodes))
     }
 }
-
-/// `SimplifiedLayerNormalization`'s default ε.
-const DEFAULT_EPSILON: f32 = 1e-5;
 
 /// Whether the query's and the key's per-head ops are what `NormRotary` computes: a
 /// `SimplifiedLayerNormalization` over the head (fp32 statistics, a weight, no other

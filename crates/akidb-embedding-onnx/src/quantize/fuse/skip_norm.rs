@@ -15,8 +15,8 @@ use std::collections::{HashMap, HashSet};
 use super::super::proto::{GraphProto, NodeProto};
 use super::shapes::{Dim, ShapeFacts};
 use super::{
-    Constants, Fuser, MS_DOMAIN, attr_int, consumers, float_attribute, producer, producers,
-    vector_length,
+    Constants, Fuser, MS_DOMAIN, attr_int, consumers, float_attribute, norm_epsilon, producer,
+    producers, vector_length,
 };
 use crate::q8_matmul::DOMAIN;
 use crate::row_ops::NORM_ADD_NORM;
@@ -149,13 +149,6 @@ fn match_norm_add_norm(
     {
         return None;
     }
-    let epsilon = |node: &NodeProto| {
-        node.attribute
-            .iter()
-            .find(|a| a.name() == "epsilon")
-            .and_then(|a| a.f)
-            .unwrap_or(1e-5)
-    };
     let mut output = vec![skip.output[0].clone()];
     if let Some(sum) = skip.output.get(3).filter(|o| !o.is_empty()) {
         output.push(sum.clone());
@@ -169,8 +162,8 @@ fn match_norm_add_norm(
             input: vec![x.clone(), residual.clone(), first.clone(), second.clone()],
             output,
             attribute: vec![
-                float_attribute("epsilon", epsilon(inner)),
-                float_attribute("second_epsilon", epsilon(skip)),
+                float_attribute("epsilon", norm_epsilon(inner)),
+                float_attribute("second_epsilon", norm_epsilon(skip)),
             ],
             ..Default::default()
         },
