@@ -87,6 +87,11 @@ impl Operator for MatMulQ8 {
         else {
             return Err(ort::Error::new("MatMulQ8's input is not a tensor"));
         };
+        // No dimensions: the input's shape is not known (an operator before it infers none);
+        // the output's is not either. (A scalar is no input of a product.)
+        if shape.is_empty() {
+            return Ok(());
+        }
         let mut dims: Vec<i64> = shape.to_vec();
         let mut symbols: Vec<String> = dimension_symbols.to_vec();
         if let Some(last) = dims.last_mut() {

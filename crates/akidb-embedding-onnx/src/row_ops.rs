@@ -34,8 +34,9 @@ use akidb_q8_kernel::rows::{
 };
 use ort::operator::{
     ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
+    ShapeInferenceContext,
 };
-use ort::value::TensorElementType;
+use ort::value::{Shape, SymbolicDimensions, TensorElementType, ValueType};
 
 /// `NormRotary`'s operator type.
 pub const NORM_ROTARY: &str = "NormRotary";
@@ -87,6 +88,46 @@ impl Operator for NormRotary {
         [OperatorOutput::required(TensorElementType::Float32)]
     }
 
+    fn infer_shape(&self, ctx: &mut ShapeInferenceContext) -> ort::Result<()> {
+        // [B, S, N·H] → [B, S·N, H], H the weight's length.
+        let heads: i64 = ctx.attr("num_heads")?;
+        let inputs = ctx.inputs();
+        let (
+            Some(ValueType::Tensor {
+                shape,
+                dimension_symbols,
+                ..
+            }),
+            Some(ValueType::Tensor { shape: weight, .. }),
+        ) = (inputs.first(), inputs.get(1))
+        else {
+            return Ok(());
+        };
+        let (&[batch, positions, _], &[head]) = (&shape[..], &weight[..]) else {
+            return Ok(());
+        };
+        if !described(shape, dimension_symbols) || head < 0 {
+            return Ok(());
+        }
+        let symbol = |i: usize| dimension_symbols.get(i).cloned().unwrap_or_default();
+        // The rows: S·N, a size or a symbol named after the sequence's.
+        let (rows, rows_symbol) = if positions >= 0 {
+            (positions * heads, String::new())
+        } else if heads == 1 {
+            (-1, symbol(1))
+        } else {
+            (-1, format!("{}*{heads}", symbol(1)))
+        };
+        ctx.set_output(
+            0,
+            &ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                shape: Shape::new([batch, rows, head]),
+                dimension_symbols: SymbolicDimensions::new([symbol(0), rows_symbol, String::new()]),
+            },
+        )
+    }
+
     fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<NormRotaryKernel> {
         Ok(NormRotaryKernel {
             heads: heads_attribute(info, NORM_ROTARY)?,
@@ -101,6 +142,34 @@ impl Operator for NormRotary {
 pub(crate) struct NormRotaryKernel {
     heads: usize,
     epsilon: f32,
+}
+
+/// Whether every dimension is a size or a named symbol. (Shape inference reports a dimension
+/// it knows nothing of as -1 without a name, and one set so would read as the size -1; no
+/// dimensions at all is a shape it does not know.)
+fn described(shape: &[i64], symbols: &SymbolicDimensions) -> bool {
+    !shape.is_empty()
+        && shape
+            .iter()
+            .zip(symbols.iter())
+            .all(|(size, symbol)| *size >= 0 || !symbol.is_empty())
+}
+
+/// Gives `outputs` input 0's type and shape, when that shape is described (see
+/// [`described`]); else leaves them unknown.
+fn keep_input_shape(ctx: &mut ShapeInferenceContext, outputs: &[usize]) -> ort::Result<()> {
+    let Some(input) = ctx.inputs().into_iter().next() else {
+        return Ok(());
+    };
+    if !matches!(&input, ValueType::Tensor { shape, dimension_symbols, .. }
+        if described(shape, dimension_symbols))
+    {
+        return Ok(());
+    }
+    for &output in outputs {
+        ctx.set_output(output, &input)?;
+    }
+    Ok(())
 }
 
 fn bad_shape(op: &str, what: String) -> ort::Error {
@@ -221,6 +290,10 @@ impl Operator for AttentionSoftmax {
         [OperatorOutput::required(TensorElementType::Float32)]
     }
 
+    fn infer_shape(&self, ctx: &mut ShapeInferenceContext) -> ort::Result<()> {
+        keep_input_shape(ctx, &[0])
+    }
+
     fn create_kernel<'attr>(
         &self,
         info: &KernelContext<'attr>,
@@ -306,6 +379,10 @@ impl Operator for NormAddNorm {
             OperatorOutput::required(TensorElementType::Float32),
             OperatorOutput::optional(TensorElementType::Float32),
         ]
+    }
+
+    fn infer_shape(&self, ctx: &mut ShapeInferenceContext) -> ort::Result<()> {
+        keep_input_shape(ctx, &[0, 1])
     }
 
     fn create_kernel<'attr>(&self, info: &KernelContext<'attr>) -> ort::Result<NormAddNormKernel> {

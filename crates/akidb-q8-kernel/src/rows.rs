@@ -11,7 +11,8 @@
 //!   `y[i] = x[i]·cos − x[i + H/2]·sin`, `y[i + H/2] = x[i]·sin + x[i + H/2]·cos`;
 //! - the softmax as ONNX Runtime's: the row's maximum subtracted, `exp`, the sum, then each
 //!   value times `1 / sum`. `exp` is a polynomial (below) within 2 ulp of the exact value, as
-//!   MLAS's is; the sum runs over 16 lanes.
+//!   MLAS's is; the sum runs over 16 lanes, value `i` in lane `i % 16`, so that masked keys
+//!   after a row's last (a padded batch's) leave its result unchanged to the bit.
 //!
 //! On CPUs with AVX-512F the same code is compiled for it (16 lanes); elsewhere for the
 //! baseline. Both give the same results: the code fixes the order of every sum.
@@ -249,11 +250,14 @@ fn bias_softmax_body<'b>(
                 *s += *v;
             }
         }
-        let mut sum = 0.0f32;
-        for v in chunks.into_remainder() {
+        // The tail goes into the lanes by index too: every value lands in lane `i % 16`
+        // whatever the row's length, so the keys a padded batch adds (exp 0) leave the sum
+        // of a text's row exactly as it is alone.
+        for (s, v) in sums.iter_mut().zip(chunks.into_remainder()) {
             *v = exp(*v - maximum);
-            sum += *v;
+            *s += *v;
         }
+        let mut sum = 0.0f32;
         for s in sums {
             sum += s;
         }
@@ -466,6 +470,30 @@ mod tests {
                         assert_eq!(*got, 0.0, "a masked key got weight");
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn masked_keys_after_the_last_leave_a_softmax_row_unchanged_to_the_bit() {
+        for width in [3, 15, 16, 17, 33, 100] {
+            let scores = values(width, width as u32 + 7, 10.0);
+            let none = vec![0.0f32; width];
+            let mut alone = vec![0.0; width];
+            bias_softmax_rows(&scores, &mut alone, width, 0, &|_| &none);
+            for padded_width in [width + 1, width + 15, 48.max(width + 1), 2 * width + 5] {
+                let mut padded_scores = scores.clone();
+                padded_scores.resize(padded_width, 1.0);
+                let mut bias = vec![0.0f32; padded_width];
+                bias[width..].fill(f32::MIN);
+                let mut padded = vec![0.0; padded_width];
+                bias_softmax_rows(&padded_scores, &mut padded, padded_width, 0, &|_| &bias);
+                assert_eq!(
+                    &padded[..width],
+                    &alone[..],
+                    "{width} keys padded to {padded_width}"
+                );
+                assert!(padded[width..].iter().all(|p| *p == 0.0));
             }
         }
     }

@@ -28,6 +28,18 @@ impl Dim {
     }
 }
 
+/// Whether two shapes can be one at run time: the same rank and the same known sizes, where
+/// two symbolic sizes pass (a length a `Reshape` to -1 made is a new symbol, though equal at
+/// run time to the one it came from). An operator relying on it checks when it runs.
+pub(crate) fn may_be_equal(a: &[Dim], b: &[Dim]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Dim::Known(x), Dim::Known(y)) => x == y,
+            (Dim::Sym(_), Dim::Sym(_)) => true,
+            _ => false,
+        })
+}
+
 /// What is known of the tensors of one graph.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeFacts {

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::super::proto::{GraphProto, NodeProto};
-use super::shapes::{Dim, ShapeFacts};
+use super::shapes::{Dim, ShapeFacts, may_be_equal};
 use super::{
     Constants, Fuser, MS_DOMAIN, attr_int, consumers, float_attribute, norm_epsilon, producer,
     producers, vector_length,
@@ -133,17 +133,7 @@ fn match_norm_add_norm(
     let Some(Dim::Known(hidden)) = shape.last() else {
         return None;
     };
-    // One shape: the same rank, the same known sizes. Two symbolic sizes pass (a sequence
-    // length a `Reshape` to -1 made is a new symbol, though the residual's length at run
-    // time); the operator checks the shapes are equal when it runs.
-    let residual_shape = facts.shapes.get(residual.as_str())?;
-    let same = residual_shape.len() == shape.len()
-        && residual_shape.iter().zip(shape).all(|pair| match pair {
-            (Dim::Known(a), Dim::Known(b)) => a == b,
-            (Dim::Sym(_), Dim::Sym(_)) => true,
-            _ => false,
-        });
-    if !same
+    if !may_be_equal(facts.shapes.get(residual.as_str())?, shape)
         || vector_length(graph, producers, first)? != *hidden
         || vector_length(graph, producers, second)? != *hidden
     {
