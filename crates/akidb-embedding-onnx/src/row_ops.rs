@@ -36,7 +36,7 @@ use ort::operator::{
     ComputeContext, Kernel, KernelContext, Operator, OperatorInput, OperatorOutput,
     ShapeInferenceContext,
 };
-use ort::value::{Shape, SymbolicDimensions, TensorElementType, ValueType};
+use ort::value::{Shape, SymbolicDimensions, TensorElementType, ValueRef, ValueType};
 
 /// `NormRotary`'s operator type.
 pub const NORM_ROTARY: &str = "NormRotary";
@@ -176,49 +176,60 @@ fn bad_shape(op: &str, what: String) -> ort::Error {
     ort::Error::new(format!("{op}: {what}"))
 }
 
-/// Runs `f(first_row, rows)` over `out`'s rows of `row_len` values: on the calling thread
-/// when they are few, else in items of [`ROWS_PER_ITEM`] rows claimed by the pool's threads.
-fn for_rows(
+/// Runs `f(first_row, rows)` over the rows of `row_len` values of `outputs` (each holding
+/// the same rows): on the calling thread when they are few, else in items of
+/// [`ROWS_PER_ITEM`] rows claimed by the pool's threads one at a time (on this thread if the
+/// pool refuses the work: same results).
+fn for_rows<const N: usize>(
     ctx: &ComputeContext,
-    out: &mut [f32],
+    outputs: [&mut [f32]; N],
     row_len: usize,
-    f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    f: &(dyn Fn(usize, [&mut [f32]; N]) + Sync),
 ) {
-    if out.len() < PARALLEL_VALUES || row_len == 0 {
-        f(0, out);
+    if outputs.first().is_none_or(|o| o.len() < PARALLEL_VALUES) || row_len == 0 {
+        f(0, outputs);
         return;
     }
-    let items: Vec<Mutex<&mut [f32]>> = out
-        .chunks_mut(ROWS_PER_ITEM * row_len)
-        .map(Mutex::new)
-        .collect();
+    let mut chunks = outputs.map(|o| o.chunks_mut(ROWS_PER_ITEM * row_len));
+    let mut items: Vec<Mutex<[&mut [f32]; N]>> = Vec::new();
+    while let Ok(item) = <[&mut [f32]; N]>::try_from(
+        chunks
+            .each_mut()
+            .into_iter()
+            .map_while(Iterator::next)
+            .collect::<Vec<_>>(),
+    ) {
+        items.push(Mutex::new(item));
+    }
     let run = |item: usize| {
         // Each item is claimed once: the lock is never contended.
         if let Some(Ok(mut rows)) = items.get(item).map(Mutex::lock) {
-            f(item * ROWS_PER_ITEM, &mut rows);
+            f(item * ROWS_PER_ITEM, rows.each_mut().map(|r| &mut **r));
         }
     };
-    run_items(ctx, items.len(), &run);
+    if let Err(error) = ctx.par_for(items.len(), items.len(), run) {
+        tracing::debug!(%error, "row operator ran on one thread: the pool refused the work");
+        (0..items.len()).for_each(run);
+    }
 }
 
-/// `run(0..count)` with the items claimed by the pool's threads one at a time; on this thread
-/// if the pool refuses the work (same results).
-fn run_items(ctx: &ComputeContext, count: usize, run: &(dyn Fn(usize) + Sync)) {
-    if let Err(error) = ctx.par_for(count, count, run) {
-        tracing::debug!(%error, "row operator ran on one thread: the pool refused the work");
-        (0..count).for_each(run);
-    }
+/// `op`'s first `N` inputs, each required.
+fn required_inputs<'c, const N: usize>(
+    ctx: &'c ComputeContext,
+    op: &str,
+) -> ort::Result<[ValueRef<'c>; N]> {
+    let inputs = (0..N)
+        .map(|i| {
+            ctx.input(i)?
+                .ok_or_else(|| ort::Error::new(format!("{op} lacks input {i}")))
+        })
+        .collect::<ort::Result<Vec<_>>>()?;
+    <[ValueRef<'c>; N]>::try_from(inputs).map_err(|_| ort::Error::new(format!("{op}: inputs")))
 }
 
 impl Kernel for NormRotaryKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        let missing = |i: usize| ort::Error::new(format!("NormRotary lacks input {i}"));
-        let (x, weight, cos, sin) = (
-            ctx.input(0)?.ok_or_else(|| missing(0))?,
-            ctx.input(1)?.ok_or_else(|| missing(1))?,
-            ctx.input(2)?.ok_or_else(|| missing(2))?,
-            ctx.input(3)?.ok_or_else(|| missing(3))?,
-        );
+        let [x, weight, cos, sin] = required_inputs(ctx, NORM_ROTARY)?;
         let (shape, x) = x.try_extract_tensor::<f32>()?;
         let (_, weight) = weight.try_extract_tensor::<f32>()?;
         let (cos_shape, cos) = cos.try_extract_tensor::<f32>()?;
@@ -267,7 +278,7 @@ impl Kernel for NormRotaryKernel {
             cos,
             sin,
         };
-        for_rows(ctx, out, head, &|first_row, rows| {
+        for_rows(ctx, [out], head, &|first_row, [rows]| {
             let input = &x[first_row * head..][..rows.len()];
             norm_rotate_rows(input, rows, first_row, &settings);
         });
@@ -311,11 +322,7 @@ pub(crate) struct AttentionSoftmaxKernel {
 
 impl Kernel for AttentionSoftmaxKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        let missing = |i: usize| ort::Error::new(format!("AttentionSoftmax lacks input {i}"));
-        let (scores, bias) = (
-            ctx.input(0)?.ok_or_else(|| missing(0))?,
-            ctx.input(1)?.ok_or_else(|| missing(1))?,
-        );
+        let [scores, bias] = required_inputs(ctx, ATTENTION_SOFTMAX)?;
         let (shape, scores) = scores.try_extract_tensor::<f32>()?;
         let (bias_shape, bias) = bias.try_extract_tensor::<f32>()?;
         let heads = self.heads as i64;
@@ -355,7 +362,7 @@ impl Kernel for AttentionSoftmaxKernel {
             let s = if bias_rows == 1 { 0 } else { s };
             &bias[(b * bias_rows + s) * keys..][..keys]
         };
-        for_rows(ctx, out, keys, &|first_row, part| {
+        for_rows(ctx, [out], keys, &|first_row, [part]| {
             let input = &scores[first_row * keys..][..part.len()];
             bias_softmax_rows(input, part, keys, first_row, &bias_of);
         });
@@ -405,13 +412,7 @@ pub(crate) struct NormAddNormKernel {
 
 impl Kernel for NormAddNormKernel {
     fn compute(&mut self, ctx: &ComputeContext) -> ort::Result<()> {
-        let missing = |i: usize| ort::Error::new(format!("NormAddNorm lacks input {i}"));
-        let (x, residual, first, second) = (
-            ctx.input(0)?.ok_or_else(|| missing(0))?,
-            ctx.input(1)?.ok_or_else(|| missing(1))?,
-            ctx.input(2)?.ok_or_else(|| missing(2))?,
-            ctx.input(3)?.ok_or_else(|| missing(3))?,
-        );
+        let [x, residual, first, second] = required_inputs(ctx, NORM_ADD_NORM)?;
         let (shape, x) = x.try_extract_tensor::<f32>()?;
         let (residual_shape, residual) = residual.try_extract_tensor::<f32>()?;
         let (_, first) = first.try_extract_tensor::<f32>()?;
@@ -449,24 +450,11 @@ impl Kernel for NormAddNormKernel {
                 &mut scratch
             }
         };
-        if out.len() < PARALLEL_VALUES {
+        for_rows(ctx, [out, sum], d, &|first_row, [out, sum]| {
+            let start = first_row * d;
+            let (x, residual) = (&x[start..][..out.len()], &residual[start..][..out.len()]);
             norm_add_norm_rows(x, residual, out, sum, &settings);
-            return Ok(());
-        }
-        let items: Vec<Mutex<(&mut [f32], &mut [f32])>> = out
-            .chunks_mut(ROWS_PER_ITEM * d)
-            .zip(sum.chunks_mut(ROWS_PER_ITEM * d))
-            .map(Mutex::new)
-            .collect();
-        let run = |item: usize| {
-            if let Some(Ok(mut parts)) = items.get(item).map(Mutex::lock) {
-                let (out, sum) = &mut *parts;
-                let start = item * ROWS_PER_ITEM * d;
-                let (x, residual) = (&x[start..][..out.len()], &residual[start..][..out.len()]);
-                norm_add_norm_rows(x, residual, out, sum, &settings);
-            }
-        };
-        run_items(ctx, items.len(), &run);
+        });
         Ok(())
     }
 }
