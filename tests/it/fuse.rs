@@ -212,3 +212,38 @@ fn q8_matmul_keeps_the_q8_vectors() {
         );
     }
 }
+
+/// `with_profiling` records ONNX Runtime's per-node profile of the graph the library runs:
+/// the fused graph's own operators (the library's row operators among them) appear by name.
+/// A provider loaded without it refuses to end a profile.
+#[test]
+fn profiling_records_the_fused_graphs_operators() {
+    let dir = tiny_gemma_dir();
+    let copy = copy_model(&dir, "fuse-profile", &[]);
+    let out = temp_dir("fuse-profile-out");
+    let provider = load(copy.path(), |o| o.with_profiling(out.path().join("tiny")));
+    provider
+        .embed_blocking(EmbedRequest::new(["Where is the nearest train station?"]))
+        .unwrap();
+    let file = provider.end_profiling().unwrap();
+    assert!(file.starts_with(out.path()), "{}", file.display());
+    let events: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let runs = events
+        .iter()
+        .filter(|e| e["cat"] == "Session" && e["name"] == "model_run")
+        .count();
+    assert_eq!(runs, 2, "the load's warm-up run and ours");
+    let operators: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["cat"] == "Node")
+        .filter_map(|e| e["args"]["op_name"].as_str())
+        .collect();
+    for operator in ["NormRotary", "AttentionSoftmax", "NormAddNorm", "FastGelu"] {
+        assert!(operators.contains(operator), "{operator} in {operators:?}");
+    }
+
+    let plain = load(copy.path(), |o| o);
+    let error = plain.end_profiling().unwrap_err();
+    assert!(error.is_invalid_input(), "{error}");
+}

@@ -56,6 +56,7 @@ pub struct LoadOptions {
     pub(crate) cuda: bool,
     pub(crate) cpu_arena: bool,
     pub(crate) fuse: Option<FuseRecipe>,
+    pub(crate) profiling: Option<PathBuf>,
 }
 
 impl LoadOptions {
@@ -83,6 +84,7 @@ impl LoadOptions {
             cuda: false,
             cpu_arena: true,
             fuse: Some(FuseRecipe::default()),
+            profiling: None,
         }
     }
 
@@ -278,6 +280,18 @@ impl LoadOptions {
     #[must_use]
     pub fn with_fuse_recipe(mut self, recipe: FuseRecipe) -> Self {
         self.fuse = Some(recipe);
+        self
+    }
+
+    /// Records ONNX Runtime's profile of every run, the load's warm-up run included: one
+    /// event per graph node and run, with its operator and time, in Chrome's trace format.
+    /// ONNX Runtime names the file `prefix` followed by the session's start time and `.json`;
+    /// [`crate::OnnxEmbeddingProvider::end_profiling`] ends the recording and returns the
+    /// file's path (dropping the provider writes it too). For measurement, not service: the
+    /// profiler adds time per node, and the file grows with every run.
+    #[must_use]
+    pub fn with_profiling(mut self, prefix: impl Into<PathBuf>) -> Self {
+        self.profiling = Some(prefix.into());
         self
     }
 

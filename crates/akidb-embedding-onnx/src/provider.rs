@@ -214,6 +214,13 @@ impl OnnxEmbeddingProvider {
             .unwrap_or_default())
     }
 
+    /// Ends the ONNX Runtime profile recorded since load and returns the file it wrote (see
+    /// [`crate::LoadOptions::with_profiling`]); an [`EmbeddingError::InvalidInput`] when the
+    /// provider was loaded without one. Runs after this are not recorded.
+    pub fn end_profiling(&self) -> Result<std::path::PathBuf> {
+        self.model.session.end_profiling()
+    }
+
     /// How many texts this provider has tokenised since it was loaded (the warm-up aside):
     /// each text of each request counts once.
     pub fn tokenizer_calls(&self) -> u64 {

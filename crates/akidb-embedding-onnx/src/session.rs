@@ -6,7 +6,7 @@
 //! nothing is copied that the API does not require.
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use akidb_embedding_core::batching::plan_runs;
@@ -112,6 +112,26 @@ impl OnnxSession {
     /// The pooling the session runs with.
     pub(crate) fn pooling(&self) -> Pooling {
         self.pooling
+    }
+
+    /// Ends ONNX Runtime's profile (see [`LoadOptions::with_profiling`]) and returns the
+    /// file it wrote.
+    pub(crate) fn end_profiling(&self) -> Result<PathBuf> {
+        let mut session = self.session.lock().map_err(|_| {
+            EmbeddingError::Inference(
+                "a previous run panicked while holding the session".to_string(),
+            )
+        })?;
+        let file = session.end_profiling().map_err(|e| {
+            EmbeddingError::Inference(format!("ONNX Runtime cannot end its profile: {e}"))
+        })?;
+        if file.is_empty() {
+            return Err(EmbeddingError::InvalidInput(
+                "the session was not loaded with a profile (LoadOptions::with_profiling)"
+                    .to_string(),
+            ));
+        }
+        Ok(PathBuf::from(file))
     }
 
     /// Runs and pools `encodings` in as many model runs as the batch bounds need (formed by
@@ -342,6 +362,9 @@ pub(crate) fn build(
     }
     if !options.cpu_arena {
         builder = without_cpu_arena(builder).map_err(|e| load_error(&e))?;
+    }
+    if let Some(prefix) = &options.profiling {
+        builder = builder.with_profiling(prefix).map_err(|e| load_error(&e))?;
     }
     let SessionFiles { cache, private } = prepared;
     // The source graph: the private copy when one was made.
