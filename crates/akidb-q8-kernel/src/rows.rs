@@ -3,10 +3,11 @@
 //! softmax, [`bias_softmax_rows`]) and a residual's norms ([`norm_add_norm_rows`]: a norm, the
 //! residual sum, and the sum's norm).
 //!
-//! They compute what the operators they stand for compute, in the same order where the
-//! order decides the rounding:
-//! - the norm as ONNX Runtime's `SimplifiedLayerNormalization` (fp32, the squares summed in
-//!   order): `y = x / sqrt(Σx² / H + ε) · w`;
+//! They compute what the operators they stand for compute:
+//! - the norm as ONNX Runtime's `SimplifiedLayerNormalization` computes it,
+//!   `y = x / sqrt(Σx² / H + ε) · w` in fp32, but with the squares summed in 64 lanes (value
+//!   `i` in lane `i % 64`, the lanes added pairwise): ONNX Runtime sums them in order, one
+//!   addition waiting on the last (about 1 ns a value on a 768-wide row);
 //! - the rotation as `com.microsoft::RotaryEmbedding`, halves not interleaved:
 //!   `y[i] = x[i]·cos − x[i + H/2]·sin`, `y[i + H/2] = x[i]·sin + x[i + H/2]·cos`;
 //! - the softmax as ONNX Runtime's: the row's maximum subtracted, `exp`, the sum, then each
@@ -17,8 +18,12 @@
 //! On CPUs with AVX-512F the same code is compiled for it (16 lanes); elsewhere for the
 //! baseline. Both give the same results: the code fixes the order of every sum.
 
-/// Lanes of the partial sums and maxima (one AVX-512 register of `f32`).
+/// Lanes of the softmax's partial sums and maxima (one AVX-512 register of `f32`).
 const LANES: usize = 16;
+
+/// Lanes of a norm's sum of squares: four AVX-512 registers, four independent chains of
+/// additions.
+const NORM_LANES: usize = 64;
 
 /// The settings of [`norm_rotate_rows`].
 #[derive(Debug, Clone, Copy)]
@@ -147,17 +152,39 @@ mod avx512 {
     }
 }
 
-/// `y = x / sqrt(Σx² / D + ε) · w` with the squares summed in order, as ONNX Runtime does.
+/// `y = x / sqrt(Σx² / D + ε) · w`, the squares summed by [`sum_of_squares`].
 #[inline(always)]
 fn rms_norm(x: &[f32], weight: &[f32], epsilon: f32, y: &mut [f32]) {
-    let mut squares = 0.0f32;
-    for v in x {
-        squares += v * v;
-    }
-    let rms = (squares / x.len() as f32 + epsilon).sqrt();
+    let rms = (sum_of_squares(x) / x.len() as f32 + epsilon).sqrt();
     for ((y, v), w) in y.iter_mut().zip(x).zip(weight) {
         *y = v / rms * w;
     }
+}
+
+/// `Σx²` with value `i` in lane `i % NORM_LANES`, the lanes then added pairwise in a fixed
+/// order: the same bits from every build, and independent sums a vector unit runs side by
+/// side (a sum in order waits on each addition: 768 of them per row of EmbeddingGemma).
+#[inline(always)]
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; NORM_LANES];
+    let mut chunks = x.chunks_exact(NORM_LANES);
+    for chunk in &mut chunks {
+        for (s, v) in lanes.iter_mut().zip(chunk) {
+            *s += v * v;
+        }
+    }
+    for (s, v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *s += v * v;
+    }
+    let mut width = NORM_LANES;
+    while width > 1 {
+        width /= 2;
+        let (low, high) = lanes.split_at_mut(width);
+        for (a, b) in low.iter_mut().zip(high.iter()) {
+            *a += b;
+        }
+    }
+    lanes[0]
 }
 
 #[inline(always)]
@@ -195,16 +222,24 @@ fn norm_rotate_body(x: &[f32], out: &mut [f32], first_row: usize, p: &NormRotate
     }
     let heads = p.heads.max(1);
     let positions = p.positions.max(1);
+    if p.weight.len() != h {
+        return;
+    }
+    let (weight_low, weight_high) = p.weight.split_at(half);
     for (i, (row, y)) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)).enumerate() {
-        rms_norm(row, p.weight, p.epsilon, y);
+        // The norm and the rotation in one pass over the row: each value is normalised as
+        // `rms_norm` does it (`x / rms · w`), then rotated with its partner.
+        let rms = (sum_of_squares(row) / h as f32 + p.epsilon).sqrt();
         let position = ((first_row + i) / heads) % positions;
         let cos = &p.cos[position * half..][..half];
         let sin = &p.sin[position * half..][..half];
-        let (low, high) = y.split_at_mut(half);
-        for (((a, b), c), s) in low.iter_mut().zip(high.iter_mut()).zip(cos).zip(sin) {
-            let (real, imaginary) = (*a, *b);
-            *a = real * c - imaginary * s;
-            *b = real * s + imaginary * c;
+        let (x_low, x_high) = row.split_at(half);
+        let (y_low, y_high) = y.split_at_mut(half);
+        for j in 0..half {
+            let real = x_low[j] / rms * weight_low[j];
+            let imaginary = x_high[j] / rms * weight_high[j];
+            y_low[j] = real * cos[j] - imaginary * sin[j];
+            y_high[j] = real * sin[j] + imaginary * cos[j];
         }
     }
 }
@@ -350,6 +385,32 @@ mod tests {
         assert_eq!(exp(-100.0), 0.0);
         assert_eq!(exp(-3.4e38), 0.0);
         assert!(exp(1e9).is_finite());
+    }
+
+    #[test]
+    fn sum_of_squares_is_close_to_float64_and_runs_its_lanes_in_a_fixed_order() {
+        for len in [1, 5, 63, 64, 65, 127, 256, 768, 1000] {
+            let x = values(len, len as u32, 40.0);
+            let exact: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum();
+            let got = sum_of_squares(&x) as f64;
+            assert!(
+                (got - exact).abs() <= 4.0 * f32::EPSILON as f64 * exact,
+                "{len} values: {got} against {exact}"
+            );
+            // Value i in lane i % 64, the lanes added pairwise: the order the code fixes.
+            let mut lanes = [0.0f32; NORM_LANES];
+            for (i, v) in x.iter().enumerate() {
+                lanes[i % NORM_LANES] += v * v;
+            }
+            let mut width = NORM_LANES;
+            while width > 1 {
+                width /= 2;
+                for i in 0..width {
+                    lanes[i] += lanes[i + width];
+                }
+            }
+            assert_eq!(sum_of_squares(&x), lanes[0], "{len} values");
+        }
     }
 
     #[test]
