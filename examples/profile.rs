@@ -160,7 +160,7 @@ async fn profile_operators(options: &LoadOptions, dir: &Path, fused: bool, runs:
             tokens = provider.embed(request.clone()).await.unwrap().token_counts[0];
         }
         let file = provider.end_profiling().unwrap();
-        // The load's warm-up run and ours are left out.
+        // The load's warm-up run and our three are left out.
         let summary = summarise(&file, 4);
         assert_eq!(summary.runs, runs, "{}: profiled runs", file.display());
         println!(

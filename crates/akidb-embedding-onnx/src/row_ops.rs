@@ -458,3 +458,250 @@ impl Kernel for NormAddNormKernel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ort::session::Session;
+    use ort::value::Tensor;
+    use prost::Message;
+
+    use super::*;
+    use crate::q8_matmul::{DOMAIN, operator_domain};
+    use crate::quantize::fuse::test_graph::{any_float_input, node, with_float, with_int};
+    use crate::quantize::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+    };
+    use crate::runtime::{RuntimeSearch, environment};
+
+    /// A session running `op` alone, its inputs named `names` (float, of any shape) and its
+    /// outputs `outputs`. Needs ONNX Runtime (`ORT_DYLIB_PATH`; `scripts/setup.sh`).
+    fn session_of(op: NodeProto, names: &[&str], outputs: &[&str]) -> Session {
+        let env = environment(RuntimeSearch::default())
+            .expect("ONNX Runtime: set ORT_DYLIB_PATH (scripts/setup.sh installs it)");
+        let model = ModelProto {
+            ir_version: Some(8),
+            opset_import: [("", 18), (DOMAIN, 1)]
+                .map(|(domain, version)| OperatorSetIdProto {
+                    domain: Some(domain.to_string()),
+                    version: Some(version),
+                })
+                .to_vec(),
+            graph: Some(GraphProto {
+                name: Some("row_op".to_string()),
+                node: vec![op],
+                input: names.iter().map(|n| any_float_input(n)).collect(),
+                output: outputs
+                    .iter()
+                    .map(|n| ValueInfoProto {
+                        name: Some(n.to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Session::builder(&env)
+            .unwrap()
+            .with_operators(operator_domain().unwrap())
+            .unwrap()
+            .commit_from_memory(&model.encode_to_vec())
+            .unwrap()
+    }
+
+    fn ours(op_type: &str, inputs: &[&str], output: &str) -> NodeProto {
+        let mut op = node(op_type, inputs, output);
+        op.domain = Some(DOMAIN.to_string());
+        op
+    }
+
+    fn tensor(shape: &[i64], fill: f32) -> Tensor<f32> {
+        let count = shape.iter().product::<i64>() as usize;
+        Tensor::from_array((shape.to_vec(), vec![fill; count])).unwrap()
+    }
+
+    /// A run's inputs by name.
+    type Inputs = Vec<(&'static str, Tensor<f32>)>;
+
+    /// Runs `session` on `inputs` and returns the run's error message.
+    fn run_error(session: &mut Session, inputs: Inputs) -> String {
+        let inputs: Vec<_> = inputs
+            .into_iter()
+            .map(|(name, t)| {
+                (
+                    std::borrow::Cow::from(name),
+                    ort::session::SessionInputValue::from(t),
+                )
+            })
+            .collect();
+        match session.run(inputs) {
+            Ok(_) => panic!("the run succeeded"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    fn norm_rotary() -> Session {
+        let op = with_int(
+            ours(NORM_ROTARY, &["x", "w", "cos", "sin"], "y"),
+            "num_heads",
+            2,
+        );
+        let op = with_float(op, "epsilon", 1e-6);
+        session_of(op, &["x", "w", "cos", "sin"], &["y"])
+    }
+
+    #[test]
+    fn norm_rotary_runs_and_refuses_shapes_that_do_not_fit() {
+        let mut session = norm_rotary();
+        // Two heads of 4 at 3 positions, tables for 3: runs.
+        let outputs = session
+            .run(ort::inputs![
+                "x" => tensor(&[1, 3, 8], 1.0),
+                "w" => tensor(&[4], 1.0),
+                "cos" => tensor(&[3, 2], 1.0),
+                "sin" => tensor(&[3, 2], 0.0),
+            ])
+            .unwrap();
+        let (shape, y) = outputs["y"].try_extract_tensor::<f32>().unwrap();
+        assert_eq!(&shape[..], &[1, 6, 4]);
+        // RMSNorm of ones with weight 1, rotated by angle 0: ones.
+        assert!(y.iter().all(|v| (v - 1.0).abs() < 1e-5), "{y:?}");
+        drop(outputs);
+
+        let cases: [(Inputs, &str); 4] = [
+            (
+                vec![
+                    ("x", tensor(&[3, 8], 1.0)),
+                    ("w", tensor(&[4], 1.0)),
+                    ("cos", tensor(&[3, 2], 1.0)),
+                    ("sin", tensor(&[3, 2], 0.0)),
+                ],
+                "not [B, S, N·H]",
+            ),
+            (
+                vec![
+                    ("x", tensor(&[1, 3, 6], 1.0)),
+                    ("w", tensor(&[4], 1.0)),
+                    ("cos", tensor(&[3, 2], 1.0)),
+                    ("sin", tensor(&[3, 2], 0.0)),
+                ],
+                "not 2 heads of the weight's 4",
+            ),
+            (
+                vec![
+                    ("x", tensor(&[1, 3, 8], 1.0)),
+                    ("w", tensor(&[4], 1.0)),
+                    ("cos", tensor(&[3, 3], 1.0)),
+                    ("sin", tensor(&[3, 3], 0.0)),
+                ],
+                "not [P, 2]",
+            ),
+            (
+                vec![
+                    ("x", tensor(&[1, 5, 8], 1.0)),
+                    ("w", tensor(&[4], 1.0)),
+                    ("cos", tensor(&[3, 2], 1.0)),
+                    ("sin", tensor(&[3, 2], 0.0)),
+                ],
+                "5 positions exceed the rotary tables' 3",
+            ),
+        ];
+        for (inputs, expected) in cases {
+            let error = run_error(&mut session, inputs);
+            assert!(
+                error.contains(NORM_ROTARY) && error.contains(expected),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_softmax_refuses_a_bias_that_does_not_fit_the_scores() {
+        let op = with_int(
+            ours(ATTENTION_SOFTMAX, &["scores", "bias"], "p"),
+            "num_heads",
+            2,
+        );
+        let mut session = session_of(op, &["scores", "bias"], &["p"]);
+        let cases: [(Inputs, &str); 3] = [
+            // Scores of rank 2.
+            (
+                vec![
+                    ("scores", tensor(&[6, 3], 0.0)),
+                    ("bias", tensor(&[1, 1, 3, 3], 0.0)),
+                ],
+                "not [B, S·N, L]",
+            ),
+            // 5 rows are not whole positions of 2 heads.
+            (
+                vec![
+                    ("scores", tensor(&[1, 5, 3], 0.0)),
+                    ("bias", tensor(&[1, 1, 1, 3], 0.0)),
+                ],
+                "do not match the bias",
+            ),
+            // The bias covers 4 keys, the scores 3.
+            (
+                vec![
+                    ("scores", tensor(&[1, 6, 3], 0.0)),
+                    ("bias", tensor(&[1, 1, 3, 4], 0.0)),
+                ],
+                "do not match the bias",
+            ),
+        ];
+        for (inputs, expected) in cases {
+            let error = run_error(&mut session, inputs);
+            assert!(
+                error.contains(ATTENTION_SOFTMAX) && error.contains(expected),
+                "{error}"
+            );
+        }
+        // The same session still runs a bias that fits: equal scores, equal weights.
+        let outputs = session
+            .run(ort::inputs![
+                "scores" => tensor(&[1, 6, 3], 0.5),
+                "bias" => tensor(&[1, 1, 3, 3], 0.0),
+            ])
+            .unwrap();
+        let (_, p) = outputs["p"].try_extract_tensor::<f32>().unwrap();
+        assert!(p.iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6), "{p:?}");
+    }
+
+    #[test]
+    fn norm_add_norm_refuses_inputs_of_different_shapes_or_widths() {
+        let mut op = ours(NORM_ADD_NORM, &["x", "r", "w1", "w2"], "y");
+        op.output.push("sum".to_string());
+        let op = with_float(with_float(op, "epsilon", 1e-6), "second_epsilon", 1e-6);
+        let mut session = session_of(op, &["x", "r", "w1", "w2"], &["y", "sum"]);
+        let cases: [Inputs; 3] = [
+            // The residual's shape differs from the input's.
+            vec![
+                ("x", tensor(&[1, 2, 4], 1.0)),
+                ("r", tensor(&[1, 3, 4], 1.0)),
+                ("w1", tensor(&[4], 1.0)),
+                ("w2", tensor(&[4], 1.0)),
+            ],
+            // Rows of 4 against weights of 3.
+            vec![
+                ("x", tensor(&[1, 2, 4], 1.0)),
+                ("r", tensor(&[1, 2, 4], 1.0)),
+                ("w1", tensor(&[3], 1.0)),
+                ("w2", tensor(&[3], 1.0)),
+            ],
+            // The two weights differ in length.
+            vec![
+                ("x", tensor(&[1, 2, 4], 1.0)),
+                ("r", tensor(&[1, 2, 4], 1.0)),
+                ("w1", tensor(&[4], 1.0)),
+                ("w2", tensor(&[2], 1.0)),
+            ],
+        ];
+        for inputs in cases {
+            let error = run_error(&mut session, inputs);
+            assert!(
+                error.contains(NORM_ADD_NORM) && error.contains("must be equal"),
+                "{error}"
+            );
+        }
+    }
+}

@@ -1409,6 +1409,12 @@ pub(crate) mod test_graph {
         node
     }
 
+    /// `node` with a float attribute.
+    pub(crate) fn with_float(mut node: NodeProto, name: &str, value: f32) -> NodeProto {
+        node.attribute.push(float_attribute(name, value));
+        node
+    }
+
     /// A float graph input.
     pub(crate) fn input(name: &str, dims: &[D]) -> ValueInfoProto {
         let dim = dims
@@ -1421,12 +1427,21 @@ pub(crate) mod test_graph {
                 ..Default::default()
             })
             .collect();
+        float_input(name, Some(TensorShapeProto { dim }))
+    }
+
+    /// A float graph input of any shape, its rank too.
+    pub(crate) fn any_float_input(name: &str) -> ValueInfoProto {
+        float_input(name, None)
+    }
+
+    fn float_input(name: &str, shape: Option<TensorShapeProto>) -> ValueInfoProto {
         ValueInfoProto {
             name: Some(name.to_string()),
             r#type: Some(TypeProto {
                 value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                     elem_type: Some(DataType::Float as i32),
-                    shape: Some(TensorShapeProto { dim }),
+                    shape,
                 })),
                 ..Default::default()
             }),
