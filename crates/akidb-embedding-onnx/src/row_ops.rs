@@ -474,10 +474,21 @@ mod tests {
     use crate::runtime::{RuntimeSearch, environment};
 
     /// A session running `op` alone, its inputs named `names` (float, of any shape) and its
-    /// outputs `outputs`. Needs ONNX Runtime (`ORT_DYLIB_PATH`; `scripts/setup.sh`).
+    /// outputs `outputs`. Needs ONNX Runtime: `ORT_DYLIB_PATH`, else the `runtime/` folder
+    /// `scripts/setup.sh` fills (in `AKIDB_HOME`, else the workspace's `.akidb`).
     fn session_of(op: NodeProto, names: &[&str], outputs: &[&str]) -> Session {
-        let env = environment(RuntimeSearch::default())
-            .expect("ONNX Runtime: set ORT_DYLIB_PATH (scripts/setup.sh installs it)");
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let candidates: Vec<std::path::PathBuf> = std::env::var_os("AKIDB_HOME")
+            .map(std::path::PathBuf::from)
+            .into_iter()
+            .chain([workspace.join(".akidb")])
+            .map(|home| home.join("runtime"))
+            .collect();
+        let search = RuntimeSearch {
+            library: None,
+            candidates: &candidates,
+        };
+        let env = environment(search).expect("ONNX Runtime: run scripts/setup.sh");
         let model = ModelProto {
             ir_version: Some(8),
             opset_import: [("", 18), (DOMAIN, 1)]
