@@ -534,8 +534,8 @@ mod tests {
     /// A run's inputs by name.
     type Inputs = Vec<(&'static str, Tensor<f32>)>;
 
-    /// Runs `session` on `inputs` and returns the run's error message.
-    fn run_error(session: &mut Session, inputs: Inputs) -> String {
+    /// Runs `session` on `inputs`: its outputs in the graph's order, or the run's error message.
+    fn run(session: &mut Session, inputs: Inputs) -> Result<Vec<Vec<f32>>, String> {
         let inputs: Vec<_> = inputs
             .into_iter()
             .map(|(name, t)| {
@@ -545,85 +545,64 @@ mod tests {
                 )
             })
             .collect();
-        match session.run(inputs) {
-            Ok(_) => panic!("the run succeeded"),
-            Err(error) => error.to_string(),
-        }
+        let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+        Ok(outputs
+            .values()
+            .map(|v| v.try_extract_tensor::<f32>().unwrap().1.to_vec())
+            .collect())
     }
 
-    fn norm_rotary() -> Session {
+    /// `NormRotary`'s inputs: `x` of ones, a weight of ones, rotary tables at angle 0.
+    fn rotary_inputs(x: &[i64], head: i64, table: &[i64]) -> Inputs {
+        vec![
+            ("x", tensor(x, 1.0)),
+            ("w", tensor(&[head], 1.0)),
+            ("cos", tensor(table, 1.0)),
+            ("sin", tensor(table, 0.0)),
+        ]
+    }
+
+    #[test]
+    fn norm_rotary_runs_and_refuses_shapes_that_do_not_fit() {
         let op = with_int(
             ours(NORM_ROTARY, &["x", "w", "cos", "sin"], "y"),
             "num_heads",
             2,
         );
         let op = with_float(op, "epsilon", 1e-6);
-        session_of(op, &["x", "w", "cos", "sin"], &["y"])
-    }
-
-    #[test]
-    fn norm_rotary_runs_and_refuses_shapes_that_do_not_fit() {
-        let mut session = norm_rotary();
-        // Two heads of 4 at 3 positions, tables for 3: runs.
-        let outputs = session
-            .run(ort::inputs![
-                "x" => tensor(&[1, 3, 8], 1.0),
-                "w" => tensor(&[4], 1.0),
-                "cos" => tensor(&[3, 2], 1.0),
-                "sin" => tensor(&[3, 2], 0.0),
-            ])
-            .unwrap();
-        let (shape, y) = outputs["y"].try_extract_tensor::<f32>().unwrap();
-        assert_eq!(&shape[..], &[1, 6, 4]);
-        // RMSNorm of ones with weight 1, rotated by angle 0: ones.
-        assert!(y.iter().all(|v| (v - 1.0).abs() < 1e-5), "{y:?}");
-        drop(outputs);
-
-        let cases: [(Inputs, &str); 4] = [
+        let mut session = session_of(op, &["x", "w", "cos", "sin"], &["y"]);
+        let cases = [
+            (rotary_inputs(&[3, 8], 4, &[3, 2]), "not [B, S, N·H]"),
             (
-                vec![
-                    ("x", tensor(&[3, 8], 1.0)),
-                    ("w", tensor(&[4], 1.0)),
-                    ("cos", tensor(&[3, 2], 1.0)),
-                    ("sin", tensor(&[3, 2], 0.0)),
-                ],
-                "not [B, S, N·H]",
-            ),
-            (
-                vec![
-                    ("x", tensor(&[1, 3, 6], 1.0)),
-                    ("w", tensor(&[4], 1.0)),
-                    ("cos", tensor(&[3, 2], 1.0)),
-                    ("sin", tensor(&[3, 2], 0.0)),
-                ],
+                rotary_inputs(&[1, 3, 6], 4, &[3, 2]),
                 "not 2 heads of the weight's 4",
             ),
+            (rotary_inputs(&[1, 3, 8], 4, &[3, 3]), "not [P, 2]"),
             (
-                vec![
-                    ("x", tensor(&[1, 3, 8], 1.0)),
-                    ("w", tensor(&[4], 1.0)),
-                    ("cos", tensor(&[3, 3], 1.0)),
-                    ("sin", tensor(&[3, 3], 0.0)),
-                ],
-                "not [P, 2]",
-            ),
-            (
-                vec![
-                    ("x", tensor(&[1, 5, 8], 1.0)),
-                    ("w", tensor(&[4], 1.0)),
-                    ("cos", tensor(&[3, 2], 1.0)),
-                    ("sin", tensor(&[3, 2], 0.0)),
-                ],
+                rotary_inputs(&[1, 5, 8], 4, &[3, 2]),
                 "5 positions exceed the rotary tables' 3",
             ),
         ];
         for (inputs, expected) in cases {
-            let error = run_error(&mut session, inputs);
+            let error = run(&mut session, inputs).unwrap_err();
             assert!(
                 error.contains(NORM_ROTARY) && error.contains(expected),
                 "{error}"
             );
         }
+        // Two heads of 4 at 3 positions, tables for 3, in the same session: the norm of ones
+        // with weight 1, rotated by angle 0, is ones.
+        let y = run(&mut session, rotary_inputs(&[1, 3, 8], 4, &[3, 2])).unwrap();
+        assert_eq!(y[0].len(), 24);
+        assert!(y[0].iter().all(|v| (v - 1.0).abs() < 1e-5), "{y:?}");
+    }
+
+    /// `AttentionSoftmax`'s inputs: scores of `score` and a bias of zeros.
+    fn softmax_inputs(scores: &[i64], score: f32, bias: &[i64]) -> Inputs {
+        vec![
+            ("scores", tensor(scores, score)),
+            ("bias", tensor(bias, 0.0)),
+        ]
     }
 
     #[test]
@@ -634,48 +613,44 @@ mod tests {
             2,
         );
         let mut session = session_of(op, &["scores", "bias"], &["p"]);
-        let cases: [(Inputs, &str); 3] = [
+        let cases = [
             // Scores of rank 2.
             (
-                vec![
-                    ("scores", tensor(&[6, 3], 0.0)),
-                    ("bias", tensor(&[1, 1, 3, 3], 0.0)),
-                ],
+                softmax_inputs(&[6, 3], 0.0, &[1, 1, 3, 3]),
                 "not [B, S·N, L]",
             ),
             // 5 rows are not whole positions of 2 heads.
             (
-                vec![
-                    ("scores", tensor(&[1, 5, 3], 0.0)),
-                    ("bias", tensor(&[1, 1, 1, 3], 0.0)),
-                ],
+                softmax_inputs(&[1, 5, 3], 0.0, &[1, 1, 1, 3]),
                 "do not match the bias",
             ),
             // The bias covers 4 keys, the scores 3.
             (
-                vec![
-                    ("scores", tensor(&[1, 6, 3], 0.0)),
-                    ("bias", tensor(&[1, 1, 3, 4], 0.0)),
-                ],
+                softmax_inputs(&[1, 6, 3], 0.0, &[1, 1, 3, 4]),
                 "do not match the bias",
             ),
         ];
         for (inputs, expected) in cases {
-            let error = run_error(&mut session, inputs);
+            let error = run(&mut session, inputs).unwrap_err();
             assert!(
                 error.contains(ATTENTION_SOFTMAX) && error.contains(expected),
                 "{error}"
             );
         }
         // The same session still runs a bias that fits: equal scores, equal weights.
-        let outputs = session
-            .run(ort::inputs![
-                "scores" => tensor(&[1, 6, 3], 0.5),
-                "bias" => tensor(&[1, 1, 3, 3], 0.0),
-            ])
-            .unwrap();
-        let (_, p) = outputs["p"].try_extract_tensor::<f32>().unwrap();
-        assert!(p.iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6), "{p:?}");
+        let p = run(&mut session, softmax_inputs(&[1, 6, 3], 0.5, &[1, 1, 3, 3])).unwrap();
+        assert_eq!(p[0].len(), 18);
+        assert!(p[0].iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-6), "{p:?}");
+    }
+
+    /// `NormAddNorm`'s inputs, each of ones.
+    fn norm_add_norm_inputs(x: &[i64], residual: &[i64], first: i64, second: i64) -> Inputs {
+        vec![
+            ("x", tensor(x, 1.0)),
+            ("r", tensor(residual, 1.0)),
+            ("w1", tensor(&[first], 1.0)),
+            ("w2", tensor(&[second], 1.0)),
+        ]
     }
 
     #[test]
@@ -684,35 +659,32 @@ mod tests {
         op.output.push("sum".to_string());
         let op = with_float(with_float(op, "epsilon", 1e-6), "second_epsilon", 1e-6);
         let mut session = session_of(op, &["x", "r", "w1", "w2"], &["y", "sum"]);
-        let cases: [Inputs; 3] = [
+        let cases = [
             // The residual's shape differs from the input's.
-            vec![
-                ("x", tensor(&[1, 2, 4], 1.0)),
-                ("r", tensor(&[1, 3, 4], 1.0)),
-                ("w1", tensor(&[4], 1.0)),
-                ("w2", tensor(&[4], 1.0)),
-            ],
+            norm_add_norm_inputs(&[1, 2, 4], &[1, 3, 4], 4, 4),
             // Rows of 4 against weights of 3.
-            vec![
-                ("x", tensor(&[1, 2, 4], 1.0)),
-                ("r", tensor(&[1, 2, 4], 1.0)),
-                ("w1", tensor(&[3], 1.0)),
-                ("w2", tensor(&[3], 1.0)),
-            ],
+            norm_add_norm_inputs(&[1, 2, 4], &[1, 2, 4], 3, 3),
             // The two weights differ in length.
-            vec![
-                ("x", tensor(&[1, 2, 4], 1.0)),
-                ("r", tensor(&[1, 2, 4], 1.0)),
-                ("w1", tensor(&[4], 1.0)),
-                ("w2", tensor(&[2], 1.0)),
-            ],
+            norm_add_norm_inputs(&[1, 2, 4], &[1, 2, 4], 4, 2),
         ];
         for inputs in cases {
-            let error = run_error(&mut session, inputs);
+            let error = run(&mut session, inputs).unwrap_err();
             assert!(
                 error.contains(NORM_ADD_NORM) && error.contains("must be equal"),
                 "{error}"
             );
         }
+        // Inputs that fit: the norm of ones is ones, the sum with the residual twos, and its
+        // norm ones again.
+        let [y, sum] = <[Vec<f32>; 2]>::try_from(
+            run(
+                &mut session,
+                norm_add_norm_inputs(&[1, 2, 4], &[1, 2, 4], 4, 4),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(sum.iter().all(|v| (v - 2.0).abs() < 1e-5), "{sum:?}");
+        assert!(y.iter().all(|v| (v - 1.0).abs() < 1e-5), "{y:?}");
     }
 }
