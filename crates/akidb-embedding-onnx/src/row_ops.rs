@@ -552,6 +552,15 @@ mod tests {
             .collect())
     }
 
+    /// Runs each case's inputs on `session` and checks that the run fails with `op`'s name
+    /// and the case's reason.
+    fn assert_refused(session: &mut Session, op: &str, cases: Vec<(Inputs, &str)>) {
+        for (inputs, expected) in cases {
+            let error = run(session, inputs).unwrap_err();
+            assert!(error.contains(op) && error.contains(expected), "{error}");
+        }
+    }
+
     /// `NormRotary`'s inputs: `x` of ones, a weight of ones, rotary tables at angle 0.
     fn rotary_inputs(x: &[i64], head: i64, table: &[i64]) -> Inputs {
         vec![
@@ -583,13 +592,7 @@ mod tests {
                 "5 positions exceed the rotary tables' 3",
             ),
         ];
-        for (inputs, expected) in cases {
-            let error = run(&mut session, inputs).unwrap_err();
-            assert!(
-                error.contains(NORM_ROTARY) && error.contains(expected),
-                "{error}"
-            );
-        }
+        assert_refused(&mut session, NORM_ROTARY, cases.into());
         // Two heads of 4 at 3 positions, tables for 3, in the same session: the norm of ones
         // with weight 1, rotated by angle 0, is ones.
         let y = run(&mut session, rotary_inputs(&[1, 3, 8], 4, &[3, 2])).unwrap();
@@ -630,13 +633,7 @@ mod tests {
                 "do not match the bias",
             ),
         ];
-        for (inputs, expected) in cases {
-            let error = run(&mut session, inputs).unwrap_err();
-            assert!(
-                error.contains(ATTENTION_SOFTMAX) && error.contains(expected),
-                "{error}"
-            );
-        }
+        assert_refused(&mut session, ATTENTION_SOFTMAX, cases.into());
         // The same session still runs a bias that fits: equal scores, equal weights.
         let p = run(&mut session, softmax_inputs(&[1, 6, 3], 0.5, &[1, 1, 3, 3])).unwrap();
         assert_eq!(p[0].len(), 18);
@@ -667,13 +664,8 @@ mod tests {
             // The two weights differ in length.
             norm_add_norm_inputs(&[1, 2, 4], &[1, 2, 4], 4, 2),
         ];
-        for inputs in cases {
-            let error = run(&mut session, inputs).unwrap_err();
-            assert!(
-                error.contains(NORM_ADD_NORM) && error.contains("must be equal"),
-                "{error}"
-            );
-        }
+        let cases = cases.map(|inputs| (inputs, "must be equal"));
+        assert_refused(&mut session, NORM_ADD_NORM, cases.into());
         // Inputs that fit: the norm of ones is ones, the sum with the residual twos, and its
         // norm ones again.
         let [y, sum] = <[Vec<f32>; 2]>::try_from(

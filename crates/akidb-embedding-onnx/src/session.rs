@@ -114,14 +114,19 @@ impl OnnxSession {
         self.pooling
     }
 
-    /// Ends ONNX Runtime's profile (see [`LoadOptions::with_profiling`]) and returns the
-    /// file it wrote.
-    pub(crate) fn end_profiling(&self) -> Result<PathBuf> {
-        let mut session = self.session.lock().map_err(|_| {
+    /// The session, for one caller at a time.
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+        self.session.lock().map_err(|_| {
             EmbeddingError::Inference(
                 "a previous run panicked while holding the session".to_string(),
             )
-        })?;
+        })
+    }
+
+    /// Ends ONNX Runtime's profile (see [`LoadOptions::with_profiling`]) and returns the
+    /// file it wrote.
+    pub(crate) fn end_profiling(&self) -> Result<PathBuf> {
+        let mut session = self.lock()?;
         let file = session.end_profiling().map_err(|e| {
             EmbeddingError::Inference(format!("ONNX Runtime cannot end its profile: {e}"))
         })?;
@@ -172,11 +177,7 @@ impl OnnxSession {
             })?;
             inputs.push((Cow::Borrowed(name.as_str()), tensor.into()));
         }
-        let mut session = self.session.lock().map_err(|_| {
-            EmbeddingError::Inference(
-                "a previous run panicked while holding the session".to_string(),
-            )
-        })?;
+        let mut session = self.lock()?;
         let outputs = session.run(inputs).map_err(|e| {
             EmbeddingError::Inference(format!(
                 "ONNX Runtime run failed (batch {rows} × {seq} tokens): {e}"
