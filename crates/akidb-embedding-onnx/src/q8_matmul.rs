@@ -10,6 +10,8 @@
 //! [`FuseStep::Q8Matmul`](crate::quantize::fuse::FuseStep::Q8Matmul) writes the operator,
 //! by default only where [`supported`] holds; every session registers the operator's domain.
 
+use std::sync::{Mutex, PoisonError};
+
 use akidb_q8_kernel::{PackedWeights, QuantisedRows, multiply};
 pub use akidb_q8_kernel::{fits, supported};
 use ort::operator::{
@@ -31,6 +33,25 @@ pub(crate) fn operator_domain() -> ort::Result<OperatorDomain> {
         .add(crate::row_ops::NormRotary)?
         .add(crate::row_ops::AttentionSoftmax)?
         .add(crate::row_ops::NormAddNorm)
+}
+
+/// Creates a session registering [`operator_domain`] with `create`.
+///
+/// ONNX Runtime adds a custom domain to a process-wide registry when the first session that
+/// holds it is created, checking and then adding without a lock: two such sessions created
+/// at once can both add it, and one fails ("the domain is already exist"). So the first
+/// creation runs alone; once one has succeeded the domain is registered and the rest run
+/// freely, side by side.
+pub(crate) fn create_session<T, E>(create: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    static REGISTERED: Mutex<bool> = Mutex::new(false);
+    let mut registered = REGISTERED.lock().unwrap_or_else(PoisonError::into_inner);
+    if *registered {
+        drop(registered);
+        return create();
+    }
+    let session = create()?;
+    *registered = true;
+    Ok(session)
 }
 
 /// The custom operator ONNX Runtime calls.

@@ -466,7 +466,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::q8_matmul::{DOMAIN, operator_domain};
+    use crate::q8_matmul::{DOMAIN, create_session, operator_domain};
     use crate::quantize::fuse::test_graph::{any_float_input, node, with_float, with_int};
     use crate::quantize::proto::{
         GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
@@ -512,12 +512,11 @@ mod tests {
             }),
             ..Default::default()
         };
-        Session::builder(&env)
+        let mut builder = Session::builder(&env)
             .unwrap()
             .with_operators(operator_domain().unwrap())
-            .unwrap()
-            .commit_from_memory(&model.encode_to_vec())
-            .unwrap()
+            .unwrap();
+        create_session(|| builder.commit_from_memory(&model.encode_to_vec())).unwrap()
     }
 
     fn ours(op_type: &str, inputs: &[&str], output: &str) -> NodeProto {

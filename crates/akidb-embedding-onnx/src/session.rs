@@ -408,8 +408,7 @@ pub(crate) fn build(
         }
         CacheUse::None => original,
     };
-    let session = builder
-        .commit_from_file(source)
+    let session = crate::q8_matmul::create_session(|| builder.commit_from_file(source))
         .map_err(|e| load_error(&e))?;
     // The session holds its mapping: the private copy can leave the file system.
     drop(private);
