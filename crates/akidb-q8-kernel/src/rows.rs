@@ -267,7 +267,9 @@ fn bias_softmax_body<'b>(
         let mut chunks = y.chunks_exact(LANES);
         for chunk in &mut chunks {
             for (m, v) in maxima.iter_mut().zip(chunk) {
-                *m = m.max(*v);
+                // A comparison and a select, where `f32::max`'s NaN rule kept the compiler
+                // from vectorising the loop; a NaN score is passed over either way.
+                *m = if *v > *m { *v } else { *m };
             }
         }
         let mut maximum = chunks
@@ -325,8 +327,11 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    // n is in [−126, 127]: 2^n is a normal float.
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n is a whole number in [−126, 127], so `n + 127 + 2²³` is exact and its low mantissa
+    // bits are `n + 127`: shifted into the exponent field they make 2^n, a normal float. (A
+    // float-to-integer cast would do the same, but Rust's saturating cast does not vectorise:
+    // it left the softmax at 1.5 ns a value.)
+    let two_n = f32::from_bits((n + (127.0 + 8_388_608.0)).to_bits() << 23);
     if x < LOWEST { 0.0 } else { er * two_n }
 }
 
