@@ -11,7 +11,8 @@
 # `cargo run --release --example quantize`).
 #
 # Needs scripts/setup.sh to have run. Installs the Python requirements and builds both Rust
-# programs itself. Prints a markdown table per model (medians over ROUNDS interleaved rounds;
+# programs itself. Prints a markdown table per model (medians over ROUNDS interleaved rounds,
+# each round visiting every model;
 # cold start: median of COLD_RUNS fresh processes) and leaves the raw JSON lines in $OUT.
 #
 # Environment: THREADS (2), RUNS (200 calls per text), ROUNDS (3), COLD_RUNS (5),
@@ -88,6 +89,12 @@ run_impl() { # impl folder variant extra-args...
 sampler=$!
 trap 'kill "$sampler" 2>/dev/null || true' EXIT
 
+# Every round visits every model, so each model's medians are taken over the same stretches
+# of the run: a quiet or a loud minute of the host falls on all models alike, and a target
+# that compares two models (q8 against Python's fp32) compares figures measured side by side.
+names=()
+folders=()
+variants=()
 for entry in "${models[@]}"; do
   name="${entry%%=*}"
   folder="${entry#*=}"
@@ -98,30 +105,40 @@ for entry in "${models[@]}"; do
     echo "compare: skipping $name: no folder $folder" >&2
     continue
   fi
-  results="$out/$name.jsonl"
-  : >"$results"
-  read -r -a impl_list <<<"$impls"
-  for ((round = 1; round <= rounds; round++)); do
-    # Each round starts with the next implementation, so none is always the first process
-    # after a build or another model (that first process measured slower in some runs).
-    order=()
-    for ((k = 0; k < ${#impl_list[@]}; k++)); do
-      order+=("${impl_list[(k + round - 1) % ${#impl_list[@]}]}")
-    done
+  names+=("$name")
+  folders+=("$folder")
+  variants+=("$variant")
+  : >"$out/$name.jsonl"
+done
+read -r -a impl_list <<<"$impls"
+for ((round = 1; round <= rounds; round++)); do
+  # Each round starts with the next implementation, so none is always the first process
+  # after a build or another model (that first process measured slower in some runs).
+  order=()
+  for ((k = 0; k < ${#impl_list[@]}; k++)); do
+    order+=("${impl_list[(k + round - 1) % ${#impl_list[@]}]}")
+  done
+  for m in "${!names[@]}"; do
+    name="${names[m]}"
+    results="$out/$name.jsonl"
     for impl in "${order[@]}"; do
       echo "compare: $name, $impl, round $round/$rounds" >&2
       vectors=()
       [[ $round == 1 ]] && vectors=(--vectors "$out/$name.$impl.vectors.json")
-      if line="$(run_impl "$impl" "$folder" "$variant" --runs "$runs" "${vectors[@]}")"; then
+      if line="$(run_impl "$impl" "${folders[m]}" "${variants[m]}" --runs "$runs" "${vectors[@]}")"; then
         echo "{\"kind\":\"warm\",\"impl\":\"$impl\",\"result\":$line}" >>"$results"
       else
         echo "{\"kind\":\"failed\",\"impl\":\"$impl\"}" >>"$results"
       fi
     done
   done
+done
+for m in "${!names[@]}"; do
+  name="${names[m]}"
+  results="$out/$name.jsonl"
   for ((i = 1; i <= cold_runs; i++)); do
     for impl in $impls; do
-      if line="$(run_impl "$impl" "$folder" "$variant" --cold --t0-ns "$(date +%s%N)")"; then
+      if line="$(run_impl "$impl" "${folders[m]}" "${variants[m]}" --cold --t0-ns "$(date +%s%N)")"; then
         echo "{\"kind\":\"cold\",\"impl\":\"$impl\",\"result\":$line}" >>"$results"
       fi
     done
@@ -211,6 +228,25 @@ if failed:
     print(f"\nfailed runs: {', '.join(failed)} (see stderr)")
 PY
 done
+# EmbeddingGemma's q8 against Python running the fp32 graph (the q8 target's yardstick),
+# both from the same rounds.
+q8_results="$out/embeddinggemma-q8.jsonl"
+fp32_results="$out/embeddinggemma-fp32.jsonl"
+if [[ " ${names[*]} " == *" embeddinggemma-q8 "* && " ${names[*]} " == *" embeddinggemma-fp32 "* ]]; then
+  "$python" - "$q8_results" "$fp32_results" <<'PY'
+import json, statistics, sys
+
+def p95s(path, impl):
+    rows = [json.loads(l) for l in open(path) if l.strip()]
+    return [r["result"]["short"]["p95"] for r in rows if r["kind"] == "warm" and r["impl"] == impl]
+
+ours, theirs = p95s(sys.argv[1], "akidb"), p95s(sys.argv[2], "python")
+if ours and theirs:
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"\nq8 against Python fp32, short P95: {a:.2f} / {b:.2f} ms = {a / b:.2f}× "
+          f"(per round: {', '.join(f'{x / y:.2f}' for x, y in zip(ours, theirs))})")
+PY
+fi
 kill "$sampler" 2>/dev/null || true
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); 1-min load during the run (every 5 s): $(sort -n "$out/load.txt" | awk '{a[NR]=$1; s+=$1} END {if (NR) printf "median %.2f, max %.2f over %d samples", a[int((NR+1)/2)], a[NR], NR}')"
